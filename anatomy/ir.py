@@ -1,0 +1,265 @@
+"""The diagram IR every consumer reads: wires (tensors with named axes), boxes (maps) and diagrams.
+
+A `Diagram` is a typed DAG: boxes in a topological order, wires by name, the anatomy's
+dims, and a networkx view (`Diagram.graph`) for graph algorithms. Composite boxes
+(`call`, `slot`) refer to other diagrams of the same `Program` by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Iterator
+
+import networkx as nx
+
+from .errors import UNKNOWN, AnatError, SourceLoc, did_you_mean
+
+Axes = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Use:
+    """A box input: a wire, seen by the box through axis names (renamed positionally)."""
+
+    wire: str
+    axes: Axes
+
+
+@dataclass(frozen=True)
+class Wire:
+    """A tensor with named axes. `role` is input, param, output or internal."""
+
+    name: str
+    axes: Axes
+    role: str = "internal"
+    loc: SourceLoc = field(default=UNKNOWN, compare=False, repr=False)
+
+    @property
+    def anonymous(self) -> bool:
+        """Wires the parser made for nested sub-expressions; the printer inlines them."""
+        return self.name.startswith("_")
+
+
+@dataclass(frozen=True)
+class Box:
+    """One box of the diagram: an operation from inputs to outputs, with attributes.
+
+    `id` is stable: the name of the box's first output wire.
+    `attrs` is a sorted tuple of (key, value) pairs, values being plain data.
+    """
+
+    op: str
+    inputs: tuple[Use, ...]
+    outputs: tuple[str, ...]
+    attrs: tuple[tuple[str, Any], ...] = ()
+    loc: SourceLoc = field(default=UNKNOWN, compare=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.outputs[0]
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        return default
+
+    def with_attrs(self, **updates: Any) -> "Box":
+        merged = dict(self.attrs)
+        merged.update(updates)
+        return replace(self, attrs=freeze_attrs(merged))
+
+
+def freeze_attrs(attrs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    def freeze(v):
+        if isinstance(v, list):
+            return tuple(freeze(x) for x in v)
+        return v
+    return tuple(sorted((k, freeze(v)) for k, v in attrs.items() if v is not None))
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    axes: Axes
+    loc: SourceLoc = field(default=UNKNOWN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Inputs and outputs of an anatomy or a slot interface."""
+
+    inputs: tuple[Port, ...]
+    outputs: tuple[Port, ...]
+
+    def __str__(self) -> str:
+        def ports(ps):
+            return ", ".join(f"{p.name}[{', '.join(p.axes)}]" for p in ps)
+        return f"({ports(self.inputs)}) -> {ports(self.outputs)}"
+
+
+@dataclass(frozen=True)
+class Dim:
+    """A declared size: `dims h = 8, p = d / h`. `expr` is None for a dim without default."""
+
+    name: str
+    expr: Any  # anatomy.dims.DimExpr | None
+    loc: SourceLoc = field(default=UNKNOWN, compare=False, repr=False)
+
+
+@dataclass
+class Diagram:
+    """One anatomy: a typed DAG of boxes and wires with a signature and dims."""
+
+    name: str
+    signature: Signature
+    dims: dict[str, Dim]
+    wires: dict[str, Wire]
+    boxes: list[Box]
+    fills: str | None = None
+    file: str = "<string>"
+    doc: str = ""
+    loc: SourceLoc = field(default=UNKNOWN, compare=False, repr=False)
+    program: Any = field(default=None, compare=False, repr=False)
+    shapes: Any = field(default=None, compare=False, repr=False)  # Shapes at default dims
+
+    # -- navigation -------------------------------------------------------------------
+    @property
+    def inputs(self) -> tuple[Port, ...]:
+        return self.signature.inputs
+
+    @property
+    def outputs(self) -> tuple[Port, ...]:
+        return self.signature.outputs
+
+    @property
+    def time_axis(self) -> str | None:
+        """The sequence axis: by convention the first axis of the first input."""
+        for p in self.inputs:
+            if p.axes:
+                return p.axes[0]
+        return None
+
+    def box(self, box_id: str) -> Box:
+        for b in self.boxes:
+            if b.id == box_id:
+                return b
+        raise KeyError(box_id)
+
+    def producer(self, wire: str) -> Box | None:
+        return self._producers.get(wire)
+
+    def consumers(self, wire: str) -> list[Box]:
+        return self._consumers.get(wire, [])
+
+    def params(self) -> Iterator[Box]:
+        return (b for b in self.boxes if b.op == "param")
+
+    @cached_property
+    def _producers(self) -> dict[str, Box]:
+        return {w: b for b in self.boxes for w in b.outputs}
+
+    @cached_property
+    def _consumers(self) -> dict[str, list[Box]]:
+        out: dict[str, list[Box]] = {}
+        for b in self.boxes:
+            for u in b.inputs:
+                out.setdefault(u.wire, []).append(b)
+        return out
+
+    @cached_property
+    def graph(self) -> nx.MultiDiGraph:
+        """Boxes and ports as nodes, wires as edges (key = wire name, `axes` = axes at use)."""
+        g = nx.MultiDiGraph(name=self.name)
+        for p in self.inputs:
+            g.add_node(f"in:{p.name}", kind="input", wire=p.name)
+        for b in self.boxes:
+            g.add_node(b.id, kind="box", box=b)
+        for p in self.outputs:
+            g.add_node(f"out:{p.name}", kind="output", wire=p.name)
+        source = {p.name: f"in:{p.name}" for p in self.inputs}
+        source.update(self._producers)
+        for b in self.boxes:
+            for u in b.inputs:
+                src = source[u.wire]
+                g.add_edge(src if isinstance(src, str) else src.id, b.id, key=u.wire,
+                           axes=u.axes)
+        for p in self.outputs:
+            src = source[p.name]
+            g.add_edge(src if isinstance(src, str) else src.id, f"out:{p.name}", key=p.name,
+                       axes=p.axes)
+        return g
+
+    # -- structure ----------------------------------------------------------------------
+    def structure(self) -> tuple:
+        """A location-free value equal for identical diagrams (used for round-trip checks).
+
+        Anonymous wires are renumbered in box order so that equal diagrams compare equal
+        whatever counter the parser used.
+        """
+        rename: dict[str, str] = {}
+        for b in self.boxes:
+            for w in b.outputs:
+                if self.wires[w].anonymous:
+                    rename[w] = f"_{len(rename) + 1}"
+
+        def r(w: str) -> str:
+            return rename.get(w, w)
+        boxes = tuple(
+            (b.op, tuple((r(u.wire), u.axes) for u in b.inputs), tuple(map(r, b.outputs)),
+             b.attrs)
+            for b in self.boxes)
+        wires = tuple(sorted((r(w.name), w.axes, w.role) for w in self.wires.values()))
+        dims = tuple((d.name, str(d.expr)) for d in self.dims.values())
+        return (self.name, str(self.signature), self.fills, dims, wires, boxes)
+
+    def replace(self, **changes: Any) -> "Diagram":
+        """A copy with some fields changed (caches are not carried over)."""
+        fields = dict(name=self.name, signature=self.signature, dims=self.dims,
+                      wires=self.wires, boxes=self.boxes, fills=self.fills, file=self.file,
+                      doc=self.doc, loc=self.loc, program=self.program)
+        fields.update(changes)
+        return Diagram(**fields)
+
+    # -- views --------------------------------------------------------------------------
+    def to_text(self) -> str:
+        from .printer import print_diagram
+        return print_diagram(self)
+
+    def check(self, **dims: int):
+        """Infer and check every axis size at these dims (defaults otherwise)."""
+        from .shapes import check
+        return check(self, dims)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+@dataclass
+class Program:
+    """A loaded .anat file: its anatomies and slot interfaces (including those it `use`s)."""
+
+    anatomies: dict[str, Diagram]
+    slots: dict[str, Signature]
+    file: str = "<string>"
+    slot_locs: dict[str, SourceLoc] = field(default_factory=dict)
+    own: tuple[str, ...] = ()
+
+    def __getitem__(self, name: str) -> Diagram:
+        try:
+            return self.anatomies[name]
+        except KeyError:
+            raise AnatError(f"no anatomy named `{name}` in {self.file}",
+                            hint=did_you_mean(name, self.anatomies, "anatomy")) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.anatomies
+
+    def __iter__(self) -> Iterator[Diagram]:
+        """The anatomies defined in this file itself (not those it uses), in source order."""
+        return (self.anatomies[n] for n in self.own)
+
+    def fillers(self, slot: str) -> list[Diagram]:
+        """Every anatomy declared to fill `slot`."""
+        return [d for d in self.anatomies.values() if d.fills == slot]

@@ -1,0 +1,149 @@
+"""Loading .anat programs: files, `use` of other files (cycles refused), and checking.
+
+`load(path_or_text)` returns a checked `Program`; its anatomies are looked up by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import AnatError, SourceLoc, did_you_mean
+from .ir import Diagram, Program, Signature
+
+ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
+
+
+def zoo_dir() -> Path:
+    """Where the zoo's .anat files are (the installed package data, or the source tree)."""
+    from importlib.resources import files
+    try:
+        return Path(str(files("anatomy.zoo")))
+    except ModuleNotFoundError:  # pragma: no cover
+        return ZOO_DIR
+
+
+def load(source: str | Path, **dims: int) -> Program:
+    """Load a program from a path to a .anat file or from .anat source text.
+
+    `dims` override the declared dims of every anatomy that declares them; each anatomy is
+    type-checked at those dims before `load` returns.
+    """
+    if isinstance(source, Path) or ("\n" not in source and source.endswith(".anat")):
+        path = Path(source)
+        if not path.exists():
+            raise AnatError(f"no such file: {path}", SourceLoc(str(path), 0, 0),
+                            hint="give a path to a .anat file, or .anat source text")
+        program = _Loader().load_file(path.resolve(), display=str(source), stack=())
+    else:
+        program = _Loader().load_text(source, "<string>", Path.cwd(), stack=())
+    from .shapes import check_program
+    check_program(program, dims)
+    return program
+
+
+class _Loader:
+    def __init__(self):
+        self.done: dict[Path, Program] = {}
+
+    def load_file(self, path: Path, display: str, stack: tuple[Path, ...]) -> Program:
+        if path in self.done:
+            return self.done[path]
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise AnatError(f"cannot read {display}: {e}", SourceLoc(display, 0, 0)) from None
+        program = self.load_text(text, display, path.parent, stack + (path,))
+        self.done[path] = program
+        return program
+
+    def load_text(self, text: str, file: str, base: Path, stack: tuple[Path, ...]) -> Program:
+        from anatomy.grammar.parser import parse, position
+        from anatomy.grammar.transformer import AnatomyBuilder, Context, parse_signature
+
+        lines = text.splitlines()
+        tree = parse(text, file)
+        anatomies: dict[str, Diagram] = {}
+        slots: dict[str, Signature] = {}
+        slot_locs: dict[str, SourceLoc] = {}
+        origin: dict[str, SourceLoc] = {}
+
+        def add(table: dict, name: str, value, loc: SourceLoc) -> None:
+            if name in anatomies or name in slots:
+                raise AnatError(f"`{name}` is defined twice", loc,
+                                related=[(origin[name], "first defined here")])
+            table[name] = value
+            origin[name] = loc
+
+        ctx_stub = Context(file, lines, {}, {})
+        for item in tree.children:
+            if item.data == "use":
+                loc = position(item, file, lines)
+                target = self._resolve_use(item.children[0][1:-1], base, loc)
+                if target in stack:
+                    chain = " -> ".join(p.name for p in stack + (target,))
+                    raise AnatError(f"`use` cycle: {chain}", loc,
+                                    hint="a file may not use itself, directly or indirectly")
+                used = self.load_file(target, str(target), stack)
+                for d in used.anatomies.values():
+                    add(anatomies, d.name, d, loc)
+                for name, sig in used.slots.items():
+                    add(slots, name, sig, loc)
+                    slot_locs[name] = used.slot_locs.get(name, loc)
+        signatures = {n: d.signature for n, d in anatomies.items()}
+        for item in tree.children:
+            loc = position(item, file, lines)
+            if item.data == "slot_decl":
+                name = str(item.children[0])
+                add(slots, name, parse_signature(ctx_stub, item.children[1]), loc)
+                slot_locs[name] = loc
+            elif item.data == "anatomy":
+                name = str(item.children[0])
+                if name in signatures or name in slots:
+                    raise AnatError(f"`{name}` is defined twice", loc,
+                                    related=[(origin[name], "first defined here")])
+                signatures[name] = parse_signature(ctx_stub, item.children[1])
+                origin[name] = loc
+        ctx = Context(file, lines, signatures, slots)
+        own = []
+        for item in tree.children:
+            if item.data == "anatomy":
+                doc = _comment_above(lines, item.meta.line)
+                diagram = AnatomyBuilder(ctx, item, doc).build()
+                anatomies[diagram.name] = diagram
+                own.append(diagram.name)
+        program = Program(anatomies, slots, file, slot_locs, tuple(own))
+        for d in anatomies.values():
+            if d.name in own:
+                d.program = program
+        return program
+
+    def _resolve_use(self, rel: str, base: Path, loc: SourceLoc) -> Path:
+        for root in (base, zoo_dir()):
+            candidate = (root / rel).resolve()
+            if candidate.is_file():
+                return candidate
+        known = [p.name for p in zoo_dir().glob("*.anat")]
+        raise AnatError(f"cannot find `{rel}` to use", loc,
+                        hint=f"paths are relative to this file or to the zoo; "
+                             f"{did_you_mean(rel, known, 'zoo file')}")
+
+
+def _comment_above(lines: list[str], line: int) -> str:
+    """The block of `#` comment lines directly above a 1-based line, without the `#`s."""
+    out = []
+    i = line - 2
+    while i >= 0 and lines[i].strip().startswith("#"):
+        out.append(lines[i].strip().lstrip("#").strip())
+        i -= 1
+    return "\n".join(reversed(out)).strip()
+
+
+def file_header(text: str) -> str:
+    """The comment block at the top of a file (the paper it follows)."""
+    out = []
+    for line in text.splitlines():
+        if line.strip().startswith("#"):
+            out.append(line.strip().lstrip("#").strip())
+        elif out or line.strip():
+            break
+    return "\n".join(out).strip()

@@ -1,0 +1,257 @@
+"""Shape inference and checking: every named axis gets one size, or a clear error.
+
+Sizes come from dims; axes without a dim (the sequence axes) stay free and are unified
+with each other (`k[s, n]` used where k is `k[t, n]` says size(s) = size(t)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+
+from . import dims as dimlib
+from .errors import AnatError, SourceLoc
+from .ir import Diagram, Program, Signature
+
+
+class _Sizes:
+    """Union-find over axis names, each class with an optional size and where it came from."""
+
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+        self.size: dict[str, int] = {}
+        self.origin: dict[str, SourceLoc] = {}
+
+    def find(self, a: str) -> str:
+        self.parent.setdefault(a, a)
+        root = a
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[a] != root:
+            self.parent[a], a = root, self.parent[a]
+        return root
+
+    def get(self, a: str) -> int | None:
+        return self.size.get(self.find(a))
+
+    def fix(self, a: str, n: int, loc: SourceLoc) -> None:
+        r = self.find(a)
+        if r in self.size and self.size[r] != n:
+            self._conflict(a, n, self.size[r], loc, self.origin[r])
+        if r not in self.size:
+            self.size[r], self.origin[r] = n, loc
+
+    def unify(self, a: str, b: str, loc: SourceLoc) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        sa, sb = self.size.get(ra), self.size.get(rb)
+        if sa is not None and sb is not None and sa != sb:
+            self._conflict(b, sa, sb, loc, self.origin[rb], other=a)
+        self.parent[rb] = ra
+        if sa is None and sb is not None:
+            self.size[ra], self.origin[ra] = sb, self.origin[rb]
+
+    @staticmethod
+    def _conflict(a, here, there, loc, there_loc, other=None) -> None:
+        where = f"line {there_loc.line}" if there_loc.line else "its dim"
+        what = f"axis {a}" if other is None else f"axis {a} (matched with {other})"
+        raise AnatError(f"{what} is {here} here but {there} at {where}", loc,
+                        related=[(there_loc, f"{a} is {there} here")] if there_loc.line else [],
+                        hint="sizes of one axis must agree everywhere in a diagram")
+
+
+@dataclass
+class Shapes:
+    """The checked sizes of one diagram at given dims."""
+
+    diagram: Diagram
+    dims: dict[str, int]
+    sizes: _Sizes = field(repr=False)
+    callees: dict[str, "Shapes"] = field(default_factory=dict, repr=False)
+
+    def size(self, axis: str) -> int | None:
+        return self.sizes.get(axis)
+
+    def shape(self, wire: str) -> tuple[int | None, ...]:
+        return tuple(self.size(a) for a in self.diagram.wires[wire].axes)
+
+    def describe(self, name: str, axes) -> str:
+        parts = []
+        for a in axes:
+            n = self.size(a)
+            parts.append(f"{a}={n}" if n is not None else a)
+        return f"{name}[{', '.join(parts)}]"
+
+    def param_count(self) -> int | None:
+        total = 0
+        for b in self.diagram.params():
+            n = self.shape(b.outputs[0])
+            if any(x is None for x in n):
+                return None
+            total += prod(n)
+        for callee in self.callees.values():
+            c = callee.param_count()
+            if c is None:
+                return None
+            total += c
+        return total
+
+    def free_axes(self) -> list[str]:
+        seen = []
+        for w in self.diagram.wires.values():
+            for a in w.axes:
+                r = self.sizes.find(a)
+                if self.sizes.get(a) is None and r not in seen:
+                    seen.append(r)
+        return seen
+
+
+def check(diagram: Diagram, overrides: dict[str, int] | None = None,
+          _stack: tuple[str, ...] = ()) -> Shapes:
+    """Infer every axis size of `diagram` at these dims; raise AnatError on any conflict."""
+    overrides = {k: v for k, v in (overrides or {}).items()}
+    env = dimlib.resolve(diagram.dims, overrides, f"anatomy {diagram.name}")
+    sizes = _Sizes()
+    shapes = Shapes(diagram, env, sizes)
+    for name, value in env.items():
+        sizes.fix(name, value, diagram.dims[name].loc)
+    deferred = []
+    for box in diagram.boxes:
+        for u in box.inputs:
+            wire = diagram.wires[u.wire]
+            for wa, ua in zip(wire.axes, u.axes):
+                sizes.unify(wa, ua, box.loc)
+        op = box.op
+        axes = box.attr("along", ())
+        if op in ("causal", "window", "full", "decay"):
+            sizes.unify(axes[0], axes[1], box.loc)
+        elif op == "linear":
+            w = diagram.wires[box.inputs[1].wire]
+            n_in = len(box.attr("in_axes"))
+            for wa, oa in zip(w.axes[n_in:], box.attr("out_axes")):
+                sizes.unify(wa, oa, box.loc)
+        elif op in ("share", "concat", "split", "rope", "xpos"):
+            deferred.append(box)
+        elif op in ("call", "slot"):
+            _check_composite(diagram, box, shapes, _stack)
+    for box in deferred:
+        _deferred(diagram, box, sizes)
+    return shapes
+
+
+def _deferred(diagram: Diagram, box, sizes: _Sizes) -> None:
+    if box.op == "share":
+        g, h = box.attr("along")
+        ng, nh = sizes.get(g), sizes.get(h)
+        if ng is not None and nh is not None and nh % ng:
+            raise AnatError(f"share: {nh} heads ({h}) cannot be split into {ng} groups ({g})",
+                            box.loc, hint="the number of heads must be a multiple of groups")
+    elif box.op in ("rope", "xpos"):
+        n = sizes.get(box.attr("along")[1])
+        if n is not None and n % 2:
+            raise AnatError(f"{box.op} rotates pairs, but axis {box.attr('along')[1]} has odd "
+                            f"size {n}", box.loc)
+    else:
+        whole, parts = box.attr("axis"), box.attr("parts")
+        known = [sizes.get(p) for p in parts]
+        if all(k is not None for k in known):
+            sizes.fix(whole, sum(known), box.loc)
+        elif sizes.get(whole) is not None and sum(k is None for k in known) == 1:
+            missing = parts[[k is None for k in known].index(True)]
+            rest = sizes.get(whole) - sum(k for k in known if k is not None)
+            if rest <= 0:
+                raise AnatError(f"{box.op}: no room for axis {missing}", box.loc)
+            sizes.fix(missing, rest, box.loc)
+
+
+def _port_binding(sig: Signature, box, diagram: Diagram) -> list[tuple[str, str]]:
+    """Pairs (callee axis, caller axis) for every port of a call or slot box."""
+    pairs = []
+    for p, u in zip(sig.inputs, box.inputs):
+        pairs.extend(zip(p.axes, u.axes))
+    for p, w in zip(sig.outputs, box.outputs):
+        pairs.extend(zip(p.axes, diagram.wires[w].axes))
+    return pairs
+
+
+def _check_composite(diagram: Diagram, box, shapes: Shapes, stack: tuple[str, ...]) -> None:
+    sizes = shapes.sizes
+    program: Program | None = diagram.program
+    if box.op == "slot":
+        sig = program.slots[box.attr("slot")]
+        groups: dict[str, list[str]] = {}
+        for a, b in _port_binding(sig, box, diagram):
+            groups.setdefault(a, []).append(b)
+        for members in groups.values():
+            for m in members[1:]:
+                sizes.unify(members[0], m, box.loc)
+        return
+    name = box.attr("anatomy")
+    callee = program.anatomies[name]
+    if name in stack or name == diagram.name:
+        raise AnatError(f"anatomy {name} uses itself", box.loc,
+                        hint="composite boxes must not be recursive")
+    pairs = _port_binding(callee.signature, box, diagram)
+    overrides = dict(box.attr("dims") or ())
+    for a, b in pairs:
+        n = sizes.get(b)
+        if a in callee.dims and n is not None:
+            if overrides.setdefault(a, n) != n:
+                raise AnatError(f"{name}: dim {a} is given as {overrides[a]} but its input "
+                                f"has {a} = {n}", box.loc)
+    try:
+        inner = check(callee, overrides, stack + (diagram.name,))
+    except AnatError as e:
+        if e.loc is not None and e.loc.line:
+            raise AnatError(e.message, e.loc, e.hint,
+                            e.related + [(box.loc, f"in the call of {name} here")]) from None
+        raise
+    shapes.callees[box.id] = inner
+    classes: dict[str, str] = {}
+    for a, b in pairs:
+        n = inner.size(a)
+        if n is not None:
+            sizes.fix(b, n, box.loc)
+        root = inner.sizes.find(a)
+        if root in classes:
+            sizes.unify(classes[root], b, box.loc)
+        else:
+            classes[root] = b
+
+
+def check_program(program: Program, overrides: dict[str, int]) -> None:
+    """Check every anatomy of the program's own file (and the slots they fill)."""
+    for d in program:
+        own = {k: v for k, v in overrides.items() if k in d.dims}
+        d.shapes = check(d, own)
+        if d.fills is not None:
+            check_fill(program, d)
+    unknown = [k for k in overrides if not any(k in d.dims for d in program)]
+    if unknown:
+        raise AnatError(f"`{unknown[0]}` is not a dim of any anatomy in {program.file}")
+
+
+def check_fill(program: Program, d: Diagram) -> None:
+    """An anatomy that says `fills S` must match slot S's interface up to axis renaming."""
+    from .errors import did_you_mean
+    if d.fills not in program.slots:
+        raise AnatError(f"{d.name} fills unknown slot `{d.fills}`", d.loc,
+                        hint=did_you_mean(d.fills, program.slots, "slot"))
+    iface = program.slots[d.fills]
+    ports = [(iface.inputs, d.inputs, "input"), (iface.outputs, d.outputs, "output")]
+    forward: dict[str, str] = {}
+    backward: dict[str, str] = {}
+    for want, have, kind in ports:
+        if len(want) != len(have):
+            raise AnatError(f"{d.name} has {len(have)} {kind}s but slot {d.fills} has "
+                            f"{len(want)}: {iface}", d.loc)
+        for w, h in zip(want, have):
+            if len(w.axes) != len(h.axes):
+                raise AnatError(f"{kind} `{h.name}` of {d.name} has {len(h.axes)} axes but slot "
+                                f"{d.fills} wants {len(w.axes)}: {iface}", h.loc)
+            for a, b in zip(w.axes, h.axes):
+                if forward.setdefault(a, b) != b or backward.setdefault(b, a) != a:
+                    raise AnatError(f"{d.name} does not match slot {d.fills}: axis {a} of the "
+                                    f"slot is {forward[a]} in one port and {b} in another",
+                                    h.loc, hint=f"the slot's interface is {iface}")

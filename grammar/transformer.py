@@ -1,0 +1,695 @@
+"""Parse tree to diagram IR: one statement becomes one box (nested sub-expressions become
+boxes of their own, on anonymous wires), with axes checked as far as the text alone allows.
+
+Sizes are checked later, by anatomy.shapes, once dims are known.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lark import Tree
+
+from anatomy.dims import MAX_DIM, DimExpr
+from anatomy.errors import AnatError, SourceLoc, did_you_mean
+from anatomy.ir import Axes, Box, Diagram, Dim, Port, Signature, Use, Wire, freeze_attrs
+from anatomy.ops import INITS, OPS, OPTION_SPELLING, OpSpec
+
+from .parser import position
+
+MAX_EXPR_DEPTH = 200
+
+ELEMENTWISE_BINARY = {"add", "sub", "div", "pow"}
+
+
+def _tree_depth_ok(tree: Tree) -> bool:
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPR_DEPTH:
+            return False
+        if isinstance(node, Tree):
+            stack.extend((c, depth + 1) for c in node.children)
+    return True
+
+
+def union_axes(*axes_lists: Axes) -> Axes:
+    out: list[str] = []
+    for axes in axes_lists:
+        out.extend(a for a in axes if a not in out)
+    return tuple(out)
+
+
+class Context:
+    """What a file's statements may refer to beyond their own anatomy."""
+
+    def __init__(self, file: str, lines: list[str], signatures: dict[str, Signature],
+                 slots: dict[str, Signature]):
+        self.file, self.lines = file, lines
+        self.signatures, self.slots = signatures, slots
+
+    def loc(self, node) -> SourceLoc:
+        return position(node, self.file, self.lines)
+
+
+def parse_signature(ctx: Context, node: Tree) -> Signature:
+    inputs, outputs = (tuple(_port(ctx, p) for p in ports.children if p is not None)
+                       for ports in node.children)
+    if not outputs:
+        raise AnatError("a signature needs at least one output", ctx.loc(node))
+    names = [p.name for p in inputs + outputs]
+    for p in inputs + outputs:
+        if names.count(p.name) > 1:
+            raise AnatError(f"port `{p.name}` appears twice in the signature", p.loc)
+    return Signature(inputs, outputs)
+
+
+def _port(ctx: Context, node: Tree) -> Port:
+    name = str(node.children[0])
+    axes = _axis_list(ctx, node.children[1])
+    return Port(name, axes, ctx.loc(node))
+
+
+def _axis_list(ctx: Context, node) -> Axes:
+    if node is None:
+        return ()
+    axes = tuple(str(t) for t in node.children)
+    for i, a in enumerate(axes):
+        if a in axes[:i]:
+            raise AnatError(f"axis `{a}` is listed twice", ctx.loc(node.children[i]),
+                            hint="an axis names one dimension; rename one of them")
+    return axes
+
+
+class AnatomyBuilder:
+    """Builds one Diagram from an `anatomy` tree."""
+
+    def __init__(self, ctx: Context, tree: Tree, doc: str):
+        self.ctx = ctx
+        self.tree = tree
+        name_tok, sig_node, fills_node = tree.children[0], tree.children[1], tree.children[2]
+        self.name = str(name_tok)
+        self.signature = parse_signature(ctx, sig_node)
+        self.fills = str(fills_node.children[0]) if fills_node is not None else None
+        self.fills_loc = ctx.loc(fills_node) if fills_node is not None else None
+        self.doc = doc
+        self.wires: dict[str, Wire] = {}
+        self.boxes: list[Box] = []
+        self.dims: dict[str, Dim] = {}
+        self.axes_seen: set[str] = set()
+        self.anon = 0
+        self.stem = self.name
+        self.implicit_count: dict[str, int] = {}
+        for p in self.signature.inputs:
+            self._define(p.name, p.axes, "input", p.loc)
+
+    # -- registry -------------------------------------------------------------------------
+    def _define(self, name: str, axes: Axes, role: str, loc: SourceLoc) -> None:
+        if name in self.wires:
+            prev = self.wires[name].loc
+            raise AnatError(f"`{name}` is already defined", loc,
+                            related=[(prev, "first defined here")] if prev.line else [],
+                            hint="every wire is assigned once; pick a new name")
+        if name in OPS:
+            raise AnatError(f"`{name}` is the name of a built-in box", loc,
+                            hint="pick another wire name")
+        self.wires[name] = Wire(name, axes, role, loc)
+        self.axes_seen.update(axes)
+
+    def _fresh(self) -> str:
+        self.anon += 1
+        return f"_{self.anon}"
+
+    def _emit(self, op: str, inputs: list[Use], axes: Axes, loc: SourceLoc,
+              name: str | None = None, role: str = "internal", **attrs: Any) -> Use:
+        out = name or self._fresh()
+        self._define(out, axes, role, loc)
+        self.boxes.append(Box(op, tuple(inputs), (out,), freeze_attrs(attrs), loc))
+        return Use(out, axes)
+
+    def _implicit_param(self, role: str, axes: Axes, init: tuple, loc: SourceLoc,
+                        name: str | None) -> Use:
+        if name is None:
+            base = f"{role}_{self.stem}"
+            k = self.implicit_count.get(base, 0) + 1
+            self.implicit_count[base] = k
+            name = base if k == 1 else f"{base}_{k}"
+        return self._emit("param", [], axes, loc, name=name, role="param", init=init,
+                          implicit=True)
+
+    # -- statements -----------------------------------------------------------------------
+    def build(self) -> Diagram:
+        for stmt in self.tree.children[3:]:
+            if stmt is None:
+                continue
+            if stmt.data == "dims":
+                self._dims(stmt)
+            elif stmt.data == "param":
+                self._param(stmt)
+            else:
+                self._assign(stmt)
+        for p in self.signature.outputs:
+            w = self.wires.get(p.name)
+            if w is None or w.role == "input" and p.name not in [i.name for i in self.inputs]:
+                raise AnatError(f"output `{p.name}` is never assigned", p.loc,
+                                hint=f"add a statement `{p.name}[{', '.join(p.axes)}] = ...`")
+            if w.axes != p.axes:
+                raise AnatError(f"output `{p.name}` has axes [{', '.join(w.axes)}] but the "
+                                f"signature says [{', '.join(p.axes)}]", w.loc,
+                                related=[(p.loc, "signature")])
+        wires = dict(self.wires)
+        for p in self.signature.outputs:
+            if wires[p.name].role == "internal":
+                wires[p.name] = Wire(p.name, wires[p.name].axes, "output", wires[p.name].loc)
+        return Diagram(self.name, self.signature, self.dims, wires, self.boxes, self.fills,
+                       self.ctx.file, self.doc, self.ctx.loc(self.tree))
+
+    @property
+    def inputs(self) -> tuple[Port, ...]:
+        return self.signature.inputs
+
+    def _dims(self, node: Tree) -> None:
+        for d in node.children:
+            name, expr = str(d.children[0]), d.children[1]
+            loc = self.ctx.loc(d)
+            if name in self.dims:
+                raise AnatError(f"dim `{name}` is declared twice", loc,
+                                related=[(self.dims[name].loc, "first declared here")])
+            self.dims[name] = Dim(name, None if expr is None else self._dim_expr(expr), loc)
+
+    def _dim_expr(self, node) -> DimExpr:
+        ops = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+        if isinstance(node, Tree) and node.data == "number":
+            text = str(node.children[0])
+            if not text.isdigit():
+                raise AnatError(f"dims are whole numbers, not {text}", self.ctx.loc(node))
+            value = int(text)
+            if value > MAX_DIM:
+                raise AnatError(f"dim value {text} is too large", self.ctx.loc(node))
+            return DimExpr("num", (value,))
+        if isinstance(node, Tree) and node.data == "ref":
+            return DimExpr("ref", (str(node.children[0]),))
+        if isinstance(node, Tree) and node.data in ops:
+            return DimExpr(ops[node.data], (self._dim_expr(node.children[0]),
+                                            self._dim_expr(node.children[1])))
+        raise AnatError("a dim is a number, another dim, or + - * / of them",
+                        self.ctx.loc(node), hint="e.g. `dims h = 8, p = d / h`")
+
+    def _param(self, node: Tree) -> None:
+        name = str(node.children[0])
+        axes = _axis_list(self.ctx, node.children[1])
+        init = self._init(node.children[2], axes) if node.children[2] is not None \
+            else ("normal", 0.02)
+        self._emit("param", [], axes, self.ctx.loc(node), name=name, role="param", init=init)
+
+    def _init(self, node: Tree, axes: Axes) -> tuple:
+        name = str(node.children[0])
+        loc = self.ctx.loc(node)
+        if name not in INITS:
+            raise AnatError(f"unknown initialiser `{name}`", loc, hint=did_you_mean(name, INITS))
+        args = [a for a in node.children[1:] if a is not None]
+        if name == "fan_in":
+            names = []
+            for a in args:
+                if not (isinstance(a, Tree) and a.data == "ref") or str(a.children[0]) not in axes:
+                    raise AnatError("fan_in takes axes of the parameter", self.ctx.loc(a),
+                                    hint=f"e.g. fan_in({axes[0] if axes else 'd'})")
+                names.append(str(a.children[0]))
+            return ("fan_in", *names) if names else ("fan_in", *axes[:1])
+        if len(args) not in INITS[name]:
+            want = " or ".join(str(n) for n in INITS[name])
+            raise AnatError(f"initialiser `{name}` takes {want} numbers, got {len(args)}", loc)
+        return (name, *(self._number(a) for a in args))
+
+    def _number(self, node) -> float:
+        if isinstance(node, Tree) and node.data == "neg":
+            return -self._number(node.children[0])
+        if isinstance(node, Tree) and node.data == "number":
+            return _to_number(str(node.children[0]))
+        raise AnatError("expected a number here", self.ctx.loc(node))
+
+    def _assign(self, node: Tree) -> None:
+        *targets, expr = node.children
+        if not _tree_depth_ok(expr):
+            raise AnatError(f"expression nested more than {MAX_EXPR_DEPTH} deep",
+                            self.ctx.loc(node), hint="split it into several statements")
+        tgts = [(str(t.children[0]), _axis_list(self.ctx, t.children[1])
+                 if len(t.children) > 1 and t.children[1] is not None else None,
+                 self.ctx.loc(t)) for t in targets]
+        self.stem = tgts[0][0]
+        if len(tgts) > 1:
+            self._multi_assign(tgts, expr, self.ctx.loc(node))
+            return
+        name, axes, loc = tgts[0]
+        if axes is not None and axes == () and len(targets[0].children) == 1:
+            axes = None
+        self._root(name, axes, expr, loc)
+
+    def _root(self, name: str, axes: Axes | None, expr, loc: SourceLoc) -> None:
+        if name in self.wires:
+            self._define(name, (), "internal", loc)  # raises "already defined"
+        factors = _flatten_mul(expr)
+        scale = None
+        if expr.data == "div" and len(_flatten_mul(expr.children[0])) > 1:
+            # `q * k / sqrt(n)`: a scalar divisor joins the product, so the summed axes are
+            # contracted away instead of materialised
+            factors = _flatten_mul(expr.children[0])
+            scale = expr.children[1]
+        if len(factors) > 1 or expr.data in ("ref", "indexed"):
+            uses = [self._expr(f, None) for f in factors]
+            if scale is not None:
+                one = self._emit("const", [], (), self.ctx.loc(scale), value=1)
+                denom = self._expr(scale, None)
+                if denom.axes:
+                    raise AnatError("in `a * b / c` at the top of a statement, c must be a "
+                                    "scalar", self.ctx.loc(scale),
+                                    hint="divide in a separate statement")
+                uses.append(self._emit("div", [one, denom], (), self.ctx.loc(scale)))
+            have = union_axes(*(u.axes for u in uses))
+            out = axes if axes is not None else have
+            self._check_kept(out, have, loc)
+            self._emit("contract", uses, out, self.ctx.loc(expr), name=name)
+            return
+        u = self._expr(expr, axes)
+        out = axes if axes is not None else u.axes
+        self._check_kept(out, u.axes, loc)
+        if set(out) == set(u.axes) and self.boxes and self.boxes[-1].outputs == (u.wire,) \
+                and self.wires[u.wire].anonymous:
+            last = self.boxes.pop()
+            del self.wires[u.wire]
+            self._define(name, out, "internal", loc)
+            self.boxes.append(Box(last.op, last.inputs, (name,), last.attrs, last.loc))
+        else:
+            self._emit("contract", [u], out, loc, name=name)
+
+    def _check_kept(self, out: Axes, have: Axes, loc: SourceLoc) -> None:
+        missing = [a for a in out if a not in have]
+        if missing:
+            raise AnatError(
+                f"axis {missing[0]} is on the left but not on the right "
+                f"(the right has [{', '.join(have)}])", loc,
+                hint="axes on the left must come from the right; axes only on the right "
+                     "are summed")
+
+    def _multi_assign(self, tgts, expr, loc: SourceLoc) -> None:
+        if not (isinstance(expr, Tree) and expr.data in ("call", "slot_call")):
+            raise AnatError("several targets need a box with several outputs (split or an "
+                            "anatomy call)", loc)
+        for name, axes, tloc in tgts:
+            if axes is None:
+                raise AnatError(f"target `{name}` needs its axes written out", tloc)
+        if expr.data == "call" and str(expr.children[0]) == "split":
+            args, kwargs = self._split_args(expr)
+            if len(args) != 1 or kwargs:
+                raise AnatError("split takes one tensor: `a[t, k1], b[t, k2] = split(x)`", loc)
+            x = self._expr(args[0], None)
+            self._split(x, tgts, loc)
+            return
+        self._composite(expr, [(n, a) for n, a, _ in tgts], None)
+
+    # -- expressions ----------------------------------------------------------------------
+    def _expr(self, node, expected: Axes | None, name: str | None = None) -> Use:
+        loc = self.ctx.loc(node)
+        kind = node.data
+        if kind == "number":
+            return self._emit("const", [], (), loc, value=_to_number(str(node.children[0])))
+        if kind == "ref":
+            ident = str(node.children[0])
+            if ident in self.wires:
+                return Use(ident, self.wires[ident].axes)
+            if ident in self.dims or ident in self.axes_seen:
+                return self._emit("size", [], (), loc, axis=ident)
+            raise self._unknown(ident, node)
+        if kind == "indexed":
+            ident = str(node.children[0])
+            axes = _axis_list(self.ctx, node.children[1])
+            if ident not in self.wires:
+                raise self._unknown(ident, node)
+            wire = self.wires[ident]
+            if len(axes) != len(wire.axes):
+                raise AnatError(
+                    f"`{ident}` has {len(wire.axes)} axes [{', '.join(wire.axes)}] but is "
+                    f"indexed with {len(axes)}", loc,
+                    related=[(wire.loc, "defined here")] if wire.loc.line else [],
+                    hint="index a wire with one name per axis, in order")
+            self.axes_seen.update(axes)
+            return Use(ident, axes)
+        if kind == "list":
+            raise AnatError("a [list] is only allowed as an option value (e.g. out=[h, p])",
+                            loc)
+        if kind == "neg":
+            x = self._expr(node.children[0], expected)
+            return self._emit("neg", [x], x.axes, loc)
+        if kind in ELEMENTWISE_BINARY:
+            a = self._expr(node.children[0], expected)
+            b = self._expr(node.children[1], expected if kind != "pow" else None)
+            return self._emit(kind, [a, b], union_axes(a.axes, b.axes), loc)
+        if kind == "mul":
+            uses = [self._expr(f, None) for f in _flatten_mul(node)]
+            return self._emit("contract", uses, union_axes(*(u.axes for u in uses)), loc)
+        if kind == "call":
+            fname = str(node.children[0])
+            if fname in OPS:
+                return self._builtin(OPS[fname], node, expected)
+            if fname in self.ctx.signatures:
+                return self._composite(node, None, expected)
+            if fname in INITS:
+                raise AnatError(f"`{fname}` is an initialiser, not a box", loc,
+                                hint=f"write `param NAME[axes] ~ {fname}(...)`")
+            raise AnatError(f"unknown box `{fname}`", loc,
+                            hint=did_you_mean(fname, set(OPS) | set(self.ctx.signatures),
+                                              "box"))
+        if kind == "slot_call":
+            return self._composite(node, None, expected)
+        raise AnatError(f"unexpected {kind} here", loc)  # pragma: no cover
+
+    def _unknown(self, ident: str, node) -> AnatError:
+        known = set(self.wires) | set(self.dims)
+        return AnatError(f"unknown name `{ident}`", self.ctx.loc(node),
+                         hint=did_you_mean(ident, known, "wire"))
+
+    def _split_args(self, node: Tree) -> tuple[list, dict]:
+        args, kwargs = [], {}
+        for a in node.children[1:]:
+            if a is None:
+                continue
+            if isinstance(a, Tree) and a.data == "kwarg":
+                key = str(a.children[0])
+                if key in kwargs:
+                    raise AnatError(f"option `{key}` given twice", self.ctx.loc(a))
+                kwargs[key] = a.children[1]
+            else:
+                if kwargs:
+                    raise AnatError("positional argument after a keyword option",
+                                    self.ctx.loc(a))
+                args.append(a)
+        return args, kwargs
+
+    def _axis_arg(self, node, spec: OpSpec, role: str) -> str:
+        if isinstance(node, Tree) and node.data == "ref":
+            axis = str(node.children[0])
+            if axis in self.wires and axis not in self.axes_seen:
+                raise AnatError(f"{spec.name} expects an axis name for `{role}`, but "
+                                f"`{axis}` is a wire", self.ctx.loc(node))
+            self.axes_seen.add(axis)
+            return axis
+        raise AnatError(f"{spec.name} expects an axis name for `{role}`", self.ctx.loc(node),
+                        hint=_usage(spec))
+
+    def _builtin(self, spec: OpSpec, node: Tree, expected: Axes | None) -> Use:
+        loc = self.ctx.loc(node)
+        args, kwargs = self._split_args(node)
+        n_t = len(args) - len([a for a in spec.axes]) if spec.tensors == -1 else spec.tensors
+        if spec.axes and spec.axes[-1].endswith("*"):
+            n_t = spec.tensors
+            if len(args) < n_t + len(spec.axes):
+                raise AnatError(f"{spec.name} takes {n_t} tensor(s) and at least one axis",
+                                loc, hint=_usage(spec))
+        elif len(args) != n_t + len(spec.axes) or n_t < (2 if spec.tensors == -1 else 0):
+            raise AnatError(f"{spec.name} takes {_arity(spec)}, got {len(args)} arguments",
+                            loc, hint=_usage(spec))
+        if spec.name == "linear":
+            return self._linear(args, kwargs, expected, loc)
+        # tensors first; elementwise functions pass the expectation through
+        through = expected if spec.kind in ("activation", "gate") else None
+        tensors = [self._expr(a, through) for a in args[:n_t]]
+        axes = [self._axis_arg(a, spec, role.rstrip("*"))
+                for a, role in zip(args[n_t:], spec.axes + (spec.axes[-1:] * 8
+                                                            if spec.axes else ()))]
+        attrs: dict[str, Any] = {}
+        if spec.axes:
+            attrs["along"] = tuple(axes)
+        for key, value_node in kwargs.items():
+            opt = OPTION_SPELLING.get(key, key)
+            if opt in spec.tensor_options:
+                tensors.append(self._expr(value_node, None))
+                attrs.setdefault("tensor_options", ())
+                attrs["tensor_options"] += (opt,)
+                continue
+            if opt not in spec.options:
+                raise AnatError(f"{spec.name} has no option `{key}`", self.ctx.loc(value_node),
+                                hint=did_you_mean(key, list(spec.options)
+                                                  + list(spec.tensor_options), "option"))
+            attrs[opt] = self._option(spec, opt, value_node)
+        return self._shape_builtin(spec, tensors, tuple(axes), attrs, expected, loc)
+
+    def _option(self, spec: OpSpec, opt: str, node) -> Any:
+        default = spec.options[opt]
+        loc = self.ctx.loc(node)
+        if isinstance(default, bool):
+            if isinstance(node, Tree) and node.data == "ref" and str(node.children[0]) in (
+                    "true", "false"):
+                return str(node.children[0]) == "true"
+            raise AnatError(f"option `{opt}` of {spec.name} is true or false", loc)
+        if isinstance(default, (int, float)):
+            value = self._number(node)
+            return int(value) if isinstance(default, int) and float(value).is_integer() \
+                else value
+        if isinstance(node, Tree) and node.data == "ref":
+            return str(node.children[0])
+        if isinstance(node, Tree) and node.data == "list":
+            items = [c for c in node.children if c is not None]
+            if not all(isinstance(c, Tree) and c.data == "ref" for c in items):
+                raise AnatError(f"option `{opt}` takes a list of axis names", loc)
+            return tuple(str(c.children[0]) for c in items)
+        raise AnatError(f"option `{opt}` of {spec.name} takes a name or a list of axes", loc)
+
+    def _shape_builtin(self, spec: OpSpec, tensors: list[Use], axes: Axes,
+                       attrs: dict[str, Any], expected: Axes | None, loc: SourceLoc) -> Use:
+        name = spec.name
+        x = tensors[0] if tensors else None
+
+        def need(axis: str, where: Use, role: str) -> None:
+            if axis not in where.axes:
+                raise AnatError(f"{name} {role} `{axis}`, but its input has axes "
+                                f"[{', '.join(where.axes)}]", loc, hint=_usage(spec))
+
+        if spec.kind in ("activation", "gate"):
+            return self._emit(name, tensors, x.axes, loc, **attrs)
+        if name in ("softmax", "normalise", "l2normalise", "shift", "flip"):
+            need(axes[0], x, "works along")
+            for m in tensors[1:]:
+                extra = [a for a in m.axes if a not in x.axes]
+                if extra:
+                    raise AnatError(f"the mask has axis {extra[0]} that the scores lack", loc)
+            return self._emit(name, tensors, x.axes, loc, **attrs)
+        if name in ("layernorm", "rmsnorm", "groupnorm"):
+            for a in axes:
+                need(a, x, "normalises over")
+            if attrs.get("affine", True):
+                over = axes[::-1] if name == "groupnorm" else axes
+                tensors.append(self._implicit_param("scale", over, ("ones",), loc, None))
+                if name != "rmsnorm":
+                    tensors.append(self._implicit_param("shift", over, ("zeros",), loc, None))
+            return self._emit(name, tensors, x.axes, loc, **attrs)
+        if name in ("causal", "window", "full"):
+            if axes[0] == axes[1]:
+                raise AnatError(f"{name} needs two different axes (query, key)", loc,
+                                hint=f"e.g. {name}(t, s)")
+            if name == "window" and attrs.get("size", 0) <= 0:
+                raise AnatError("window needs size=N with N >= 1", loc,
+                                hint="e.g. window(t, s, size=128)")
+            return self._emit(name, [], axes, loc, **attrs)
+        if name == "decay":
+            need(axes[0], x, "runs along")
+            if axes[1] in x.axes:
+                raise AnatError(f"decay adds the key axis `{axes[1]}`, which its input "
+                                "already has", loc, hint=_usage(spec))
+            i = x.axes.index(axes[0])
+            out = x.axes[:i + 1] + (axes[1],) + x.axes[i + 1:]
+            return self._emit(name, tensors, out, loc, **attrs)
+        if name in ("rope", "xpos"):
+            need(axes[0], x, "reads positions along")
+            need(axes[1], x, "rotates pairs along")
+            return self._emit(name, tensors, x.axes, loc, **attrs)
+        if name == "share":
+            need(axes[0], x, "shares groups along")
+            if axes[1] in x.axes:
+                raise AnatError(f"share makes the heads axis `{axes[1]}`, which its input "
+                                "already has", loc, hint=_usage(spec))
+            out = tuple(axes[1] if a == axes[0] else a for a in x.axes)
+            return self._emit(name, tensors, out, loc, **attrs)
+        if name in ("index", "size"):
+            return self._emit(name, [], axes if name == "index" else (), loc,
+                              axis=axes[0])
+        if name == "concat":
+            if expected is None:
+                raise AnatError("concat takes its axes from its target: write it as "
+                                "`c[t, k] = concat(a, b)`", loc)
+            new = [a for a in expected if all(a not in u.axes for u in tensors)]
+            parts = []
+            for u in tensors:
+                own = [a for a in u.axes if a not in expected]
+                if len(own) != 1:
+                    raise AnatError("each input of concat must have exactly one axis that the "
+                                    f"target lacks; one has [{', '.join(own)}]", loc)
+                parts.append(own[0])
+            if len(new) != 1:
+                raise AnatError("the target of concat must have exactly one axis that no input "
+                                "has (the joined axis)", loc)
+            return self._emit(name, tensors, expected, loc, axis=new[0], parts=tuple(parts))
+        raise AnatError(f"{name} cannot be used here", loc)  # pragma: no cover
+
+    def _linear(self, args, kwargs, expected: Axes | None, loc: SourceLoc) -> Use:
+        spec = OPS["linear"]
+        x = self._expr(args[0], None)
+        opts = {OPTION_SPELLING.get(k, k): v for k, v in kwargs.items()}
+        for k in opts:
+            if k not in spec.options:
+                raise AnatError(f"linear has no option `{k}`", loc,
+                                hint=did_you_mean(k, ["in", "out", "bias", "name", "init"],
+                                                  "option"))
+        parsed = {k: self._option(spec, k, v) if k != "bias" else None for k, v in opts.items()}
+        bias = False
+        if "bias" in opts:
+            node = opts["bias"]
+            if not (isinstance(node, Tree) and node.data == "ref"
+                    and str(node.children[0]) in ("true", "false")):
+                raise AnatError("option `bias` of linear is true or false", loc)
+            bias = str(node.children[0]) == "true"
+        in_axes = _as_axes(parsed.get("in_axes"))
+        out_axes = _as_axes(parsed.get("out_axes"))
+        if in_axes is None:
+            in_axes = tuple(a for a in x.axes if expected is None or a not in expected) \
+                if expected is not None else x.axes[-1:]
+        if out_axes is None:
+            if expected is None:
+                raise AnatError("linear cannot see its output axes here", loc,
+                                hint="say them: linear(x, out=[h, p])")
+            out_axes = tuple(a for a in expected if a not in x.axes or a in in_axes)
+        for a in in_axes:
+            if a not in x.axes:
+                raise AnatError(f"linear maps from axis `{a}`, which its input "
+                                f"[{', '.join(x.axes)}] lacks", loc)
+        if not in_axes and not out_axes:
+            raise AnatError("linear maps nothing to nothing here", loc,
+                            hint="say its axes: linear(x, in=[d], out=[h, p])")
+        kept = tuple(a for a in x.axes if a not in in_axes)
+        clash = [a for a in out_axes if a in kept]
+        if clash:
+            raise AnatError(f"linear's output axis `{clash[0]}` is also an axis it keeps", loc)
+        w_axes = in_axes + tuple(a if a not in in_axes else f"{a}_out" for a in out_axes)
+        init = parsed.get("init")
+        init_spec = (init,) if init else ("fan_in", *in_axes)
+        if init and init not in INITS:
+            raise AnatError(f"unknown initialiser `{init}`", loc, hint=did_you_mean(init, INITS))
+        w = self._implicit_param("w", w_axes, init_spec, loc, parsed.get("name"))
+        inputs = [x, w]
+        if bias:
+            b_axes = w_axes[len(in_axes):]
+            inputs.append(self._implicit_param("b", b_axes, ("zeros",), loc, None))
+        return self._emit("linear", inputs, kept + out_axes, loc, in_axes=in_axes,
+                          out_axes=out_axes, bias=bias or None)
+
+    def _split(self, x: Use, tgts, loc: SourceLoc) -> None:
+        new_axes = []
+        for name, axes, tloc in tgts:
+            own = [a for a in axes if a not in x.axes]
+            if len(own) != 1:
+                raise AnatError(f"each target of split must have exactly one axis its input "
+                                f"lacks; `{name}` has [{', '.join(own)}]", tloc)
+            new_axes.append(own[0])
+        gone = [a for a in x.axes if all(a not in axes for _, axes, _ in tgts)]
+        if len(gone) != 1:
+            raise AnatError("split needs exactly one input axis that no target keeps", loc)
+        for name, axes, tloc in tgts:
+            self._define(name, axes, "internal", tloc)
+        self.boxes.append(Box("split", (x,), tuple(n for n, _, _ in tgts),
+                              freeze_attrs({"axis": gone[0], "parts": tuple(new_axes)}), loc))
+
+    def _composite(self, node: Tree, targets: list[tuple[str, Axes]] | None,
+                   expected: Axes | None) -> Use:
+        loc = self.ctx.loc(node)
+        fname = str(node.children[0])
+        is_slot = node.data == "slot_call"
+        table = self.ctx.slots if is_slot else self.ctx.signatures
+        if fname not in table:
+            what = "slot" if is_slot else "anatomy"
+            raise AnatError(f"unknown {what} `{fname}`", loc, hint=did_you_mean(fname, table,
+                                                                                  what))
+        sig = table[fname]
+        args, kwargs = self._split_args(node)
+        if len(args) != len(sig.inputs):
+            raise AnatError(f"{fname} takes {len(sig.inputs)} inputs {sig}, got {len(args)}",
+                            loc)
+        uses = [self._expr(a, None) for a in args]
+        rename: dict[str, str] = {}
+        for u, p in zip(uses, sig.inputs):
+            if len(u.axes) != len(p.axes):
+                raise AnatError(f"input `{p.name}` of {fname} has axes [{', '.join(p.axes)}] "
+                                f"but gets [{', '.join(u.axes)}]", loc)
+            for a, b in zip(p.axes, u.axes):
+                if rename.setdefault(a, b) != b:
+                    raise AnatError(f"axis {a} of {fname} is bound to both {rename[a]} and {b}",
+                                    loc)
+        dims = {}
+        for key, value in kwargs.items():
+            number = self._number(value)
+            if not float(number).is_integer() or number <= 0:
+                raise AnatError(f"dim {key} must be a positive whole number", loc)
+            dims[key] = int(number)
+        attrs: dict[str, Any] = {"slot" if is_slot else "anatomy": fname,
+                                 "dims": tuple(sorted(dims.items())) or None}
+        if targets is None:
+            if len(sig.outputs) != 1:
+                raise AnatError(f"{fname} has {len(sig.outputs)} outputs; assign them: "
+                                f"`a[...], b[...] = {fname}(...)`", loc)
+            out = tuple(rename.get(a, a) for a in sig.outputs[0].axes)
+            return self._emit("slot" if is_slot else "call", uses, out, loc, **attrs)
+        if len(targets) != len(sig.outputs):
+            raise AnatError(f"{fname} has {len(sig.outputs)} outputs but {len(targets)} "
+                            "targets", loc)
+        for (name, axes), p in zip(targets, sig.outputs):
+            if len(axes) != len(p.axes):
+                raise AnatError(f"output `{p.name}` of {fname} has {len(p.axes)} axes but "
+                                f"`{name}` has {len(axes)}", loc)
+            self._define(name, axes, "internal", loc)
+        self.boxes.append(Box("slot" if is_slot else "call", tuple(uses),
+                              tuple(n for n, _ in targets), freeze_attrs(attrs), loc))
+        return Use(targets[0][0], targets[0][1])
+
+
+def _as_axes(value) -> Axes | None:
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _flatten_mul(node) -> list:
+    if isinstance(node, Tree) and node.data == "mul":
+        return _flatten_mul(node.children[0]) + _flatten_mul(node.children[1])
+    return [node]
+
+
+def _to_number(text: str) -> int | float:
+    if text.isdigit():
+        value = int(text)
+        if value > MAX_DIM:
+            return float(value)
+        return value
+    return float(text)
+
+
+def _arity(spec: OpSpec) -> str:
+    parts = []
+    if spec.tensors == -1:
+        parts.append("two or more tensors")
+    elif spec.tensors:
+        parts.append(f"{spec.tensors} tensor" + ("s" if spec.tensors > 1 else ""))
+    if spec.axes:
+        parts.append(f"{len(spec.axes)} axis name" + ("s" if len(spec.axes) > 1 else ""))
+    return " and ".join(parts) or "no arguments"
+
+
+def _usage(spec: OpSpec) -> str:
+    args = (["x"] * max(spec.tensors, 0) if spec.tensors != -1 else ["a", "b"]) + \
+        [a.rstrip("*") for a in spec.axes]
+    opts = [f"{k}={_show(v)}" for k, v in spec.options.items() if v is not None]
+    opts += [f"{k}=m" for k in spec.tensor_options]
+    return f"{spec.name}({', '.join(args + opts)}): {spec.doc}"
+
+
+def _show(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
