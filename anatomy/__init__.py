@@ -1,1 +1,20 @@
-"""TODO"""
+"""anatomy: a compiler for attention mechanisms written as string diagrams (.anat files).
+
+`anatomy.load(path_or_text)` parses and type-checks a program; its anatomies are looked up
+by name and are `Diagram`s (the typed IR every other part of the tool reads).
+"""
+
+from .errors import AnatError, SourceLoc
+from .ir import Box, Diagram, Port, Program, Signature, Use, Wire
+from .program import load, zoo_dir
+from .shapes import Shapes, check
+
+__version__ = "0.1.0"
+
+__all__ = ["AnatError", "SourceLoc", "Box", "Diagram", "Port", "Program", "Signature", "Use",
+           "Wire", "Shapes", "check", "load", "zoo", "zoo_dir", "__version__"]
+
+
+def zoo() -> dict[str, Program]:
+    """Every zoo file, loaded: {file stem: Program}."""
+    return {p.stem: load(p) for p in sorted(zoo_dir().glob("*.anat"))}

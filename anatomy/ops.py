@@ -65,7 +65,8 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     OpSpec("full", "mask", "all ones: no mask (bidirectional)", tensors=0,
            axes=("query", "key")),
     OpSpec("decay", "mask",
-           "exp(sum_{i=s+1..t} log_a_i) for s <= t else 0, from log-decays (log-space segment sum)",
+           "exp(sum_{i=s+1..t} log_a_i) for s <= t else 0, from log-decays (log-space "
+           "segment sum); a log-decay without the query axis is constant: exp((t-s) log_a)",
            axes=("query", "key")),
     # sequence structure
     OpSpec("shift", "structure", "move one step later along an axis (zero at the start)",
@@ -115,6 +116,13 @@ INITS = {
     "inv_softplus_log_uniform": (2,),  # softplus^-1 of logU(lo, hi): Mamba-2's dt_bias
     "fan_in": (0,),                  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = first axes
 }
+
+
+def keeps_axes(op: str) -> bool:
+    """Boxes whose output has their first input's axes; nested in a statement, they pass
+    the statement's target axes down to their argument (so `rope(linear(x), t, r)` works)."""
+    return op in OPS and (OPS[op].kind in ("activation", "gate", "position", "norm")
+                          or op in ("shift", "flip"))
 
 
 def kind_of(op: str) -> str:

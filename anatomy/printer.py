@@ -7,7 +7,7 @@ Anonymous wires used once are inlined back into expressions; everything else is 
 from __future__ import annotations
 
 from .ir import Box, Diagram, Program, Use
-from .ops import OPS, OpSpec
+from .ops import OPS, OpSpec, keeps_axes
 
 _PREC = {"add": 1, "sub": 1, "contract": 2, "div": 2, "neg": 3, "pow": 4}
 _SYMBOL = {"add": "+", "sub": "-", "div": "/", "pow": "**"}
@@ -60,12 +60,14 @@ class _Printer:
         if box.op in ("const", "size"):
             return ()
         if box.op == "index":
-            return box.attr("along")
+            return (box.attr("axis"),)
         if box.op in ("causal", "window", "full"):
             return box.attr("along")
         if box.op == "decay":
             q, k = box.attr("along")
             x = ins[0]
+            if q not in x:
+                return (q, k) + x
             i = x.index(q)
             return x[:i + 1] + (k,) + x[i + 1:]
         if box.op == "share":
@@ -134,6 +136,8 @@ class _Printer:
             return _num(box.attr("value"))
         if op == "size":
             return box.attr("axis")
+        if op == "index":
+            return f"index({box.attr('axis')})"
         if op == "neg":
             return "-" + self.use(box.inputs[0], box, expected, 3)
         if op in _SYMBOL:
@@ -155,7 +159,7 @@ class _Printer:
         if op == "linear":
             return self.linear(box, expected)
         spec: OpSpec = OPS[op]
-        through = expected if spec.kind in ("activation", "gate") else None
+        through = expected if keeps_axes(op) else None
         names = box.attr("tensor_options") or ()
         n_pos = len(box.inputs) - len(names)
         if op in ("layernorm", "rmsnorm", "groupnorm") and box.attr("affine", True):

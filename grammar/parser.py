@@ -55,15 +55,19 @@ def _loc_of(file: str, lines: list[str], line: int, col: int) -> SourceLoc:
 
 
 @lru_cache(maxsize=1)
-def _grammar() -> str:
-    return (Path(__file__).with_name("anat.lark")).read_text()
+def _parser() -> tuple[Lark, _BracketNewlines]:
+    postlex = _BracketNewlines("<string>", [])
+    grammar = (Path(__file__).with_name("anat.lark")).read_text()
+    lark = Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                postlex=postlex)
+    return lark, postlex
 
 
 def parse(text: str, file: str = "<string>") -> Tree:
     """Parse .anat source text into a lark tree, or raise AnatError at the first error."""
     lines = text.splitlines()
-    parser = Lark(_grammar(), parser="lalr", propagate_positions=True,
-                  maybe_placeholders=True, postlex=_BracketNewlines(file, lines))
+    parser, postlex = _parser()
+    postlex.file, postlex.lines = file, lines
     try:
         return parser.parse(text + "\n")
     except AnatError:

@@ -13,7 +13,7 @@ from lark import Tree
 from anatomy.dims import MAX_DIM, DimExpr
 from anatomy.errors import AnatError, SourceLoc, did_you_mean
 from anatomy.ir import Axes, Box, Diagram, Dim, Port, Signature, Use, Wire, freeze_attrs
-from anatomy.ops import INITS, OPS, OPTION_SPELLING, OpSpec
+from anatomy.ops import INITS, OPS, OPTION_SPELLING, OpSpec, keeps_axes
 
 from .parser import position
 
@@ -273,6 +273,9 @@ class AnatomyBuilder:
         u = self._expr(expr, axes)
         out = axes if axes is not None else u.axes
         self._check_kept(out, u.axes, loc)
+        summed = [a for a in u.axes if a not in out]
+        if summed:
+            self._check_sum_over_terms(u.wire, summed, loc)
         if set(out) == set(u.axes) and self.boxes and self.boxes[-1].outputs == (u.wire,) \
                 and self.wires[u.wire].anonymous:
             last = self.boxes.pop()
@@ -281,6 +284,25 @@ class AnatomyBuilder:
             self.boxes.append(Box(last.op, last.inputs, (name,), last.attrs, last.loc))
         else:
             self._emit("contract", [u], out, loc, name=name)
+
+    def _check_sum_over_terms(self, wire: str, summed: list[str], loc: SourceLoc) -> None:
+        """Refuse `y[t] = a[t, s] + b[t]`: summing s would count b size(s) times."""
+        by_output = {b.outputs[0]: b for b in self.boxes}
+        stack = [wire]
+        while stack:
+            box = by_output.get(stack.pop())
+            if box is None or box.op not in ("add", "sub", "neg", "div", "contract"):
+                continue
+            if box.op in ("add", "sub"):
+                for term in box.inputs:
+                    lacking = [a for a in summed if a not in term.axes]
+                    if lacking:
+                        raise AnatError(
+                            f"axis {lacking[0]} is summed over the whole right side, but a "
+                            f"term of this sum lacks it (it would be counted size({lacking[0]})"
+                            " times)", loc, hint="contract in its own statement, then add")
+            inputs = box.inputs[:1] if box.op == "div" else box.inputs
+            stack.extend(u.wire for u in inputs if self.wires[u.wire].anonymous)
 
     def _check_kept(self, out: Axes, have: Axes, loc: SourceLoc) -> None:
         missing = [a for a in out if a not in have]
@@ -411,7 +433,7 @@ class AnatomyBuilder:
         if spec.name == "linear":
             return self._linear(args, kwargs, expected, loc)
         # tensors first; elementwise functions pass the expectation through
-        through = expected if spec.kind in ("activation", "gate") else None
+        through = expected if keeps_axes(spec.name) else None
         tensors = [self._expr(a, through) for a in args[:n_t]]
         axes = [self._axis_arg(a, spec, role.rstrip("*"))
                 for a, role in zip(args[n_t:], spec.axes + (spec.axes[-1:] * 8
@@ -491,7 +513,11 @@ class AnatomyBuilder:
                                 hint="e.g. window(t, s, size=128)")
             return self._emit(name, [], axes, loc, **attrs)
         if name == "decay":
-            need(axes[0], x, "runs along")
+            if axes[0] not in x.axes:  # a constant log-decay: gamma^(t - s), as in retention
+                if axes[1] in x.axes:
+                    raise AnatError(f"decay's input has the key axis `{axes[1]}`", loc,
+                                    hint=_usage(spec))
+                return self._emit(name, tensors, axes + x.axes, loc, **attrs)
             if axes[1] in x.axes:
                 raise AnatError(f"decay adds the key axis `{axes[1]}`, which its input "
                                 "already has", loc, hint=_usage(spec))
