@@ -11,8 +11,23 @@ from .shapes import Shapes, check
 
 __version__ = "0.1.0"
 
-__all__ = ["AnatError", "SourceLoc", "Box", "Diagram", "Port", "Program", "Signature", "Use",
-           "Wire", "Shapes", "check", "load", "zoo", "zoo_dir", "__version__"]
+__all__ = [
+    "AnatError",
+    "Box",
+    "Diagram",
+    "Port",
+    "Program",
+    "Shapes",
+    "Signature",
+    "SourceLoc",
+    "Use",
+    "Wire",
+    "__version__",
+    "check",
+    "load",
+    "zoo",
+    "zoo_dir",
+]
 
 
 def zoo() -> dict[str, Program]:

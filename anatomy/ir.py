@@ -7,9 +7,10 @@ dims, and a networkx view (`Diagram.graph`) for graph algorithms. Composite boxe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Iterator
+from typing import Any
 
 import networkx as nx
 
@@ -65,7 +66,7 @@ class Box:
                 return v
         return default
 
-    def with_attrs(self, **updates: Any) -> "Box":
+    def with_attrs(self, **updates: Any) -> Box:
         merged = dict(self.attrs)
         merged.update(updates)
         return replace(self, attrs=freeze_attrs(merged))
@@ -214,11 +215,11 @@ class Diagram:
         dims = tuple((d.name, str(d.expr)) for d in self.dims.values())
         return (self.name, str(self.signature), self.fills, dims, wires, boxes)
 
-    def replace(self, **changes: Any) -> "Diagram":
+    def replace(self, **changes: Any) -> Diagram:
         """A copy with some fields changed (caches are not carried over)."""
-        fields = dict(name=self.name, signature=self.signature, dims=self.dims,
-                      wires=self.wires, boxes=self.boxes, fills=self.fills, file=self.file,
-                      doc=self.doc, loc=self.loc, program=self.program)
+        fields = {"name": self.name, "signature": self.signature, "dims": self.dims,
+                      "wires": self.wires, "boxes": self.boxes, "fills": self.fills, "file": self.file,
+                      "doc": self.doc, "loc": self.loc, "program": self.program}
         fields.update(changes)
         return Diagram(**fields)
 

@@ -68,7 +68,7 @@ class Shapes:
     diagram: Diagram
     dims: dict[str, int]
     sizes: _Sizes = field(repr=False)
-    callees: dict[str, "Shapes"] = field(default_factory=dict, repr=False)
+    callees: dict[str, Shapes] = field(default_factory=dict, repr=False)
 
     def size(self, axis: str) -> int | None:
         return self.sizes.get(axis)
@@ -196,10 +196,9 @@ def _check_composite(diagram: Diagram, box, shapes: Shapes, stack: tuple[str, ..
     overrides = dict(box.attr("dims") or ())
     for a, b in pairs:
         n = sizes.get(b)
-        if a in callee.dims and n is not None:
-            if overrides.setdefault(a, n) != n:
-                raise AnatError(f"{name}: dim {a} is given as {overrides[a]} but its input "
-                                f"has {a} = {n}", box.loc)
+        if a in callee.dims and n is not None and overrides.setdefault(a, n) != n:
+            raise AnatError(f"{name}: dim {a} is given as {overrides[a]} but its input "
+                            f"has {a} = {n}", box.loc)
     try:
         inner = check(callee, overrides, stack + (diagram.name,))
     except AnatError as e:
