@@ -421,7 +421,7 @@ class AnatomyBuilder:
     def _builtin(self, spec: OpSpec, node: Tree, expected: Axes | None) -> Use:
         loc = self.ctx.loc(node)
         args, kwargs = self._split_args(node)
-        n_t = len(args) - len([a for a in spec.axes]) if spec.tensors == -1 else spec.tensors
+        n_t = len(args) - len(spec.axes) if spec.tensors == -1 else spec.tensors
         if spec.axes and spec.axes[-1].endswith("*"):
             n_t = spec.tensors
             if len(args) < n_t + len(spec.axes):
@@ -435,9 +435,9 @@ class AnatomyBuilder:
         # tensors first; elementwise functions pass the expectation through
         through = expected if keeps_axes(spec.name) else None
         tensors = [self._expr(a, through) for a in args[:n_t]]
-        axes = [self._axis_arg(a, spec, role.rstrip("*"))
-                for a, role in zip(args[n_t:], spec.axes + (spec.axes[-1:] * 8
-                                                            if spec.axes else ()))]
+        extra = max(len(args) - n_t - len(spec.axes), 0)  # a variadic last axis argument
+        roles = list(spec.axes) + list(spec.axes[-1:]) * extra
+        axes = [self._axis_arg(a, spec, role.rstrip("*")) for a, role in zip(args[n_t:], roles)]
         attrs: dict[str, Any] = {}
         if spec.axes:
             attrs["along"] = tuple(axes)
