@@ -57,30 +57,26 @@ def cmd_check(args) -> int:
     dims = parse_dims(args.dims)
     start = time.perf_counter()
     count = 0
+    used: set[str] = set()
     for path in expand(args.files):
-        program = _load_with_dims(path, dims) if dims else load(path)
+        program = load(path, strict_dims=False, **dims)
         for d in program:
+            used.update(k for k in dims if k in d.dims)
             s = d.shapes
             ins = ", ".join(s.describe(p.name, p.axes) for p in d.inputs)
             outs = ", ".join(s.describe(p.name, p.axes) for p in d.outputs)
             n = s.param_count()
             params = f"{n:,} params" if n is not None else "params depend on " + \
-                ", ".join(s.free_axes())
+                ", ".join(s.free_axes(params_only=True))
             fills = f"  fills {d.fills}" if d.fills else ""
             print(f"{path.name}:{d.name}  ({ins}) -> {outs}  {params}{fills}")
             count += 1
+    unused = [k for k in dims if k not in used]
+    if unused:
+        raise AnatError(f"--dims {unused[0]}: no anatomy checked declares a dim `{unused[0]}`")
     elapsed = time.perf_counter() - start
     print(f"ok: {count} anatomies checked in {elapsed * 1000:.0f} ms", file=sys.stderr)
     return 0
-
-
-def _load_with_dims(path: Path, dims: dict[str, int]):
-    """Dims given on the command line apply to the anatomies that declare them."""
-    from .shapes import check
-    program = load(path)
-    for d in program:
-        d.shapes = check(d, {k: v for k, v in dims.items() if k in d.dims})
-    return program
 
 
 def cmd_print(args) -> int:

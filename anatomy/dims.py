@@ -62,8 +62,8 @@ def evaluate(expr: DimExpr, env: dict[str, int], name: str, loc: SourceLoc | Non
 
 
 def resolve(dims: dict, overrides: dict[str, int], where: str) -> dict[str, int]:
-    """Evaluate every dim with a value; overrides replace defaults. Dims without a value stay
-    out of the result (their axes are sized by inference instead)."""
+    """Evaluate every dim with a value; overrides replace defaults. Dims without a value, and
+    dims derived from them, stay out of the result (their axes are sized by inference)."""
     for key, value in overrides.items():
         if key not in dims:
             raise AnatError(f"`{key}` is not a dim of {where}",
@@ -92,9 +92,9 @@ def resolve(dims: dict, overrides: dict[str, int], where: str) -> dict[str, int]
                 raise AnatError(f"dim {name} refers to unknown dim `{ref}`", dim.loc,
                                 hint=did_you_mean(ref, dims, "dim"))
             visit(ref, chain + [name])
-            if ref not in env:
-                raise AnatError(f"dim {name} = {dim.expr} needs dim {ref}, which has no value",
-                                dim.loc, hint=f"give {ref} a default or pass {ref}=... at load")
+        if any(ref not in env for ref in dim.expr.refs()):
+            state[name] = "absent"  # derived from a dim without value: inferred, like it
+            return
         value = evaluate(dim.expr, env, name, dim.loc)
         if value <= 0:
             raise AnatError(f"dim {name} = {dim.expr} = {value} is not positive", dim.loc)

@@ -22,11 +22,12 @@ def zoo_dir() -> Path:
         return ZOO_DIR
 
 
-def load(source: str | Path, **dims: int) -> Program:
+def load(source: str | Path, *, strict_dims: bool = True, **dims: int) -> Program:
     """Load a program from a path to a .anat file or from .anat source text.
 
     `dims` override the declared dims of every anatomy that declares them; each anatomy is
-    type-checked at those dims before `load` returns.
+    type-checked at those dims before `load` returns. With `strict_dims` (the default) a
+    dim that no anatomy of the file declares is an error.
     """
     if isinstance(source, Path) or ("\n" not in source and source.endswith(".anat")):
         path = Path(source)
@@ -37,7 +38,7 @@ def load(source: str | Path, **dims: int) -> Program:
     else:
         program = _Loader().load_text(source, "<string>", Path.cwd(), stack=())
     from .shapes import check_program
-    check_program(program, dims)
+    check_program(program, dims, strict=strict_dims)
     return program
 
 
@@ -57,10 +58,10 @@ class _Loader:
         return program
 
     def load_text(self, text: str, file: str, base: Path, stack: tuple[Path, ...]) -> Program:
-        from anatomy.grammar.parser import parse, position
+        from anatomy.grammar.parser import parse, position, source_lines
         from anatomy.grammar.transformer import AnatomyBuilder, Context, parse_signature
 
-        lines = text.splitlines()
+        lines = source_lines(text)
         tree = parse(text, file)
         anatomies: dict[str, Diagram] = {}
         slots: dict[str, Signature] = {}

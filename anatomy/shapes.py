@@ -97,9 +97,12 @@ class Shapes:
             total += c
         return total
 
-    def free_axes(self) -> list[str]:
+    def free_axes(self, params_only: bool = False) -> list[str]:
+        """Axes (by class name) whose size is not known at these dims."""
         seen = []
         for w in self.diagram.wires.values():
+            if params_only and w.role != "param":
+                continue
             for a in w.axes:
                 r = self.sizes.find(a)
                 if self.sizes.get(a) is None and r not in seen:
@@ -130,7 +133,7 @@ def check(diagram: Diagram, overrides: dict[str, int] | None = None,
             w = diagram.wires[box.inputs[1].wire]
             n_in = len(box.attr("in_axes"))
             for wa, oa in zip(w.axes[n_in:], box.attr("out_axes")):
-                sizes.unify(wa, oa, box.loc)
+                sizes.unify(oa, wa, box.loc)  # the user's axis name stays the class's name
         elif op in ("share", "concat", "split", "rope", "xpos"):
             deferred.append(box)
         elif op in ("call", "slot"):
@@ -205,7 +208,8 @@ def _check_composite(diagram: Diagram, box, shapes: Shapes, stack: tuple[str, ..
         if e.loc is not None and e.loc.line:
             raise AnatError(e.message, e.loc, e.hint,
                             e.related + [(box.loc, f"in the call of {name} here")]) from None
-        raise
+        # an error without a place of its own (e.g. `f(x, nodim=3)`): the call is the place
+        raise AnatError(e.message, box.loc, e.hint, e.related) from None
     shapes.callees[box.id] = inner
     classes: dict[str, str] = {}
     for a, b in pairs:
@@ -219,16 +223,21 @@ def _check_composite(diagram: Diagram, box, shapes: Shapes, stack: tuple[str, ..
             classes[root] = b
 
 
-def check_program(program: Program, overrides: dict[str, int]) -> None:
-    """Check every anatomy of the program's own file (and the slots they fill)."""
+def check_program(program: Program, overrides: dict[str, int], strict: bool = True) -> None:
+    """Check every anatomy of the program's own file (and the slots they fill) with the
+    overrides that each declares. `strict`: a dim no anatomy declares is an error."""
+    if strict:
+        unknown = [k for k in overrides if not any(k in d.dims for d in program)]
+        if unknown:
+            from .errors import did_you_mean
+            known = {k for d in program for k in d.dims}
+            raise AnatError(f"`{unknown[0]}` is not a dim of any anatomy in {program.file}",
+                            hint=did_you_mean(unknown[0], known, "dim"))
     for d in program:
         own = {k: v for k, v in overrides.items() if k in d.dims}
         d.shapes = check(d, own)
         if d.fills is not None:
             check_fill(program, d)
-    unknown = [k for k in overrides if not any(k in d.dims for d in program)]
-    if unknown:
-        raise AnatError(f"`{unknown[0]}` is not a dim of any anatomy in {program.file}")
 
 
 def check_fill(program: Program, d: Diagram) -> None:

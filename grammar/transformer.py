@@ -57,10 +57,12 @@ def parse_signature(ctx: Context, node: Tree) -> Signature:
                        for ports in node.children)
     if not outputs:
         raise AnatError("a signature needs at least one output", ctx.loc(node))
-    names = [p.name for p in inputs + outputs]
+    seen: dict[str, Port] = {}
     for p in inputs + outputs:
-        if names.count(p.name) > 1:
-            raise AnatError(f"port `{p.name}` appears twice in the signature", p.loc)
+        if p.name in seen:  # point at the second one, like every other redefinition
+            raise AnatError(f"port `{p.name}` appears twice in the signature", p.loc,
+                            related=[(seen[p.name].loc, "first here")])
+        seen[p.name] = p
     return Signature(inputs, outputs)
 
 
@@ -233,16 +235,15 @@ class AnatomyBuilder:
         if not _tree_depth_ok(expr):
             raise AnatError(f"expression nested more than {MAX_EXPR_DEPTH} deep",
                             self.ctx.loc(node), hint="split it into several statements")
-        tgts = [(str(t.children[0]), _axis_list(self.ctx, t.children[1])
-                 if len(t.children) > 1 and t.children[1] is not None else None,
+        # `y` takes its axes from the right side; `y[]` is a scalar
+        tgts = [(str(t.children[0]),
+                 _axis_list(self.ctx, t.children[1]) if len(t.children) > 1 else None,
                  self.ctx.loc(t)) for t in targets]
         self.stem = tgts[0][0]
         if len(tgts) > 1:
             self._multi_assign(tgts, expr, self.ctx.loc(node))
             return
         name, axes, loc = tgts[0]
-        if axes is not None and axes == () and len(targets[0].children) == 1:
-            axes = None
         self._root(name, axes, expr, loc)
 
     def _root(self, name: str, axes: Axes | None, expr, loc: SourceLoc) -> None:
@@ -276,8 +277,10 @@ class AnatomyBuilder:
         summed = [a for a in u.axes if a not in out]
         if summed:
             self._check_sum_over_terms(u.wire, summed, loc)
+        # composite outputs bind positionally, so only an identical order may be renamed
+        positional = self.boxes and self.boxes[-1].op in ("call", "slot")
         if set(out) == set(u.axes) and self.boxes and self.boxes[-1].outputs == (u.wire,) \
-                and self.wires[u.wire].anonymous:
+                and self.wires[u.wire].anonymous and (out == u.axes or not positional):
             last = self.boxes.pop()
             del self.wires[u.wire]
             self._define(name, out, "internal", loc)
@@ -320,6 +323,11 @@ class AnatomyBuilder:
         for name, axes, tloc in tgts:
             if axes is None:
                 raise AnatError(f"target `{name}` needs its axes written out", tloc)
+        if expr.data == "call" and str(expr.children[0]) in OPS \
+                and str(expr.children[0]) != "split":
+            raise AnatError(f"{expr.children[0]} has one output, but there are {len(tgts)} "
+                            "targets", loc, hint="several targets need a box with several "
+                            "outputs (split or an anatomy call)")
         if expr.data == "call" and str(expr.children[0]) == "split":
             args, kwargs = self._split_args(expr)
             if len(args) != 1 or kwargs:
@@ -590,6 +598,12 @@ class AnatomyBuilder:
         if not in_axes and not out_axes:
             raise AnatError("linear maps nothing to nothing here", loc,
                             hint="say its axes: linear(x, in=[d], out=[h, p])")
+        time = self.signature.inputs[0].axes[0] if self.signature.inputs and \
+            self.signature.inputs[0].axes else None
+        if time in in_axes:
+            raise AnatError(f"linear would map along the time axis `{time}`", loc,
+                            hint=f"project per token: give the target the axis {time}, e.g. "
+                                 f"`k[{time}, h, n] = linear(x)`, and read it as `k[s, h, n]`")
         kept = tuple(a for a in x.axes if a not in in_axes)
         clash = [a for a in out_axes if a in kept]
         if clash:
