@@ -24,10 +24,19 @@ __all__ = [
     "Wire",
     "__version__",
     "check",
+    "compile",
     "load",
     "zoo",
     "zoo_dir",
 ]
+
+
+def __getattr__(name: str):
+    # compile imports torch: only pay for it when compiling
+    if name == "compile":
+        from anatomy.lowering import compile
+        return compile
+    raise AttributeError(f"module 'anatomy' has no attribute {name!r}")
 
 
 def zoo() -> dict[str, Program]:

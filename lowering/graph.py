@@ -1,0 +1,413 @@
+"""IR -> torch.fx.Graph: a structure-preserving map, one FX node (or a small named group) per
+box, composite boxes as submodules, parameters as attributes named after their wires.
+
+Every tensor value carries a static layout: its axis names in order, with BATCH first for
+values that depend on the inputs. Layouts are resolved here, at lowering time, into dims
+and permutations, so the generated code is plain tensor calls.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import string
+from dataclasses import dataclass
+from math import prod
+from typing import Any, Callable
+
+import torch
+from torch import fx, nn
+
+from anatomy.errors import AnatError
+from anatomy.ir import Box, Diagram, Use
+from anatomy.shapes import Shapes
+
+from . import torch_ops as ops
+
+BATCH = "$batch"
+ACTIVATIONS = {"exp", "log", "sqrt", "abs", "tanh", "relu", "elu", "gelu", "softplus",
+               "sigmoid", "silu"}
+_BINARY = {"add": operator.add, "sub": operator.sub, "div": operator.truediv,
+           "pow": operator.pow}
+
+
+@dataclass(frozen=True)
+class Val:
+    """A lowered wire: an FX node or a static Python scalar, and its layout (None: scalar)."""
+
+    value: Any
+    layout: tuple[str, ...] | None
+
+    @property
+    def static(self) -> bool:
+        return not isinstance(self.value, fx.Node)
+
+    @property
+    def batched(self) -> bool:
+        return self.layout is not None and BATCH in self.layout
+
+
+class GraphBuilder:
+    """Lowers one checked diagram into `graph`, registering parameters on `owner`.
+
+    `rules` (box -> lowering function or None) lets the execution-form passes replace the
+    generic lowering of a box (chunked kernels, scaled_dot_product_attention).
+    """
+
+    def __init__(self, diagram: Diagram, shapes: Shapes, owner: nn.Module,
+                 rules: Callable[["GraphBuilder", Box], bool] | None = None,
+                 form: str = "auto"):
+        self.d, self.shapes, self.owner = diagram, shapes, owner
+        self.form = form
+        self.rules = rules
+        self.g = fx.Graph()
+        self.vals: dict[str, Val] = {}
+        self.size_nodes: dict[str, fx.Node] = {}
+        self.like: fx.Node | None = None
+
+    # -- entry ----------------------------------------------------------------------------
+    def build(self) -> fx.Graph:
+        for p in self.d.inputs:
+            node = self.g.placeholder(p.name)
+            self.vals[p.name] = Val(node, (BATCH,) + p.axes)
+            if self.like is None:
+                self.like = node
+        from .module import check_inputs, input_spec
+        self.call(check_inputs, input_spec(self.d, self.shapes),
+                  *(self.vals[p.name].value for p in self.d.inputs))
+        for box in self.d.boxes:
+            if self.rules is not None and self.rules(self, box):
+                continue
+            self.lower(box)
+        outs = [self.batched_output(self.vals[p.name]) for p in self.d.outputs]
+        self.g.output(outs[0] if len(outs) == 1 else tuple(outs))
+        self.g.lint()
+        return self.g
+
+    # -- helpers --------------------------------------------------------------------------
+    def call(self, fn, *args, name: str | None = None, **kwargs) -> fx.Node:
+        return self.g.create_node("call_function", fn, args, kwargs, name=name)
+
+    def size(self, axis: str):
+        """The size of an axis: an int, or an FX node reading it off an input at run time."""
+        n = self.shapes.size(axis)
+        if n is not None:
+            return n
+        root = self.shapes.sizes.find(axis)
+        if root in self.size_nodes:
+            return self.size_nodes[root]
+        for p in self.d.inputs:
+            for i, a in enumerate(p.axes):
+                if self.shapes.sizes.find(a) == root:
+                    node = self.g.create_node("call_method", "size",
+                                              (self.vals[p.name].value, i + 1),
+                                              name=f"size_{axis}")
+                    self.size_nodes[root] = node
+                    return node
+        raise AnatError(f"the size of axis {axis} is not known from the inputs of "
+                        f"{self.d.name}", hint=f"declare it: `dims {axis} = ...`")
+
+    def use(self, u: Use) -> Val:
+        """The value of a wire seen through a box's axis names (positional renaming)."""
+        v = self.vals[u.wire]
+        if v.layout is None:
+            return v
+        rename = dict(zip(self.d.wires[u.wire].axes, u.axes))
+        return Val(v.value, tuple(rename.get(a, a) if a != BATCH else a for a in v.layout))
+
+    def align(self, v: Val, target: tuple[str, ...]) -> Any:
+        """Permute `v` into the order of `target`, with size-1 dims for axes it lacks."""
+        if v.layout is None:
+            return v.value
+        missing = [a for a in v.layout if a not in target]
+        if missing:  # pragma: no cover - the checker guarantees this
+            raise AssertionError(f"cannot align {v.layout} to {target}")
+        present = [a for a in target if a in v.layout]
+        perm = tuple(v.layout.index(a) for a in present)
+        expand_at = tuple(i for i, a in enumerate(target) if a not in v.layout)
+        if perm == tuple(range(len(perm))) and not expand_at:
+            return v.value
+        return self.call(ops.align, v.value, perm, expand_at)
+
+    def out_layout(self, box: Box, batched: bool, wire: str | None = None) -> tuple[str, ...]:
+        axes = self.d.wires[wire or box.outputs[0]].axes
+        return ((BATCH,) if batched else ()) + axes
+
+    def store(self, box: Box, value: Any, layout: tuple[str, ...] | None,
+              wire: str | None = None) -> None:
+        """Record a box's output, permuted into its wire's declared axis order."""
+        wire = wire or box.outputs[0]
+        if layout is None:
+            self.vals[wire] = Val(value, None)
+            return
+        target = self.out_layout(box, BATCH in layout, wire)
+        if isinstance(value, fx.Node) and value.op == "call_function" and \
+                not self.d.wires[wire].anonymous:
+            value._rename(wire)  # the generated code reads like the diagram
+        self.vals[wire] = Val(self.align(Val(value, layout), target), target)
+
+    def batched_output(self, v: Val):
+        if v.batched:
+            return v.value
+        if v.layout is None:
+            raise AnatError(f"an output of {self.d.name} is a constant scalar")
+        batch = self.g.call_method("size", (self.like, 0))
+        node = self.call(ops.align, v.value, tuple(range(len(v.layout))), (0,))
+        return self.g.call_method("expand", (node, batch) + (-1,) * len(v.layout))
+
+    # -- boxes ----------------------------------------------------------------------------
+    def lower(self, box: Box) -> None:
+        op = box.op
+        method = getattr(self, f"_box_{op}", None)
+        if method is not None:
+            method(box)
+        elif op in ACTIVATIONS:
+            self._activation(box)
+        elif op in _BINARY:
+            self._binary(box)
+        else:  # pragma: no cover - every op of anatomy.ops is handled above
+            raise NotImplementedError(f"no lowering for box {op}")
+
+    def _box_param(self, box: Box) -> None:
+        name = box.outputs[0]
+        w = self.d.wires[name]
+        shape = tuple(self.size(a) for a in w.axes)
+        if not all(isinstance(n, int) for n in shape):
+            raise AnatError(f"parameter {name} has an axis whose size is not fixed by dims",
+                            box.loc, hint="give every parameter axis a dim")
+        init = box.attr("init") or ("normal", 0.02)
+        fan_axes = init[1:] if init[0] == "fan_in" else ()
+        fan_in = prod(self.size(a) for a in fan_axes) if fan_axes else 1
+        param = nn.Parameter(torch.empty(shape))
+        ops.init_param(param, init, fan_in)
+        self.owner.register_parameter(name, param)
+        self.vals[name] = Val(self.g.get_attr(name), w.axes)
+
+    def _box_const(self, box: Box) -> None:
+        self.vals[box.outputs[0]] = Val(box.attr("value"), None)
+
+    def _box_size(self, box: Box) -> None:
+        self.vals[box.outputs[0]] = Val(self.size(box.attr("axis")), None)
+
+    def _box_index(self, box: Box) -> None:
+        axis = box.attr("axis")
+        self.store(box, self.call(ops.index, self.size(axis), self.like), (axis,))
+
+    def _box_neg(self, box: Box) -> None:
+        x = self.use(box.inputs[0])
+        if x.static:
+            self.vals[box.outputs[0]] = Val(-x.value, None)
+        else:
+            self.store(box, self.call(operator.neg, x.value), x.layout)
+
+    def _activation(self, box: Box) -> None:
+        fn = getattr(ops, box.op)
+        x = self.use(box.inputs[0])
+        if x.static:
+            self.vals[box.outputs[0]] = Val(fn(x.value), None)
+        else:
+            self.store(box, self.call(fn, x.value), x.layout)
+
+    def _binary(self, box: Box) -> None:
+        a, b = (self.use(u) for u in box.inputs)
+        fn = _BINARY[box.op]
+        if a.static and b.static:
+            self.vals[box.outputs[0]] = Val(fn(a.value, b.value), None)
+            return
+        if a.layout is None and b.layout is None:
+            self.vals[box.outputs[0]] = Val(self.call(fn, a.value, b.value), None)
+            return
+        layout = self.out_layout(box, a.batched or b.batched)
+        self.store(box, self.call(fn, self.align(a, layout), self.align(b, layout)), layout)
+
+    def _box_contract(self, box: Box) -> None:
+        vals = [self.use(u) for u in box.inputs]
+        tensors = [v for v in vals if v.layout is not None]
+        scalars = [v.value for v in vals if v.layout is None]
+        scale: Any = 1.0
+        static = [s for s in scalars if not isinstance(s, fx.Node)]
+        dynamic = [s for s in scalars if isinstance(s, fx.Node)]
+        scale = math.prod(static) if static else 1.0
+        for s in dynamic:
+            scale = self.call(operator.mul, scale, s)
+        if not tensors:
+            self.vals[box.outputs[0]] = Val(scale, None)
+            return
+        layout = self.out_layout(box, any(t.batched for t in tensors))
+        letters = _letters(tuple(t.layout for t in tensors) + (layout,))
+        spec = ",".join("".join(letters[a] for a in t.layout) for t in tensors)
+        spec += "->" + "".join(letters[a] for a in layout)
+        if len(tensors) == 1 and tensors[0].layout == layout:
+            node = tensors[0].value if scale == 1.0 else \
+                self.call(operator.mul, tensors[0].value, scale)
+        else:
+            node = self.call(ops.contract, spec, *(t.value for t in tensors),
+                             **({"scale": scale} if scale != 1.0 else {}))
+        self.store(box, node, layout)
+
+    def _box_linear(self, box: Box) -> None:
+        x, w = self.use(box.inputs[0]), self.use(box.inputs[1])
+        in_axes, out_axes = box.attr("in_axes"), box.attr("out_axes")
+        kept = tuple(a for a in x.layout if a not in in_axes)
+        layout = kept + out_axes
+        w_out = w.layout[len(in_axes):]
+        letters = _letters((x.layout, w_out, out_axes))
+        fresh = iter(c for c in string.ascii_letters if c not in letters.values())
+        out_letters = {a: next(fresh) for a in out_axes}
+        spec = ("".join(letters[a] for a in x.layout) + ","
+                + "".join(letters[a] for a in w.layout[:len(in_axes)])
+                + "".join(out_letters[a] for a in out_axes) + "->"
+                + "".join(letters[a] for a in kept) + "".join(out_letters[a] for a in out_axes))
+        node = self.call(ops.contract, spec, x.value, w.value)
+        if len(box.inputs) > 2:
+            b = self.use(box.inputs[2])
+            b = Val(b.value, out_axes)
+            node = self.call(operator.add, node, self.align(b, layout))
+        self.store(box, node, layout)
+
+    def _normaliser(self, box: Box, fn, **kwargs) -> None:
+        x = self.use(box.inputs[0])
+        dim = x.layout.index(box.attr("along")[0])
+        args = [x.value, dim]
+        if len(box.inputs) > 1:  # softmax's mask
+            args.append(self.align(self.use(box.inputs[1]), x.layout))
+        self.store(box, self.call(fn, *args, **kwargs), x.layout)
+
+    def _box_softmax(self, box: Box) -> None:
+        self._normaliser(box, ops.softmax)
+
+    def _box_normalise(self, box: Box) -> None:
+        self._normaliser(box, ops.normalise, eps=box.attr("eps", 0.0))
+
+    def _box_l2normalise(self, box: Box) -> None:
+        self._normaliser(box, ops.l2normalise, eps=box.attr("eps", 1e-6))
+
+    def _norm(self, box: Box, fn, over: tuple[str, ...]) -> None:
+        x = self.use(box.inputs[0])
+        dims = tuple(x.layout.index(a) for a in over)
+        affine = [self.align(self.use(u), x.layout) for u in box.inputs[1:]]
+        self.store(box, self.call(fn, x.value, dims, box.attr("eps", 1e-5), *affine), x.layout)
+
+    def _box_layernorm(self, box: Box) -> None:
+        self._norm(box, ops.layernorm, box.attr("along"))
+
+    def _box_rmsnorm(self, box: Box) -> None:
+        self._norm(box, ops.rmsnorm, box.attr("along"))
+
+    def _box_groupnorm(self, box: Box) -> None:
+        self._norm(box, ops.layernorm, box.attr("along")[:1])
+
+    def _mask(self, box: Box, fn, **kwargs) -> None:
+        q, k = box.attr("along")
+        self.store(box, self.call(fn, self.size(q), self.size(k), **kwargs, like=self.like),
+                   (q, k))
+
+    def _box_causal(self, box: Box) -> None:
+        self._mask(box, ops.causal_mask)
+
+    def _box_window(self, box: Box) -> None:
+        self._mask(box, ops.window_mask, size=box.attr("size"))
+
+    def _box_full(self, box: Box) -> None:
+        self._mask(box, ops.full_mask)
+
+    def _box_decay(self, box: Box) -> None:
+        x = self.use(box.inputs[0])
+        q, k = box.attr("along")
+        if q in x.layout:
+            dim = x.layout.index(q)
+            layout = x.layout[:dim + 1] + (k,) + x.layout[dim + 1:]
+            self.store(box, self.call(ops.segment_decay, x.value, dim), layout)
+            return
+        lead = 1 if x.batched else 0
+        layout = x.layout[:lead] + (q, k) + x.layout[lead:]
+        self.store(box, self.call(ops.constant_decay, x.value, self.size(q), self.size(k),
+                                  lead), layout)
+
+    def _box_shift(self, box: Box) -> None:
+        x = self.use(box.inputs[0])
+        dim = x.layout.index(box.attr("along")[0])
+        self.store(box, self.call(ops.shift, x.value, dim, box.attr("by", 1)), x.layout)
+
+    def _box_flip(self, box: Box) -> None:
+        x = self.use(box.inputs[0])
+        self.store(box, self.call(ops.flip, x.value, x.layout.index(box.attr("along")[0])),
+                   x.layout)
+
+    def _rotary(self, box: Box, fn, **kwargs) -> None:
+        x = self.use(box.inputs[0])
+        t, n = box.attr("along")
+        self.store(box, self.call(fn, x.value, x.layout.index(t), x.layout.index(n), **kwargs),
+                   x.layout)
+
+    def _box_rope(self, box: Box) -> None:
+        self._rotary(box, ops.rope, base=box.attr("base", 10000.0))
+
+    def _box_xpos(self, box: Box) -> None:
+        self._rotary(box, ops.xpos, base=box.attr("base", 10000.0),
+                     scale_base=box.attr("scale_base", 512.0),
+                     downscale=box.attr("downscale", False))
+
+    def _box_share(self, box: Box) -> None:
+        x = self.use(box.inputs[0])
+        g, h = box.attr("along")
+        dim = x.layout.index(g)
+        layout = tuple(h if a == g else a for a in x.layout)
+        self.store(box, self.call(ops.share, x.value, dim, self.size(h)), layout)
+
+    def _box_concat(self, box: Box) -> None:
+        parts = [self.use(u) for u in box.inputs]
+        axis = box.attr("axis")
+        layout = self.out_layout(box, any(p.batched for p in parts))
+        aligned = []
+        for p, own in zip(parts, box.attr("parts")):
+            renamed = Val(p.value, tuple(axis if a == own else a for a in p.layout))
+            aligned.append(self.align(renamed, layout))
+        self.store(box, self.call(ops.concat, layout.index(axis), *aligned), layout)
+
+    def _box_split(self, box: Box) -> None:
+        x = self.use(box.inputs[0])
+        axis = box.attr("axis")
+        dim = x.layout.index(axis)
+        sizes = tuple(self.size(a) for a in box.attr("parts"))
+        node = self.call(ops.split, x.value, dim, sizes)
+        for i, (wire, part) in enumerate(zip(box.outputs, box.attr("parts"))):
+            piece = self.call(operator.getitem, node, i)
+            layout = tuple(part if a == axis else a for a in x.layout)
+            self.store(box, piece, layout, wire=wire)
+
+    def _box_call(self, box: Box) -> None:
+        from .module import compile_diagram
+        callee = self.d.program.anatomies[box.attr("anatomy")]
+        sub = compile_diagram(callee, self.shapes.callees[box.id], form=self.form)
+        self.owner.add_module(box.id, sub)
+        args = []
+        for u in box.inputs:
+            v = self.use(u)
+            target = (BATCH,) + u.axes
+            if not v.batched:
+                v = Val(self.align(v, u.axes), u.axes)
+                args.append(self.call(ops.align, v.value, tuple(range(len(u.axes))), (0,)))
+            else:
+                args.append(self.align(v, target))
+        node = self.g.call_module(box.id, tuple(args))
+        if len(box.outputs) == 1:
+            self.vals[box.outputs[0]] = Val(node, (BATCH,) + self.d.wires[box.outputs[0]].axes)
+            return
+        for i, wire in enumerate(box.outputs):
+            piece = self.call(operator.getitem, node, i)
+            self.vals[wire] = Val(piece, (BATCH,) + self.d.wires[wire].axes)
+
+    def _box_slot(self, box: Box) -> None:
+        raise AnatError(f"slot {box.attr('slot')} is not filled: compile a filled variant",
+                        box.loc, hint="fill the slot with an anatomy that `fills` it")
+
+
+def _letters(layouts) -> dict[str, str]:
+    letters: dict[str, str] = {}
+    pool = iter(string.ascii_letters)
+    for layout in layouts:
+        for a in layout:
+            if a not in letters:
+                letters[a] = next(pool)
+    return letters

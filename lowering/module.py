@@ -1,0 +1,100 @@
+"""Compiled anatomies: `anatomy.compile(...)` returns an `AnatModule`, a torch.fx
+GraphModule whose parameters are named after the diagram's wires.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, fx, nn
+
+from anatomy.errors import AnatError
+from anatomy.ir import Diagram, Program
+from anatomy.shapes import Shapes, check
+
+FORMS = ("auto", "parallel", "chunked")
+
+
+class AnatModule(fx.GraphModule):
+    """A compiled diagram. `forward` takes the diagram's inputs by name and order, each laid
+    out [batch, time, ...]. `diagram`, `shapes` and `form` record what it was compiled from."""
+
+    diagram: Diagram
+    shapes: Shapes
+    form: str
+
+
+def input_spec(d: Diagram, shapes: Shapes) -> tuple:
+    """Static description of the inputs for `check_inputs`: (name, axes, sizes, classes)."""
+    return tuple((p.name, p.axes, tuple(shapes.size(a) for a in p.axes),
+                  tuple(shapes.sizes.find(a) for a in p.axes)) for p in d.inputs)
+
+
+def check_inputs(spec: tuple, *tensors) -> None:
+    """Refuse inputs of the wrong shape with an error naming the axis and expected size."""
+    seen: dict[str, tuple[int, str]] = {}
+    batch = None
+    for (name, axes, sizes, classes), x in zip(spec, tensors):
+        want = "[batch, " + ", ".join(axes) + "]" if axes else "[batch]"
+        if not isinstance(x, Tensor):
+            raise AnatError(f"input `{name}` must be a tensor laid out {want}, got "
+                            f"{type(x).__name__}")
+        if x.dim() != len(axes) + 1:
+            raise AnatError(f"input `{name}` must have {len(axes) + 1} dims {want}, got shape "
+                            f"{tuple(x.shape)}", hint="tensors are laid out [batch, time, ...]")
+        if batch is None:
+            batch = x.shape[0]
+        elif x.shape[0] != batch:
+            raise AnatError(f"input `{name}` has batch size {x.shape[0]}, other inputs {batch}")
+        for i, (axis, size, cls) in enumerate(zip(axes, sizes, classes)):
+            got = x.shape[i + 1]
+            if size is not None and got != size:
+                raise AnatError(f"input `{name}`: axis {axis} must be {size}, got {got} "
+                                f"(shape {tuple(x.shape)}, expected {want})",
+                                hint=f"compile with {axis}={got} to change the dim")
+            if size is None:
+                if cls in seen and seen[cls][0] != got:
+                    raise AnatError(f"input `{name}`: axis {axis} is {got} but "
+                                    f"{seen[cls][1]} is {seen[cls][0]}; they are one axis")
+                seen.setdefault(cls, (got, f"axis {axis} of `{name}`"))
+
+
+def compile_diagram(d: Diagram, shapes: Shapes, form: str = "auto") -> AnatModule:
+    """Lower one checked diagram (at the dims `shapes` was checked with)."""
+    from .forms import choose_rules
+    from .graph import GraphBuilder
+    if form not in FORMS:
+        raise AnatError(f"unknown execution form `{form}`", hint=f"one of {', '.join(FORMS)}")
+    owner = nn.Module()
+    builder = GraphBuilder(d, shapes, owner, rules=choose_rules(form), form=form)
+    graph = builder.build()
+    module = AnatModule(owner, graph, class_name=d.name)
+    module.diagram, module.shapes, module.form = d, shapes, form
+    return module
+
+
+def compile(source, anatomy: str | None = None, *, form: str = "auto",  # noqa: A001
+            **dims: int) -> AnatModule:
+    """Compile an anatomy to an nn.Module.
+
+    `source` is a path to a .anat file, .anat text, a loaded Program or a Diagram;
+    `anatomy` names the anatomy (default: the file's last one); `dims` override its dims.
+    `form`: "parallel" (the explicit quadratic graph), "chunked" (semiseparable contractions
+    through anatomy.kernels), or "auto" (chunked where it applies, fused attention too).
+    """
+    from anatomy.program import load
+    if isinstance(source, Diagram):
+        diagram = source
+    else:
+        program = source if isinstance(source, Program) else load(
+            source if not isinstance(source, Path) else source, strict_dims=False)
+        names = list(program.own)
+        if not names:
+            raise AnatError(f"{program.file} defines no anatomy")
+        diagram = program[anatomy] if anatomy else program[names[-1]]
+    shapes = check(diagram, dims)
+    return compile_diagram(diagram, shapes, form)
+
+
+torch.fx.wrap  # noqa: B018 - functions in graphs are called, not traced

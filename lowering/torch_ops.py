@@ -1,0 +1,247 @@
+"""The PyTorch meaning of each built-in box, as plain functions the FX graph calls.
+
+Every function takes tensors laid out as the lowering says (static layouts are resolved at
+lowering time into dims and permutations), so the functions stay small and
+torch.compile-friendly. Scalars may be Python numbers or tensors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+# -- layout ---------------------------------------------------------------------------------
+def align(x: Tensor, perm: tuple[int, ...], expand_at: tuple[int, ...]) -> Tensor:
+    """Permute `x` then insert size-1 dims at `expand_at` (positions in the result)."""
+    if perm != tuple(range(len(perm))):
+        x = x.permute(perm)
+    for i in expand_at:
+        x = x.unsqueeze(i)
+    return x
+
+
+def contract(spec: str, *operands: Tensor, scale=1.0) -> Tensor:
+    """An Einstein product (torch.einsum, ordered by opt_einsum) times a scalar."""
+    dtype = _common_dtype(operands)
+    operands = [o if o.dtype == dtype else o.to(dtype) for o in operands]
+    y = torch.einsum(spec, *operands) if len(operands) > 1 or "->" in spec else operands[0]
+    if isinstance(scale, Tensor) or scale != 1.0:
+        y = y * scale
+    return y
+
+
+def _common_dtype(tensors) -> torch.dtype:
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+# -- scalars and elementwise ----------------------------------------------------------------
+def _unary(name: str, tensor_fn, scalar_fn):
+    def fn(x):
+        return tensor_fn(x) if isinstance(x, Tensor) else scalar_fn(x)
+    fn.__name__ = name
+    fn.__qualname__ = name
+    return fn
+
+
+exp = _unary("exp", torch.exp, math.exp)
+log = _unary("log", torch.log, math.log)
+sqrt = _unary("sqrt", torch.sqrt, math.sqrt)
+tanh = _unary("tanh", torch.tanh, math.tanh)
+abs = _unary("abs", torch.abs, lambda v: -v if v < 0 else v)  # noqa: A001 - the box's name
+relu = _unary("relu", torch.relu, lambda v: max(v, 0.0))
+elu = _unary("elu", F.elu, lambda v: v if v > 0 else math.expm1(v))
+gelu = _unary("gelu", F.gelu, lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2))))
+softplus = _unary("softplus", F.softplus, lambda v: math.log1p(math.exp(v)))
+sigmoid = _unary("sigmoid", torch.sigmoid, lambda v: 1 / (1 + math.exp(-v)))
+silu = _unary("silu", F.silu, lambda v: v / (1 + math.exp(-v)))
+
+
+# -- normalisers ----------------------------------------------------------------------------
+def softmax(x: Tensor, dim: int, mask: Tensor | None = None) -> Tensor:
+    """Softmax along `dim`, computed in float32 for half-precision scores."""
+    dtype = x.dtype
+    x = x.float() if dtype in (torch.float16, torch.bfloat16) else x
+    if mask is not None:
+        x = x.masked_fill(mask == 0, float("-inf"))
+    return torch.softmax(x, dim).to(dtype)
+
+
+def normalise(x: Tensor, dim: int, eps: float = 0.0) -> Tensor:
+    return x / (x.sum(dim, keepdim=True) + eps)
+
+
+def l2normalise(x: Tensor, dim: int, eps: float = 1e-6) -> Tensor:
+    return x / (x.norm(dim=dim, keepdim=True) + eps)
+
+
+def layernorm(x: Tensor, dims: tuple[int, ...], eps: float, scale=None, shift=None) -> Tensor:
+    dtype = x.dtype
+    xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
+    mean = xf.mean(dims, keepdim=True)
+    var = (xf - mean).pow(2).mean(dims, keepdim=True)
+    y = ((xf - mean) * torch.rsqrt(var + eps)).to(dtype)
+    if scale is not None:
+        y = y * scale
+    if shift is not None:
+        y = y + shift
+    return y
+
+
+def rmsnorm(x: Tensor, dims: tuple[int, ...], eps: float, scale=None) -> Tensor:
+    dtype = x.dtype
+    xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
+    y = (xf * torch.rsqrt(xf.pow(2).mean(dims, keepdim=True) + eps)).to(dtype)
+    return y * scale if scale is not None else y
+
+
+# -- masks and decays: [T, S] matrices ------------------------------------------------------
+def causal_mask(t: int, s: int, like: Tensor) -> Tensor:
+    return torch.ones(t, s, dtype=like.dtype, device=like.device).tril()
+
+
+def window_mask(t: int, s: int, size: int, like: Tensor) -> Tensor:
+    ones = torch.ones(t, s, dtype=like.dtype, device=like.device)
+    return ones.tril() - ones.tril(-size)
+
+
+def full_mask(t: int, s: int, like: Tensor) -> Tensor:
+    return torch.ones(t, s, dtype=like.dtype, device=like.device)
+
+
+def segment_decay(log_a: Tensor, dim: int) -> Tensor:
+    """exp(sum_{i=s+1..t} log_a_i) for s <= t else 0, along `dim`; the key axis is inserted
+    right after `dim`. Computed in log space (cumulative-sum differences) in float32+."""
+    dtype = log_a.dtype
+    la = log_a.float() if dtype in (torch.float16, torch.bfloat16) else log_a
+    la = la.movedim(dim, -1)
+    cum = la.cumsum(-1)
+    seg = cum.unsqueeze(-1) - cum.unsqueeze(-2)  # [..., t, s]
+    n = la.shape[-1]
+    keep = torch.ones(n, n, dtype=torch.bool, device=la.device).tril()
+    out = torch.exp(seg.masked_fill(~keep, float("-inf")))
+    return out.movedim(-2, dim).movedim(-1, dim + 1).to(dtype)
+
+
+def constant_decay(log_gamma: Tensor, t: int, s: int, lead: int) -> Tensor:
+    """exp((t - s) log_gamma) for s <= t else 0, as [..lead.., t, s, ...log_gamma dims...]
+    where the first `lead` dims of log_gamma (the batch) stay in front."""
+    pos_t = torch.arange(t, device=log_gamma.device)
+    pos_s = torch.arange(s, device=log_gamma.device)
+    diff = (pos_t[:, None] - pos_s[None, :]).to(torch.float32)
+    keep = diff >= 0
+    shape = (1,) * lead + (t, s) + (1,) * (log_gamma.dim() - lead)
+    lg = log_gamma.float().reshape(log_gamma.shape[:lead] + (1, 1) + log_gamma.shape[lead:])
+    expo = diff.clamp(min=0).reshape(shape) * lg
+    return torch.where(keep.reshape(shape), torch.exp(expo), 0.0).to(log_gamma.dtype)
+
+
+# -- sequence structure ---------------------------------------------------------------------
+def shift(x: Tensor, dim: int, by: int = 1) -> Tensor:
+    """Move along `dim` by `by` steps (later if positive), filling with zeros."""
+    n = x.shape[dim]
+    k = min(abs(by), n)
+    zeros = torch.zeros_like(x.narrow(dim, 0, k))
+    if by >= 0:
+        return torch.cat([zeros, x.narrow(dim, 0, n - k)], dim)
+    return torch.cat([x.narrow(dim, k, n - k), zeros], dim)
+
+
+def flip(x: Tensor, dim: int) -> Tensor:
+    return torch.flip(x, (dim,))
+
+
+def share(x: Tensor, dim: int, heads: int) -> Tensor:
+    """KV sharing: groups along `dim` repeated so that head i reads group i // (H/G)."""
+    groups = x.shape[dim]
+    return x.repeat_interleave(heads // groups, dim=dim)
+
+
+def index(n: int, like: Tensor) -> Tensor:
+    return torch.arange(n, device=like.device, dtype=like.dtype)
+
+
+def _rotary_angles(positions: int, pairs: int, base: float, device) -> Tensor:
+    inv_freq = base ** (-torch.arange(pairs, device=device, dtype=torch.float32) * 2
+                        / (2 * pairs))
+    pos = torch.arange(positions, device=device, dtype=torch.float32)
+    return pos[:, None] * inv_freq[None, :]  # [T, n/2]
+
+
+def rope(x: Tensor, time_dim: int, feature_dim: int, base: float = 10000.0) -> Tensor:
+    """Rotary encoding, GPT-NeoX "rotate half" pairs (i, i + n/2), angle t * base^(-2i/n)."""
+    return _rotate(x, time_dim, feature_dim, base, None, False)
+
+
+def xpos(x: Tensor, time_dim: int, feature_dim: int, base: float = 10000.0,
+         scale_base: float = 512.0, downscale: bool = False) -> Tensor:
+    """Rotary encoding with the xPos scale zeta_i^(t / scale_base), zeta_i = (2i/n + 0.4)/1.4
+    (Sun et al. 2022); keys are divided by it (downscale)."""
+    return _rotate(x, time_dim, feature_dim, base, scale_base, downscale)
+
+
+def _rotate(x, time_dim, feature_dim, base, scale_base, downscale):
+    t, n = x.shape[time_dim], x.shape[feature_dim]
+    angles = _rotary_angles(t, n // 2, base, x.device)  # [T, n/2]
+    cos, sin = angles.cos(), angles.sin()
+    if scale_base is not None:
+        zeta = (torch.arange(n // 2, device=x.device, dtype=torch.float32) * 2 / n + 0.4) / 1.4
+        pos = torch.arange(t, device=x.device, dtype=torch.float32)
+        scale = zeta[None, :] ** (pos[:, None] / scale_base)
+        if downscale:
+            scale = 1 / scale
+        cos, sin = cos * scale, sin * scale
+    xm = x.movedim((time_dim, feature_dim), (-2, -1))
+    x1, x2 = xm[..., : n // 2], xm[..., n // 2:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+    return out.movedim((-2, -1), (time_dim, feature_dim))
+
+
+def concat(dim: int, *parts: Tensor) -> Tensor:
+    """Concatenate along `dim`, broadcasting the other dims (a part may lack some)."""
+    shape = list(torch.broadcast_shapes(*[p.shape[:dim] + (1,) + p.shape[dim + 1:]
+                                          for p in parts]))
+    out = []
+    for p in parts:
+        shape[dim] = p.shape[dim]
+        out.append(p.expand(shape))
+    return torch.cat(out, dim)
+
+
+def split(x: Tensor, dim: int, sizes: tuple[int, ...]) -> tuple[Tensor, ...]:
+    return tuple(torch.split(x, list(sizes), dim))
+
+
+# -- parameters -------------------------------------------------------------------------------
+def init_param(p: Tensor, init: tuple, fan_in: int) -> None:
+    """Initialise a parameter in place from the diagram's initialiser spec."""
+    name, *args = init
+    with torch.no_grad():
+        if name == "zeros":
+            p.zero_()
+        elif name == "ones":
+            p.fill_(1.0)
+        elif name == "constant":
+            p.fill_(float(args[0]))
+        elif name == "normal":
+            mean, std = (0.0, args[0]) if len(args) == 1 else (args or [0.0, 0.02])
+            p.normal_(mean, std)
+        elif name == "uniform":
+            p.uniform_(args[0], args[1])
+        elif name == "log_uniform":
+            p.uniform_(args[0], args[1]).log_()
+        elif name == "inv_softplus_log_uniform":
+            dt = torch.empty_like(p).uniform_(math.log(args[0]), math.log(args[1])).exp()
+            p.copy_(dt + torch.log(-torch.expm1(-dt)))
+        elif name == "fan_in":
+            bound = 1 / math.sqrt(max(fan_in, 1))
+            p.uniform_(-bound, bound)
+        else:  # pragma: no cover - the parser only admits known initialisers
+            raise ValueError(f"unknown initialiser {name}")
