@@ -1,8 +1,153 @@
-"""Execution forms: which boxes get a structured lowering instead of the generic one."""
+"""Execution forms: which boxes get a structured lowering instead of the generic one.
+
+- parallel: every box lowered as written (the quadratic, masked form).
+- chunked: a contraction that is masked linear attention — one decay (or causal) mask
+  factor L[t, s], a query factor on t and key/value factors on s, summing s and the key
+  features — runs through `anatomy.kernels.ssd` (linear in T). The match is structural:
+  it reads the diagram's boxes and axes, never a zoo name.
+- auto: chunked, plus causal softmax attention through scaled_dot_product_attention.
+"""
 
 from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+from anatomy.ir import Box
+
+from . import torch_ops as ops
+from .graph import BATCH, GraphBuilder, Val
+
+
+@dataclass(frozen=True)
+class SemiseparableMatch:
+    """A contraction y[t, H, P] = scale * sum_{s, N} L[t, s, H] q[t, G, N] k[s, G, N] v[s, H, P]."""
+
+    mask: int            # index of the mask factor among the box inputs
+    query: int
+    key: int
+    value: int | None    # None: the normaliser form, v = 1
+    t: str               # query time axis (in the contraction's naming)
+    s: str               # key time axis
+    heads: tuple[str, ...]
+    state: tuple[str, ...]   # N: summed feature axes
+    values: tuple[str, ...]  # P: value feature axes
+    scalars: tuple[int, ...]
+
+
+def match_semiseparable(b: GraphBuilder, box: Box) -> SemiseparableMatch | None:
+    """Recognise masked linear attention in a contract box (or None)."""
+    if box.op != "contract":
+        return None
+    d = b.d
+    out = d.wires[box.outputs[0]].axes
+    factors = [(i, u) for i, u in enumerate(box.inputs) if u.axes]
+    scalars = tuple(i for i, u in enumerate(box.inputs) if not u.axes)
+    masks = []
+    for i, u in factors:
+        producer = d.producer(u.wire)
+        if producer is not None and producer.op in ("decay", "causal"):
+            rename = dict(zip(d.wires[u.wire].axes, u.axes))
+            t, s = (rename[a] for a in producer.attr("along"))
+            if t in out and s not in out:
+                masks.append((i, t, s))
+    if len(masks) != 1:
+        return None
+    mask, t, s = masks[0]
+    rest = [(i, u) for i, u in factors if i != mask]
+    on_t = [(i, u) for i, u in rest if t in u.axes and s not in u.axes]
+    on_s = [(i, u) for i, u in rest if s in u.axes and t not in u.axes]
+    if len(on_t) != 1 or len(on_s) not in (1, 2) or len(on_t) + len(on_s) != len(rest):
+        return None
+    (query, q), = on_t
+    summed = {a for _, u in factors for a in u.axes} - set(out)
+    state = tuple(a for a in q.axes if a in summed)
+    keys = [(i, u) for i, u in on_s if set(state) <= set(u.axes)
+            and not (set(u.axes) - {s} - set(state)) - set(out)]
+    if not keys:
+        return None
+    key, k = keys[0]
+    others = [(i, u) for i, u in on_s if i != key]
+    mask_axes = box.inputs[mask].axes
+    heads = tuple(a for a in out if a != t and (a in mask_axes or a in q.axes or a in k.axes))
+    values = tuple(a for a in out if a != t and a not in heads)
+    if len(heads) > 1 or set(summed) != {s} | set(state):
+        return None
+    if any(a not in heads + state + (t,) for a in q.axes) or \
+            any(a not in heads + state + (s,) for a in k.axes):
+        return None
+    value = None
+    if others:
+        value, v = others[0]
+        if any(a not in heads + values + (s,) for a in v.axes):
+            return None
+    elif values:
+        return None
+    if any(a not in (t, s) + heads for a in mask_axes):
+        return None
+    return SemiseparableMatch(mask, query, key, value, t, s, heads, state, values, scalars)
+
+
+def lower_semiseparable(b: GraphBuilder, box: Box, m: SemiseparableMatch) -> None:
+    """Emit one call of the chunked SSD kernel for a matched contraction."""
+    from anatomy.kernels import ssd
+    d = b.d
+    heads, state, values = m.heads, m.state, m.values
+    q = b.use(box.inputs[m.query])
+    k = b.use(box.inputs[m.key])
+    # q, k: [B, T, G, N] with G = 1 (shared by all heads) or the heads axis
+    g = heads if any(h in q.layout or h in k.layout for h in heads) else ()
+    q_t = _as_kernel_input(b, q, m.t, g, state)
+    k_t = _as_kernel_input(b, k, m.s, g, state)
+    if m.value is not None:
+        v = b.use(box.inputs[m.value])
+        v_t = _as_kernel_input(b, v, m.s, heads, values, expand_heads=True)
+    else:  # the normaliser sum_s L q.k: values of one
+        v_t = b.call(ops.ones_values, k_t, b.size(heads[0]) if heads else 1)
+    mask_box = d.producer(box.inputs[m.mask].wire)
+    if mask_box.op == "causal":
+        log_a = b.call(ops.zero_log_decay, v_t)
+    else:
+        rename = dict(zip(d.wires[mask_box.outputs[0]].axes, box.inputs[m.mask].axes))
+        la = b.use(mask_box.inputs[0])
+        la = Val(la.value, tuple(rename.get(a, a) for a in la.layout))
+        lead = (BATCH,) if la.batched else ()
+        if m.t not in la.layout:  # constant decay: the same log-decay at every step
+            log_a = b.call(ops.as_log_decay, b.align(la, lead + heads), v_t, la.batched,
+                           False, bool(heads))
+        else:
+            log_a = b.call(ops.as_log_decay, b.align(la, lead + (m.t,) + heads), v_t,
+                           la.batched, True, bool(heads))
+    scale = 1.0
+    for i in m.scalars:
+        sv = b.use(box.inputs[i]).value
+        scale = sv if scale == 1.0 else b.call(operator.mul, scale, sv)
+    y = b.call(ssd, q_t, k_t, v_t, log_a, scale=scale, name=box.outputs[0])
+    # y: [B, T, H, P_flat] -> natural layout (B, t, heads..., values...)
+    sizes = tuple(b.size(a) for a in values)
+    y = b.call(ops.unflatten_values, y, bool(heads), sizes)
+    b.store(box, y, (BATCH, m.t) + heads + values)
+
+
+def _as_kernel_input(b: GraphBuilder, v: Val, time: str, heads: tuple[str, ...],
+                     feats: tuple[str, ...], expand_heads: bool = False):
+    """Lay a factor out as [B, T, G, F] (flattening feature axes, adding missing dims)."""
+    target = (BATCH, time) + heads + feats
+    node = b.align(v, target)
+    n_heads = b.size(heads[0]) if heads and expand_heads else None
+    return b.call(ops.kernel_layout, node, len(heads), len(feats), n_heads)
+
+
+def semiseparable_rule(b: GraphBuilder, box: Box) -> bool:
+    m = match_semiseparable(b, box)
+    if m is None:
+        return False
+    lower_semiseparable(b, box, m)
+    return True
 
 
 def choose_rules(form: str):
     """The box-rewriting hook for this form (None: the generic, parallel lowering)."""
-    return None
+    if form == "parallel":
+        return None
+    return semiseparable_rule

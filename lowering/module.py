@@ -31,6 +31,7 @@ def input_spec(d: Diagram, shapes: Shapes) -> tuple:
                   tuple(shapes.sizes.find(a) for a in p.axes)) for p in d.inputs)
 
 
+@torch.fx.node.has_side_effect
 def check_inputs(spec: tuple, *tensors) -> None:
     """Refuse inputs of the wrong shape with an error naming the axis and expected size."""
     seen: dict[str, tuple[int, str]] = {}
@@ -70,6 +71,8 @@ def compile_diagram(d: Diagram, shapes: Shapes, form: str = "auto") -> AnatModul
     builder = GraphBuilder(d, shapes, owner, rules=choose_rules(form), form=form)
     graph = builder.build()
     module = AnatModule(owner, graph, class_name=d.name)
+    module.graph.eliminate_dead_code()  # e.g. masks that a structured form did not need
+    module.recompile()
     module.diagram, module.shapes, module.form = d, shapes, form
     return module
 
@@ -96,5 +99,3 @@ def compile(source, anatomy: str | None = None, *, form: str = "auto",  # noqa: 
     shapes = check(diagram, dims)
     return compile_diagram(diagram, shapes, form)
 
-
-torch.fx.wrap  # noqa: B018 - functions in graphs are called, not traced

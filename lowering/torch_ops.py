@@ -134,10 +134,11 @@ def constant_decay(log_gamma: Tensor, t: int, s: int, lead: int) -> Tensor:
     where the first `lead` dims of log_gamma (the batch) stay in front."""
     pos_t = torch.arange(t, device=log_gamma.device)
     pos_s = torch.arange(s, device=log_gamma.device)
-    diff = (pos_t[:, None] - pos_s[None, :]).to(torch.float32)
+    work = torch.float64 if log_gamma.dtype == torch.float64 else torch.float32
+    diff = (pos_t[:, None] - pos_s[None, :]).to(work)
     keep = diff >= 0
     shape = (1,) * lead + (t, s) + (1,) * (log_gamma.dim() - lead)
-    lg = log_gamma.float().reshape(log_gamma.shape[:lead] + (1, 1) + log_gamma.shape[lead:])
+    lg = log_gamma.to(work).reshape(log_gamma.shape[:lead] + (1, 1) + log_gamma.shape[lead:])
     expo = diff.clamp(min=0).reshape(shape) * lg
     return torch.where(keep.reshape(shape), torch.exp(expo), 0.0).to(log_gamma.dtype)
 
@@ -217,6 +218,49 @@ def concat(dim: int, *parts: Tensor) -> Tensor:
 
 def split(x: Tensor, dim: int, sizes: tuple[int, ...]) -> tuple[Tensor, ...]:
     return tuple(torch.split(x, list(sizes), dim))
+
+
+# -- the chunked (kernel) form's plumbing ---------------------------------------------------
+def kernel_layout(x: Tensor, n_heads: int, n_feats: int, expand_heads: int | None) -> Tensor:
+    """[B, T, heads?, feats...] -> [B, T, G, F] for anatomy.kernels (G = 1 without heads)."""
+    if n_heads == 0:
+        x = x.unsqueeze(2)
+    x = x.reshape(x.shape[:3] + (-1,)) if n_feats != 1 else x
+    if n_feats == 0:
+        x = x.unsqueeze(-1)
+    if expand_heads is not None and x.shape[2] == 1 and expand_heads != 1:
+        x = x.expand(x.shape[0], x.shape[1], expand_heads, x.shape[3])
+    return x
+
+
+def ones_values(k: Tensor, heads: int) -> Tensor:
+    """Values of one, [B, T, H, 1]: sum_s L q.k (a linear-attention normaliser) as SSD."""
+    return torch.ones(k.shape[0], k.shape[1], heads, 1, dtype=k.dtype, device=k.device)
+
+
+def zero_log_decay(v: Tensor) -> Tensor:
+    """log a = 0 everywhere: the causal mask as a decay."""
+    return torch.zeros(v.shape[:3], dtype=torch.float32, device=v.device)
+
+
+def as_log_decay(la: Tensor, v: Tensor, batched: bool, has_time: bool,
+                 has_heads: bool) -> Tensor:
+    """A log-decay laid out [B?, T?, H?] broadcast to the kernel's [B, T, H]."""
+    if not has_heads:
+        la = la.unsqueeze(-1)
+    if not has_time:
+        la = la.unsqueeze(1 if batched else 0)
+    if not batched:
+        la = la.unsqueeze(0)
+    return torch.broadcast_to(la, v.shape[:3])
+
+
+def unflatten_values(y: Tensor, has_heads: bool, sizes: tuple) -> Tensor:
+    """The kernel's [B, T, H, P] back to [B, T, heads?, values...]."""
+    y = y.reshape(y.shape[:3] + tuple(sizes)) if len(sizes) != 1 else y
+    if not has_heads:
+        y = y.squeeze(2)
+    return y
 
 
 # -- parameters -------------------------------------------------------------------------------
