@@ -73,4 +73,5 @@ def did_you_mean(name: str, known, what: str = "name") -> str:
     if guess:
         return f"did you mean `{guess}`?"
     shown = ", ".join(sorted(known)[:12])
-    return f"known {what}s: {shown}" if shown else f"no {what}s are defined here"
+    whats = what[:-1] + "ies" if what.endswith("y") else what + "s"
+    return f"known {whats}: {shown}" if shown else f"no {whats} are defined here"

@@ -118,13 +118,18 @@ class _Printer:
         name, *args = init
         return name if not args else f"{name}({', '.join(str(a) if isinstance(a, str) else _num(a) for a in args)})"
 
-    def use(self, u: Use, consumer: Box, expected, prec: int, factor: bool = False) -> str:
+    def use(self, u: Use, consumer: Box, expected, prec: int, factor: bool = False,
+            left: bool = False) -> str:
         if self.inlined(u.wire, consumer):
             box = self.d.producer(u.wire)
             text = self.expr(box, expected)
             mine = _PREC.get(box.op, 5)
+            # `*` and `/` associate to the left: `a / b / c` and `a / b * c` need no brackets
+            # (and long chains of them must not exceed the parser's bracket nesting limit)
+            chained = left and box.op == "div" and consumer.op in ("div", "contract")
             return f"({text})" if mine < prec or (mine == prec and prec in (2, 4)
-                                                  and box.op != "contract") else text
+                                                  and box.op != "contract"
+                                                  and not chained) else text
         w = self.d.wires[u.wire]
         if factor or u.axes != w.axes:
             return f"{u.wire}[{', '.join(u.axes)}]"
@@ -142,12 +147,13 @@ class _Printer:
             return "-" + self.use(box.inputs[0], box, expected, 3)
         if op in _SYMBOL:
             p = _PREC[op]
-            left = self.use(box.inputs[0], box, expected, p)
+            left = self.use(box.inputs[0], box, expected, p, left=True)
             right_prec = p + 1 if op != "pow" else 3
             right = self.use(box.inputs[1], box, expected if op != "pow" else None, right_prec)
             return f"{left} {_SYMBOL[op]} {right}"
         if op == "contract":
-            return " * ".join(self.use(u, box, None, 2, factor=True) for u in box.inputs)
+            return " * ".join(self.use(u, box, None, 2, factor=True, left=i == 0)
+                              for i, u in enumerate(box.inputs))
         if op in ("call", "slot"):
             callee = box.attr("anatomy") or box.attr("slot")
             args = [self.use(u, box, None, 0) for u in box.inputs]

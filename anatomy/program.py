@@ -15,11 +15,13 @@ ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 
 def zoo_dir() -> Path:
     """Where the zoo's .anat files are (the installed package data, or the source tree)."""
-    from importlib.resources import files
-    try:
-        return Path(str(files("anatomy.zoo")))
-    except ModuleNotFoundError:  # pragma: no cover
-        return ZOO_DIR
+    from importlib.util import find_spec
+    # find_spec, not importlib.resources.files: importing the subpackage `anatomy.zoo` would
+    # replace the function `anatomy.zoo()` with the module of the same name
+    spec = find_spec("anatomy.zoo")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return ZOO_DIR  # pragma: no cover
 
 
 def load(source: str | Path, *, strict_dims: bool = True, **dims: int) -> Program:

@@ -29,7 +29,10 @@ def _tree_depth_ok(tree: Tree) -> bool:
         if depth > MAX_EXPR_DEPTH:
             return False
         if isinstance(node, Tree):
-            stack.extend((c, depth + 1) for c in node.children)
+            # count expression nodes only, so that `x` and `x[t, d]` are equally deep (the
+            # printer writes the second form: its output must not be deeper than its input)
+            stack.extend((c, depth + 1) for c in node.children
+                         if isinstance(c, Tree) and c.data != "axis_list")
     return True
 
 
@@ -185,9 +188,9 @@ class AnatomyBuilder:
             text = str(node.children[0])
             if not text.isdigit():
                 raise AnatError(f"dims are whole numbers, not {text}", self.ctx.loc(node))
-            value = int(text)
-            if value > MAX_DIM:
+            if len(text.lstrip("0")) > len(str(MAX_DIM)) or int(text) > MAX_DIM:
                 raise AnatError(f"dim value {text} is too large", self.ctx.loc(node))
+            value = int(text)
             return DimExpr("num", (value,))
         if isinstance(node, Tree) and node.data == "ref":
             return DimExpr("ref", (str(node.children[0]),))
@@ -227,7 +230,7 @@ class AnatomyBuilder:
         if isinstance(node, Tree) and node.data == "neg":
             return -self._number(node.children[0])
         if isinstance(node, Tree) and node.data == "number":
-            return _to_number(str(node.children[0]))
+            return _to_number(str(node.children[0]), self.ctx.loc(node))
         raise AnatError("expected a number here", self.ctx.loc(node))
 
     def _assign(self, node: Tree) -> None:
@@ -342,7 +345,8 @@ class AnatomyBuilder:
         loc = self.ctx.loc(node)
         kind = node.data
         if kind == "number":
-            return self._emit("const", [], (), loc, value=_to_number(str(node.children[0])))
+            return self._emit("const", [], (), loc,
+                              value=_to_number(str(node.children[0]), loc))
         if kind == "ref":
             ident = str(node.children[0])
             if ident in self.wires:
@@ -701,13 +705,15 @@ def _flatten_mul(node) -> list:
     return [node]
 
 
-def _to_number(text: str) -> int | float:
-    if text.isdigit():
-        value = int(text)
-        if value > MAX_DIM:
-            return float(value)
-        return value
-    return float(text)
+def _to_number(text: str, loc: SourceLoc) -> int | float:
+    if text.isdigit() and len(text.lstrip("0")) <= len(str(MAX_DIM)):  # (int() of a huge
+        value = int(text)                                               # text is slow)
+        if value <= MAX_DIM:
+            return value
+    value = float(text)
+    if value == float("inf"):  # 1e400: it could not be written back as a number
+        raise AnatError(f"the number {text} is too large", loc)
+    return value
 
 
 def _arity(spec: OpSpec) -> str:
