@@ -88,19 +88,21 @@ def match_semiseparable(b: GraphBuilder, box: Box) -> SemiseparableMatch | None:
     return SemiseparableMatch(mask, query, key, value, t, s, heads, state, values, scalars)
 
 
-def lower_semiseparable(b: GraphBuilder, box: Box, m: SemiseparableMatch) -> None:
-    """Emit one call of the chunked SSD kernel for a matched contraction."""
+def lower_semiseparable(b: GraphBuilder, box: Box, m: SemiseparableMatch,
+                        initial_state=None):
+    """Emit one call of the chunked SSD kernel for a matched contraction. With an
+    `initial_state` node (the step form), return the node of the final state."""
     from anatomy.kernels import ssd
     d = b.d
     heads, state, values = m.heads, m.state, m.values
-    q = b.use(box.inputs[m.query])
-    k = b.use(box.inputs[m.key])
+    q = b.use(box.inputs[m.query], current=True)
+    k = b.use(box.inputs[m.key], current=True)
     # q, k: [B, T, G, N] with G = 1 (shared by all heads) or the heads axis
     g = heads if any(h in q.layout or h in k.layout for h in heads) else ()
     q_t = _as_kernel_input(b, q, m.t, g, state)
     k_t = _as_kernel_input(b, k, m.s, g, state)
     if m.value is not None:
-        v = b.use(box.inputs[m.value])
+        v = b.use(box.inputs[m.value], current=True)
         v_t = _as_kernel_input(b, v, m.s, heads, values, expand_heads=True)
     else:  # the normaliser sum_s L q.k: values of one
         v_t = b.call(ops.ones_values, k_t, b.size(heads[0]) if heads else 1)
@@ -122,11 +124,29 @@ def lower_semiseparable(b: GraphBuilder, box: Box, m: SemiseparableMatch) -> Non
     for i in m.scalars:
         sv = b.use(box.inputs[i]).value
         scale = sv if scale == 1.0 else b.call(operator.mul, scale, sv)
-    y = b.call(ssd, q_t, k_t, v_t, log_a, scale=scale, name=box.outputs[0])
+    final = None
+    if initial_state is None:
+        y = b.call(ssd, q_t, k_t, v_t, log_a, scale=scale, name=box.outputs[0])
+    else:
+        both = b.call(ssd, q_t, k_t, v_t, log_a, scale=scale, initial_state=initial_state,
+                      output_final_state=True)
+        y = b.call(operator.getitem, both, 0, name=box.outputs[0])
+        final = b.call(operator.getitem, both, 1)
     # y: [B, T, H, P_flat] -> natural layout (B, t, heads..., values...)
     sizes = tuple(b.size(a) for a in values)
     y = b.call(ops.unflatten_values, y, bool(heads), sizes)
     b.store(box, y, (BATCH, m.t) + heads + values)
+    return final
+
+
+def state_shape(b: GraphBuilder, m: SemiseparableMatch) -> tuple[int, int, int]:
+    """(H, N, P) of the SSM state [B, H, N, P] a matched contraction carries."""
+    def size(axes):
+        n = 1
+        for a in axes:
+            n *= b.shapes.size(a)
+        return n
+    return size(m.heads), size(m.state), size(m.values)
 
 
 def _as_kernel_input(b: GraphBuilder, v: Val, time: str, heads: tuple[str, ...],

@@ -107,8 +107,9 @@ class GraphBuilder:
         raise AnatError(f"the size of axis {axis} is not known from the inputs of "
                         f"{self.d.name}", hint=f"declare it: `dims {axis} = ...`")
 
-    def use(self, u: Use) -> Val:
-        """The value of a wire seen through a box's axis names (positional renaming)."""
+    def use(self, u: Use, current: bool = False) -> Val:
+        """The value of a wire seen through a box's axis names (positional renaming).
+        (`current` matters to the step form only: this chunk, not the whole history.)"""
         v = self.vals[u.wire]
         if v.layout is None:
             return v

@@ -18,11 +18,68 @@ FORMS = ("auto", "parallel", "chunked")
 
 class AnatModule(fx.GraphModule):
     """A compiled diagram. `forward` takes the diagram's inputs by name and order, each laid
-    out [batch, time, ...]. `diagram`, `shapes` and `form` record what it was compiled from."""
+    out [batch, time, ...]. `diagram`, `shapes` and `form` record what it was compiled from.
+
+    `step(*inputs, state) -> (outputs, state)` is the recurrent form over a chunk of new
+    tokens (any length: prefill or decode); `init_state(batch)` is the state before any.
+    """
 
     diagram: Diagram
     shapes: Shapes
     form: str
+
+    def _step_module(self):
+        gm = self.__dict__.get("_step_gm")
+        if gm is None:
+            from .recurrent import StepBuilder
+            builder = StepBuilder(self.diagram, self.shapes, self, form=self.form)
+            graph = builder.build()
+            gm = fx.GraphModule(self, graph, class_name=f"{self.diagram.name}_step")
+            gm.graph.eliminate_dead_code()
+            gm.recompile()
+            self.__dict__["_step_gm"] = gm
+            self.__dict__["_state_specs"] = builder.state_specs
+        return gm
+
+    @property
+    def step_code(self) -> str:
+        """The generated code of the step form."""
+        return self._step_module().code
+
+    def step(self, *inputs, state: dict | None = None):
+        """Run the recurrent form over a chunk [batch, chunk, ...] continuing from `state`."""
+        if state is None:
+            *inputs, state = inputs
+        return self._step_module()(*inputs, state)
+
+    def init_state(self, batch: int, dtype: torch.dtype | None = None,
+                   device: torch.device | str | None = None) -> dict:
+        """The state before any token: position 0, empty caches, zero SSM states. Entries
+        whose sizes depend on the inputs (axes without dims) are None until the first step."""
+        self._step_module()
+        params = list(self.parameters())
+        dtype = dtype or (params[0].dtype if params else torch.get_default_dtype())
+        device = device or (params[0].device if params else "cpu")
+        from .forms import state_shape
+        state: dict = {"pos": 0}
+        for key, spec in self.__dict__["_state_specs"].items():
+            kind = spec[0]
+            if kind == "call":
+                state[key] = getattr(self, spec[1]).init_state(batch, dtype, device)
+                continue
+            if kind == "ssm":
+                sizes = [self.shapes.size(a) for a in spec[1].heads + spec[1].state
+                         + spec[1].values]
+                shape = None if None in sizes else (batch, *state_shape(self, spec[1]))
+            else:
+                layout, dim = spec[1], spec[2]
+                length = 0 if kind == "cache" else spec[3]
+                shape = [batch if a == "$batch" else length if i == dim
+                         else self.shapes.size(a) for i, a in enumerate(layout)]
+                shape = None if None in shape else shape
+            state[key] = None if shape is None else \
+                torch.zeros(shape, dtype=dtype, device=device)
+        return state
 
 
 def input_spec(d: Diagram, shapes: Shapes) -> tuple:

@@ -102,22 +102,24 @@ def rmsnorm(x: Tensor, dims: tuple[int, ...], eps: float, scale=None) -> Tensor:
 
 
 # -- masks and decays: [T, S] matrices ------------------------------------------------------
-def causal_mask(t: int, s: int, like: Tensor) -> Tensor:
-    return torch.ones(t, s, dtype=like.dtype, device=like.device).tril()
+def causal_mask(t: int, s: int, like: Tensor, offset=0) -> Tensor:
+    """1 where key s <= query t; queries are positions offset .. offset + t - 1."""
+    return torch.ones(t, s, dtype=like.dtype, device=like.device).tril(offset)
 
 
-def window_mask(t: int, s: int, size: int, like: Tensor) -> Tensor:
+def window_mask(t: int, s: int, size: int, like: Tensor, offset=0) -> Tensor:
     ones = torch.ones(t, s, dtype=like.dtype, device=like.device)
-    return ones.tril() - ones.tril(-size)
+    return ones.tril(offset) - ones.tril(offset - size)
 
 
 def full_mask(t: int, s: int, like: Tensor) -> Tensor:
     return torch.ones(t, s, dtype=like.dtype, device=like.device)
 
 
-def segment_decay(log_a: Tensor, dim: int) -> Tensor:
+def segment_decay(log_a: Tensor, dim: int, rows=None) -> Tensor:
     """exp(sum_{i=s+1..t} log_a_i) for s <= t else 0, along `dim`; the key axis is inserted
-    right after `dim`. Computed in log space (cumulative-sum differences) in float32+."""
+    right after `dim`. Computed in log space (cumulative-sum differences) in float32+.
+    `rows`: keep only the last `rows` query positions (a step over a chunk)."""
     dtype = log_a.dtype
     la = log_a.float() if dtype in (torch.float16, torch.bfloat16) else log_a
     la = la.movedim(dim, -1)
@@ -126,13 +128,15 @@ def segment_decay(log_a: Tensor, dim: int) -> Tensor:
     n = la.shape[-1]
     keep = torch.ones(n, n, dtype=torch.bool, device=la.device).tril()
     out = torch.exp(seg.masked_fill(~keep, float("-inf")))
+    if rows is not None:
+        out = out[..., n - rows:, :]
     return out.movedim(-2, dim).movedim(-1, dim + 1).to(dtype)
 
 
-def constant_decay(log_gamma: Tensor, t: int, s: int, lead: int) -> Tensor:
+def constant_decay(log_gamma: Tensor, t: int, s: int, lead: int, offset=0) -> Tensor:
     """exp((t - s) log_gamma) for s <= t else 0, as [..lead.., t, s, ...log_gamma dims...]
     where the first `lead` dims of log_gamma (the batch) stay in front."""
-    pos_t = torch.arange(t, device=log_gamma.device)
+    pos_t = torch.arange(t, device=log_gamma.device) + offset
     pos_s = torch.arange(s, device=log_gamma.device)
     work = torch.float64 if log_gamma.dtype == torch.float64 else torch.float32
     diff = (pos_t[:, None] - pos_s[None, :]).to(work)
@@ -154,6 +158,24 @@ def shift(x: Tensor, dim: int, by: int = 1) -> Tensor:
     return torch.cat([x.narrow(dim, k, n - k), zeros], dim)
 
 
+def shift_step(x: Tensor, dim: int, previous: Tensor | None, by: int = 1
+               ) -> tuple[Tensor, Tensor]:
+    """`shift` over a chunk that continues a sequence: `previous` holds the last `by` steps
+    before it (None: the start). Returns the shifted chunk and the new last `by` steps."""
+    if previous is None:
+        shape = list(x.shape)
+        shape[dim] = by
+        previous = x.new_zeros(shape)
+    both = torch.cat([previous, x], dim)
+    n = x.shape[dim]
+    return both.narrow(dim, 0, n), both.narrow(dim, n, by)
+
+
+def append(cache: Tensor | None, x: Tensor, dim: int) -> Tensor:
+    """A key-side history: the cache so far (None: nothing yet) followed by this chunk."""
+    return x if cache is None else torch.cat([cache.to(x.dtype), x], dim)
+
+
 def flip(x: Tensor, dim: int) -> Tensor:
     return torch.flip(x, (dim,))
 
@@ -168,32 +190,32 @@ def index(n: int, like: Tensor) -> Tensor:
     return torch.arange(n, device=like.device, dtype=like.dtype)
 
 
-def _rotary_angles(positions: int, pairs: int, base: float, device) -> Tensor:
-    inv_freq = base ** (-torch.arange(pairs, device=device, dtype=torch.float32) * 2
-                        / (2 * pairs))
-    pos = torch.arange(positions, device=device, dtype=torch.float32)
-    return pos[:, None] * inv_freq[None, :]  # [T, n/2]
+def _positions(t: int, offset, device) -> Tensor:
+    return torch.arange(t, device=device, dtype=torch.float32) + offset
 
 
-def rope(x: Tensor, time_dim: int, feature_dim: int, base: float = 10000.0) -> Tensor:
-    """Rotary encoding, GPT-NeoX "rotate half" pairs (i, i + n/2), angle t * base^(-2i/n)."""
-    return _rotate(x, time_dim, feature_dim, base, None, False)
+def rope(x: Tensor, time_dim: int, feature_dim: int, base: float = 10000.0,
+         offset=0) -> Tensor:
+    """Rotary encoding, GPT-NeoX "rotate half" pairs (i, i + n/2), angle t * base^(-2i/n);
+    positions start at `offset`."""
+    return _rotate(x, time_dim, feature_dim, base, None, False, offset)
 
 
 def xpos(x: Tensor, time_dim: int, feature_dim: int, base: float = 10000.0,
-         scale_base: float = 512.0, downscale: bool = False) -> Tensor:
+         scale_base: float = 512.0, downscale: bool = False, offset=0) -> Tensor:
     """Rotary encoding with the xPos scale zeta_i^(t / scale_base), zeta_i = (2i/n + 0.4)/1.4
     (Sun et al. 2022); keys are divided by it (downscale)."""
-    return _rotate(x, time_dim, feature_dim, base, scale_base, downscale)
+    return _rotate(x, time_dim, feature_dim, base, scale_base, downscale, offset)
 
 
-def _rotate(x, time_dim, feature_dim, base, scale_base, downscale):
+def _rotate(x, time_dim, feature_dim, base, scale_base, downscale, offset):
     t, n = x.shape[time_dim], x.shape[feature_dim]
-    angles = _rotary_angles(t, n // 2, base, x.device)  # [T, n/2]
+    pos = _positions(t, offset, x.device)
+    inv_freq = base ** (-torch.arange(n // 2, device=x.device, dtype=torch.float32) * 2 / n)
+    angles = pos[:, None] * inv_freq[None, :]  # [T, n/2]
     cos, sin = angles.cos(), angles.sin()
     if scale_base is not None:
         zeta = (torch.arange(n // 2, device=x.device, dtype=torch.float32) * 2 / n + 0.4) / 1.4
-        pos = torch.arange(t, device=x.device, dtype=torch.float32)
         scale = zeta[None, :] ** (pos[:, None] / scale_base)
         if downscale:
             scale = 1 / scale
@@ -261,6 +283,15 @@ def unflatten_values(y: Tensor, has_heads: bool, sizes: tuple) -> Tensor:
     if not has_heads:
         y = y.squeeze(2)
     return y
+
+
+def state_entry(state: dict, key: str):
+    """An entry of a step state; missing entries (a fresh state) start as None (or 0)."""
+    return state.get(key, 0 if key == "pos" else None)
+
+
+def make_state(keys: tuple[str, ...], *values) -> dict:
+    return dict(zip(keys, values))
 
 
 # -- parameters -------------------------------------------------------------------------------

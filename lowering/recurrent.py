@@ -1,0 +1,215 @@
+"""The recurrent (step) form: run a diagram over a chunk of new tokens given a state.
+
+`module.step(*inputs, state) -> (outputs, state)` takes inputs laid out [batch, chunk, ...]
+for any chunk length (one token when decoding, many when prefilling), so prefill then
+decode equals the parallel form on the whole sequence. The state holds:
+- `pos`: how many tokens came before;
+- one SSM state [B, H, N, P] per masked-linear-attention contraction (flat cost per token);
+- a cache of history for each wire read on the key axis (a KV cache for softmax attention);
+- the last steps before the chunk for each `shift` along time.
+Boxes that look ahead along time (flip, a sum over time, norms over time, the sequence
+length as a number, a non-causal mask) have no recurrent form: compiling `step` for them
+raises AnatError naming the box.
+"""
+
+from __future__ import annotations
+
+import operator
+
+from torch import fx
+
+from anatomy.errors import AnatError
+from anatomy.ir import Box, Use
+
+from . import torch_ops as ops
+from .forms import lower_semiseparable, match_semiseparable
+from .graph import BATCH, GraphBuilder, Val
+
+
+class StepBuilder(GraphBuilder):
+    """Lowers a diagram's step form; parameters are read from the already built module."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.t = self.d.time_axis
+        self.state_in: fx.Node | None = None
+        self.state_out: dict[str, fx.Node] = {}
+        self.state_specs: dict[str, tuple] = {}
+        self.history: dict[str, Val] = {}
+        self.offset = None
+
+    # -- time axes ------------------------------------------------------------------------
+    def is_time(self, axis: str) -> bool:
+        return self.t is not None and self.shapes.sizes.find(axis) == \
+            self.shapes.sizes.find(self.t)
+
+    def is_key(self, axis: str) -> bool:
+        return axis != self.t and self.is_time(axis)
+
+    def refuse(self, box: Box, why: str) -> None:
+        raise AnatError(f"{self.d.name} has no recurrent form: {box.op} {why}", box.loc,
+                        hint="use the parallel or chunked form for this anatomy")
+
+    # -- entry ----------------------------------------------------------------------------
+    def build(self) -> fx.Graph:
+        if self.t is None:
+            raise AnatError(f"{self.d.name} has no time axis, so no recurrent form")
+        for p in self.d.inputs:
+            node = self.g.placeholder(p.name)
+            self.vals[p.name] = Val(node, (BATCH,) + p.axes)
+            if self.like is None:
+                self.like = node
+        self.state_in = self.g.placeholder("state")
+        self.offset = self.call(ops.state_entry, self.state_in, "pos", name="pos")
+        matches = {b.id: m for b in self.d.boxes
+                   if (m := match_semiseparable(self, b)) is not None}
+        # masks read only by contractions that run as a recurrence are never built
+        skip = set()
+        for b in self.d.boxes:
+            if b.op in ("decay", "causal") and all(
+                    c.id in matches for c in self.d.consumers(b.outputs[0])):
+                skip.add(b.id)
+        for box in self.d.boxes:
+            if box.id in skip:
+                continue
+            self.check_causal(box)
+            if box.id in matches:
+                self.lower_ss_step(box, matches[box.id])
+            else:
+                self.lower(box)
+        outs = [self.batched_output(self.vals[p.name]) for p in self.d.outputs]
+        chunk = self.size(self.t)
+        new_pos = self.call(operator.add, self.offset, chunk, name="new_pos")
+        keys = ("pos",) + tuple(self.state_out)
+        state = self.call(ops.make_state, keys, new_pos, *self.state_out.values(),
+                          name="new_state")
+        result = outs[0] if len(outs) == 1 else tuple(outs)
+        self.g.output((result, state))
+        self.g.lint()
+        return self.g
+
+    def check_causal(self, box: Box) -> None:
+        """Refuse boxes whose value at time t depends on later times."""
+        wires = self.d.wires
+        in_time = any(self.is_time(a) for u in box.inputs for a in u.axes)
+        out_axes = [a for w in box.outputs for a in wires[w].axes]
+        if box.op == "flip" and self.is_time(box.attr("along")[0]):
+            self.refuse(box, "along time looks at later tokens")
+        if box.op == "shift" and self.is_time(box.attr("along")[0]) and box.attr("by", 1) < 0:
+            self.refuse(box, "to earlier positions looks at later tokens")
+        if box.op == "full" and self.is_time(box.attr("along")[0]):
+            self.refuse(box, "(bidirectional) mask lets tokens see later ones")
+        if box.op == "size" and self.is_time(box.attr("axis")):
+            self.refuse(box, "of the sequence axis depends on the whole sequence's length")
+        if box.op in ("layernorm", "rmsnorm", "groupnorm", "softmax", "normalise",
+                      "l2normalise") and any(a == self.t for a in box.attr("along")):
+            self.refuse(box, "over the time axis mixes in later tokens")
+        if in_time and not any(self.is_time(a) for a in out_axes) and box.op != "param":
+            self.refuse(box, "sums over the time axis")
+
+    # -- overrides ------------------------------------------------------------------------
+    def size(self, axis: str):
+        if self.t is not None and self.is_key(axis):
+            chunk = super().size(self.t)
+            return self.call(operator.add, self.offset, chunk, name=f"size_{axis}")
+        return super().size(axis)
+
+    def use(self, u: Use, current: bool = False) -> Val:
+        v = super().use(u)
+        wire_axes = self.d.wires[u.wire].axes
+        keyed = [i for i, (a, b) in enumerate(zip(wire_axes, u.axes))
+                 if a == self.t and self.is_key(b)]
+        if current or not keyed:
+            return v
+        return self.key_history(u.wire, v, u.axes[keyed[0]])
+
+    def key_history(self, wire: str, v: Val, key_axis: str) -> Val:
+        """The wire's values at every position so far, from a cache carried in the state."""
+        if wire not in self.history:
+            layout = self.vals[wire].layout
+            dim = layout.index(self.t)
+            cache = self.call(ops.state_entry, self.state_in, f"cache:{wire}")
+            full = self.call(ops.append, cache, self.vals[wire].value, dim, name=f"{wire}_all")
+            self.state_out[f"cache:{wire}"] = full
+            self.state_specs[f"cache:{wire}"] = ("cache", layout, dim)
+            self.history[wire] = Val(full, layout)
+        rename = dict(zip(self.d.wires[wire].axes, v.layout[1:] if v.batched else v.layout))
+        rename = {a: rename.get(a, a) for a in self.d.wires[wire].axes}
+        layout = self.history[wire].layout
+        return Val(self.history[wire].value,
+                   tuple(rename.get(a, a) if a != BATCH else a for a in layout))
+
+    def _box_param(self, box: Box) -> None:
+        name = box.outputs[0]
+        self.vals[name] = Val(self.g.get_attr(name), self.d.wires[name].axes)
+
+    def _mask(self, box: Box, fn, **kwargs) -> None:
+        q, k = box.attr("along")
+        self.store(box, self.call(fn, self.size(q), self.size(k), **kwargs, like=self.like,
+                                  offset=self.offset), (q, k))
+
+    def _box_decay(self, box: Box) -> None:
+        q, k = box.attr("along")
+        x = super().use(box.inputs[0])
+        if q in x.layout:  # the log-decays of every position so far, then our rows
+            full = self.key_history(box.inputs[0].wire, x, q)
+            dim = full.layout.index(q)
+            layout = full.layout[:dim + 1] + (k,) + full.layout[dim + 1:]
+            node = self.call(ops.segment_decay, full.value, dim, rows=self.size(self.t))
+            self.store(box, node, layout)
+            return
+        lead = 1 if x.batched else 0
+        layout = x.layout[:lead] + (q, k) + x.layout[lead:]
+        self.store(box, self.call(ops.constant_decay, x.value, self.size(q), self.size(k),
+                                  lead, offset=self.offset), layout)
+
+    def _rotary(self, box: Box, fn, **kwargs) -> None:
+        if self.is_time(box.attr("along")[0]):
+            kwargs["offset"] = self.offset
+        super()._rotary(box, fn, **kwargs)
+
+    def _box_index(self, box: Box) -> None:
+        if self.is_time(box.attr("axis")):
+            self.refuse(box, "of the time axis is not implemented in the step form")
+        super()._box_index(box)
+
+    def _box_shift(self, box: Box) -> None:
+        axis = box.attr("along")[0]
+        if not self.is_time(axis):
+            return super()._box_shift(box)
+        x = self.use(box.inputs[0], current=True)
+        dim = x.layout.index(axis)
+        key = f"shift:{box.outputs[0]}"
+        prev = self.call(ops.state_entry, self.state_in, key)
+        both = self.call(ops.shift_step, x.value, dim, prev, box.attr("by", 1))
+        self.state_out[key] = self.call(operator.getitem, both, 1)
+        self.state_specs[key] = ("shift", x.layout, dim, box.attr("by", 1))
+        self.store(box, self.call(operator.getitem, both, 0), x.layout)
+
+    def _box_call(self, box: Box) -> None:
+        from .module import compile_diagram
+        sub = getattr(self.owner, box.id)
+        if not hasattr(sub, "step"):
+            sub = compile_diagram(sub.diagram, sub.shapes, form=self.form)
+        args = [self.align(self.use(u, current=True), (BATCH,) + u.axes) for u in box.inputs]
+        key = f"call:{box.id}"
+        sub_state = self.call(ops.state_entry, self.state_in, key)
+        module = self.g.get_attr(box.id)
+        result = self.g.call_method("step", (module, *args, sub_state))
+        out = self.call(operator.getitem, result, 0)
+        self.state_out[key] = self.call(operator.getitem, result, 1)
+        self.state_specs[key] = ("call", box.id)
+        if len(box.outputs) == 1:
+            self.vals[box.outputs[0]] = Val(out, (BATCH,) + self.d.wires[box.outputs[0]].axes)
+            return
+        for i, wire in enumerate(box.outputs):
+            piece = self.call(operator.getitem, out, i)
+            self.vals[wire] = Val(piece, (BATCH,) + self.d.wires[wire].axes)
+
+    # -- masked linear attention: the SSM state --------------------------------------------
+    def lower_ss_step(self, box: Box, m) -> None:
+        key = f"ssm:{box.outputs[0]}"
+        initial = self.call(ops.state_entry, self.state_in, key)
+        final = lower_semiseparable(self, box, m, initial_state=initial)
+        self.state_out[key] = final
+        self.state_specs[key] = ("ssm", m)
