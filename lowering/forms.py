@@ -166,8 +166,114 @@ def semiseparable_rule(b: GraphBuilder, box: Box) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class AttentionMatch:
+    """o[t, H, P] = sum_s softmax_s(scale * sum_N q[t, H, N] k[s, H, N] (+ mask)) v[s, H, P]."""
+
+    score_box: Box
+    softmax_box: Box
+    weights: int          # index of the softmax factor in the mixing contraction
+    value: int
+    t: str
+    s: str
+    heads: tuple[str, ...]
+    values: tuple[str, ...]
+    q_rename: dict
+    causal: bool
+    query: int            # indices of q and k among the score contraction's inputs
+    key: int
+    state: tuple[str, ...]  # N: the summed feature axes of the score
+
+
+def match_attention(b: GraphBuilder, box: Box) -> AttentionMatch | None:
+    """Recognise softmax attention ending in this contraction (or None)."""
+    d = b.d
+    if box.op != "contract" or len(box.inputs) != 2:
+        return None
+    out = d.wires[box.outputs[0]].axes
+    for iw, iv in ((0, 1), (1, 0)):
+        sm = d.producer(box.inputs[iw].wire)
+        if sm is None or sm.op != "softmax":
+            continue
+        to_c = dict(zip(d.wires[sm.outputs[0]].axes, box.inputs[iw].axes))
+        s = to_c[sm.attr("along")[0]]
+        if s in out:
+            return None
+        score = d.producer(sm.inputs[0].wire)
+        if score is None or score.op != "contract":
+            return None
+        to_s = dict(zip(d.wires[score.outputs[0]].axes, sm.inputs[0].axes))
+        q_rename = {a: to_c.get(b_, b_) for a, b_ in to_s.items()}
+        t = next((a for a in out if a in q_rename.values() and a != s), None)
+        tensors = [u for u in score.inputs if u.axes]
+        if t is None or len(tensors) != 2:
+            return None
+        positions = [i for i, u in enumerate(score.inputs) if u.axes]
+        mapped = [tuple(q_rename.get(a, a) for a in u.axes) for u in tensors]
+        if t in mapped[1]:
+            positions, tensors, mapped = positions[::-1], tensors[::-1], mapped[::-1]
+        if not (t in mapped[0] and s not in mapped[0] and s in mapped[1] and t not in mapped[1]):
+            return None
+        heads = tuple(a for a in out if a != t and a in q_rename.values())
+        state = tuple(a for a in tensors[0].axes if a in tensors[1].axes
+                      and a not in d.wires[score.outputs[0]].axes)
+        if set(state) & set(heads + (t, s)):
+            return None  # a feature axis named like a head or time axis: keep it explicit
+        values = tuple(a for a in out if a != t and a not in heads)
+        v_axes = box.inputs[iv].axes
+        if any(a not in heads + values + (s,) for a in v_axes) or s not in v_axes:
+            return None
+        causal = False
+        if len(sm.inputs) > 1:
+            mask = d.producer(sm.inputs[1].wire)
+            if mask is None or mask.op != "causal":
+                return None  # other masks: the explicit graph
+            m_axes = dict(zip(d.wires[sm.inputs[1].wire].axes, sm.inputs[1].axes))
+            mt, ms = (to_c.get(m_axes[a], m_axes[a]) for a in mask.attr("along"))
+            if (mt, ms) != (t, s):
+                return None
+            causal = True
+        return AttentionMatch(score, sm, iw, iv, t, s, heads, values, q_rename, causal,
+                              positions[0], positions[1], state)
+    return None
+
+
+def lower_attention(b: GraphBuilder, box: Box, m: AttentionMatch) -> None:
+    """Emit torch's scaled_dot_product_attention for a matched softmax attention."""
+    score, state = m.score_box, m.state
+    q, k = b.use(score.inputs[m.query]), b.use(score.inputs[m.key])
+    q = Val(q.value, tuple(m.q_rename.get(a, a) for a in q.layout))
+    k = Val(k.value, tuple(m.q_rename.get(a, a) for a in k.layout))
+    scale = 1.0
+    for u in score.inputs:
+        if not u.axes:
+            sv = b.use(u).value
+            scale = sv if scale == 1.0 else b.call(operator.mul, scale, sv)
+    v = b.use(box.inputs[m.value])
+    q_t = b.align(q, (BATCH,) + m.heads + (m.t,) + state)
+    k_t = b.align(k, (BATCH,) + m.heads + (m.s,) + state)
+    v_t = b.align(v, (BATCH,) + m.heads + (m.s,) + m.values)
+    sizes = tuple(b.size(a) for a in m.values)
+    node = b.call(ops.attention, q_t, k_t, v_t, len(state), sizes, scale=scale,
+                  is_causal=m.causal, name=box.outputs[0])
+    b.store(box, node, (BATCH,) + m.heads + (m.t,) + m.values)
+
+
+def structured_rule(b: GraphBuilder, box: Box) -> bool:
+    """The auto form: chunked masked linear attention, fused softmax attention."""
+    if semiseparable_rule(b, box):
+        return True
+    m = match_attention(b, box)
+    if m is None:
+        return False
+    lower_attention(b, box, m)
+    return True
+
+
 def choose_rules(form: str):
     """The box-rewriting hook for this form (None: the generic, parallel lowering)."""
     if form == "parallel":
         return None
-    return semiseparable_rule
+    if form == "chunked":
+        return semiseparable_rule
+    return structured_rule

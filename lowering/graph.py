@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import operator
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import prod
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -55,7 +56,7 @@ class GraphBuilder:
     """
 
     def __init__(self, diagram: Diagram, shapes: Shapes, owner: nn.Module,
-                 rules: Callable[["GraphBuilder", Box], bool] | None = None,
+                 rules: Callable[[GraphBuilder, Box], bool] | None = None,
                  form: str = "auto"):
         self.d, self.shapes, self.owner = diagram, shapes, owner
         self.form = form

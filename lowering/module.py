@@ -4,8 +4,6 @@ GraphModule whose parameters are named after the diagram's wires.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor, fx, nn
 
@@ -134,7 +132,7 @@ def compile_diagram(d: Diagram, shapes: Shapes, form: str = "auto") -> AnatModul
     return module
 
 
-def compile(source, anatomy: str | None = None, *, form: str = "auto",  # noqa: A001
+def compile(source, anatomy: str | None = None, *, form: str = "auto",
             **dims: int) -> AnatModule:
     """Compile an anatomy to an nn.Module.
 
@@ -147,8 +145,7 @@ def compile(source, anatomy: str | None = None, *, form: str = "auto",  # noqa: 
     if isinstance(source, Diagram):
         diagram = source
     else:
-        program = source if isinstance(source, Program) else load(
-            source if not isinstance(source, Path) else source, strict_dims=False)
+        program = source if isinstance(source, Program) else load(source, strict_dims=False)
         names = list(program.own)
         if not names:
             raise AnatError(f"{program.file} defines no anatomy")

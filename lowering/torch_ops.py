@@ -54,7 +54,7 @@ exp = _unary("exp", torch.exp, math.exp)
 log = _unary("log", torch.log, math.log)
 sqrt = _unary("sqrt", torch.sqrt, math.sqrt)
 tanh = _unary("tanh", torch.tanh, math.tanh)
-abs = _unary("abs", torch.abs, lambda v: -v if v < 0 else v)  # noqa: A001 - the box's name
+abs = _unary("abs", torch.abs, lambda v: -v if v < 0 else v)
 relu = _unary("relu", torch.relu, lambda v: max(v, 0.0))
 elu = _unary("elu", F.elu, lambda v: v if v > 0 else math.expm1(v))
 gelu = _unary("gelu", F.gelu, lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2))))
@@ -240,6 +240,30 @@ def concat(dim: int, *parts: Tensor) -> Tensor:
 
 def split(x: Tensor, dim: int, sizes: tuple[int, ...]) -> tuple[Tensor, ...]:
     return tuple(torch.split(x, list(sizes), dim))
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, n_state: int, value_sizes: tuple,
+              scale=1.0, is_causal: bool = False) -> Tensor:
+    """softmax(scale q k^T (+ causal mask)) v through scaled_dot_product_attention.
+    Inputs [B, heads..., T, features...]; missing heads (MQA) broadcast."""
+    def flat(x, n):
+        return x.reshape(x.shape[:x.dim() - n] + (-1,)) if n != 1 else x
+    q, k = flat(q, n_state), flat(k, n_state)
+    v = flat(v, len(value_sizes))
+    if n_state == 0:
+        q, k = q.unsqueeze(-1), k.unsqueeze(-1)
+    if not value_sizes:
+        v = v.unsqueeze(-1)
+    heads = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    q = q.expand(heads + q.shape[-2:])
+    k = k.expand(heads + k.shape[-2:])
+    v = v.expand(heads + v.shape[-2:])
+    dtype = _common_dtype((q, k, v))
+    out = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype),
+                                         is_causal=is_causal, scale=float(scale))
+    if not value_sizes:
+        return out.squeeze(-1)
+    return out.reshape(out.shape[:-1] + tuple(value_sizes)) if len(value_sizes) != 1 else out
 
 
 # -- the chunked (kernel) form's plumbing ---------------------------------------------------
