@@ -173,10 +173,13 @@ class GraphBuilder:
     def _box_param(self, box: Box) -> None:
         name = box.outputs[0]
         w = self.d.wires[name]
+        for a in w.axes:
+            if self.shapes.size(a) is None:
+                root = self.shapes.sizes.find(a)
+                raise AnatError(f"axis {a} of parameter {name} has no size", box.loc,
+                                hint=f"give dim {root} a value: a default in `dims`, or "
+                                     f"compile(..., {root}=...)")
         shape = tuple(self.size(a) for a in w.axes)
-        if not all(isinstance(n, int) for n in shape):
-            raise AnatError(f"parameter {name} has an axis whose size is not fixed by dims",
-                            box.loc, hint="give every parameter axis a dim")
         init = box.attr("init") or ("normal", 0.02)
         fan_axes = init[1:] if init[0] == "fan_in" else ()
         fan_in = prod(self.size(a) for a in fan_axes) if fan_axes else 1

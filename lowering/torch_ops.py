@@ -190,8 +190,6 @@ def index(n: int, like: Tensor) -> Tensor:
     return torch.arange(n, device=like.device, dtype=like.dtype)
 
 
-def _positions(t: int, offset, device) -> Tensor:
-    return torch.arange(t, device=device, dtype=torch.float32) + offset
 
 
 def rope(x: Tensor, time_dim: int, feature_dim: int, base: float = 10000.0,
@@ -210,12 +208,14 @@ def xpos(x: Tensor, time_dim: int, feature_dim: int, base: float = 10000.0,
 
 def _rotate(x, time_dim, feature_dim, base, scale_base, downscale, offset):
     t, n = x.shape[time_dim], x.shape[feature_dim]
-    pos = _positions(t, offset, x.device)
-    inv_freq = base ** (-torch.arange(n // 2, device=x.device, dtype=torch.float32) * 2 / n)
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    pos = torch.arange(t, device=x.device, dtype=work) + offset
+    pairs = torch.arange(n // 2, device=x.device, dtype=work)
+    inv_freq = base ** (-pairs * 2 / n)
     angles = pos[:, None] * inv_freq[None, :]  # [T, n/2]
     cos, sin = angles.cos(), angles.sin()
     if scale_base is not None:
-        zeta = (torch.arange(n // 2, device=x.device, dtype=torch.float32) * 2 / n + 0.4) / 1.4
+        zeta = (pairs * 2 / n + 0.4) / 1.4
         scale = zeta[None, :] ** (pos[:, None] / scale_base)
         if downscale:
             scale = 1 / scale

@@ -1,0 +1,256 @@
+"""Compiled zoo anatomies against the independent references of tests/references.py, in
+every execution form each admits, plus the module's life as a PyTorch citizen (autograd,
+torch.compile, torch.export, dtypes) and its errors.
+
+Tolerances: relative RMSE <= 1e-10 in float64 (the forms are exact rewrites of the same
+math), <= 1e-5 in float32 against the float64 reference.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import anatomy
+from anatomy import AnatError
+from tests.references import REFERENCES, load_zoo, random_inputs, random_params
+
+# small dims per zoo anatomy, so the suite stays fast (cores have no dims)
+SMALL = {
+    "mha": dict(d=32, h=4), "mqa": dict(d=32, h=4), "gqa": dict(d=32, h=4, g=2),
+    "gta": dict(d=32, h=4, g=2), "gla": dict(d=32, g=2, j=2, n=8, c=4, r=4, l=8),
+    "bahdanau": dict(d=32, h=4), "sigmoid_attention": dict(d=32, h=4),
+    "relu_attention": dict(d=32, h=4), "linear_attention": dict(d=32, h=4),
+    "linear_attention_elu": dict(d=32, h=4), "linear_attention_normalised": dict(d=32, h=4),
+    "linear_attention_elu_normalised": dict(d=32, h=4), "retnet": dict(d=32, h=4),
+    "ssd": dict(d=32, h=4, n=8), "hydra": dict(d=32, h=4, n=8),
+}
+# no recurrent form: they look ahead (flip, shift to earlier, the sequence length)
+NOT_RECURRENT = {"quasiseparable_core", "hydra_construction_core", "hydra",
+                 "sigmoid_attention", "relu_attention"}
+T = 70  # crosses the kernels' default chunk boundary (64) without being a multiple
+
+
+def rel_rmse(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.double(), want.double()
+    return ((got - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt()).item()
+
+
+def build(name: str, form: str, dtype=torch.float64, seed: int = 0):
+    dims = SMALL.get(name, {})
+    diagram = load_zoo(name, **dims)
+    module = anatomy.compile(diagram, form=form, **dims)
+    params = random_params(diagram, seed=seed)
+    module.to(dtype)
+    module.load_state_dict(params)
+    inputs = random_inputs(diagram, B=2, T=T, seed=seed + 1)
+    want = REFERENCES[name][1](inputs, params)
+    return module, diagram, inputs, want
+
+
+@pytest.mark.parametrize("form", ["parallel", "chunked", "auto"])
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_every_form_matches_its_reference_float64(name, form):
+    module, diagram, inputs, want = build(name, form)
+    got = module(*(inputs[p.name] for p in diagram.inputs))
+    assert got.shape == want.shape
+    assert rel_rmse(got, want) <= 1e-10
+
+
+@pytest.mark.parametrize("name", sorted(set(REFERENCES) - {"linear_attention_normalised",
+                                                             "causal_mix_normalised"}))
+def test_float32_matches_the_float64_reference(name):
+    # (the identity-feature normalised mixes divide by signed sums that can be ~0)
+    module, diagram, inputs, want = build(name, "auto", dtype=torch.float32)
+    got = module(*(inputs[p.name].float() for p in diagram.inputs))
+    assert got.dtype == torch.float32
+    assert rel_rmse(got, want) <= 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(set(REFERENCES) - NOT_RECURRENT))
+def test_prefill_then_decode_equals_the_parallel_form(name):
+    module, diagram, inputs, want = build(name, "auto")
+    timed = [p.axes[:1] == (diagram.time_axis,) for p in diagram.inputs]
+    args = [inputs[p.name] for p in diagram.inputs]
+
+    def chunk(a, b):
+        return [x[:, a:b] if is_t else x for x, is_t in zip(args, timed)]
+
+    state = module.init_state(2, dtype=torch.float64)
+    outs = []
+    y, state = module.step(*chunk(0, 40), state)  # chunked prefill
+    outs.append(y)
+    for t in range(40, T):  # then one token at a time
+        y, state = module.step(*chunk(t, t + 1), state)
+        outs.append(y)
+    assert state["pos"] == T
+    assert rel_rmse(torch.cat(outs, 1), want) <= 1e-10
+
+
+@pytest.mark.parametrize("name", sorted(NOT_RECURRENT))
+def test_anatomies_that_look_ahead_have_no_step_form(name):
+    module, *_ = build(name, "auto")
+    with pytest.raises(AnatError, match="no recurrent form"):
+        module.init_state(1)
+
+
+def test_recurrent_families_carry_a_fixed_size_state():
+    module, diagram, inputs, _ = build("ssd", "auto")
+    state = module.init_state(2, dtype=torch.float64)
+    (key,) = [k for k in state if k.startswith("ssm:")]
+    before = state[key].shape
+    x = inputs["x"]
+    for t in range(5):
+        _, state = module.step(x[:, t:t + 1], state)
+    assert state[key].shape == before == (2, 4, 8, 16)  # [B, H, N, P]
+    assert not any(k.startswith("cache:") for k in state)
+
+
+def test_softmax_attention_carries_a_kv_cache():
+    module, diagram, inputs, _ = build("mha", "auto")
+    state = module.init_state(2, dtype=torch.float64)
+    x = inputs["x"]
+    _, state = module.step(x[:, :3], state)
+    _, state = module.step(x[:, 3:4], state)
+    assert state["cache:k"].shape == (2, 4, 4, 8)  # [B, T so far, H, N]
+
+
+def test_forms_use_the_structured_kernels_where_they_apply():
+    ssd = anatomy.compile("zoo/ssd.anat", form="chunked", d=32, h=4, n=8)
+    assert "ssd(" in ssd.code and "segment_decay" not in ssd.code
+    parallel = anatomy.compile("zoo/ssd.anat", form="parallel", d=32, h=4, n=8)
+    assert "ssd(" not in parallel.code and "segment_decay" in parallel.code
+    mha = anatomy.compile("zoo/mha.anat", d=32, h=4)
+    assert "attention(" in mha.code and "softmax" not in mha.code
+    hydra = anatomy.compile("zoo/hydra.anat", d=32, h=4, n=8)
+    assert hydra.yf.code.count("ssd(") == 1 and hydra.yb.code.count("ssd(") == 1
+
+
+def test_a_users_new_mixer_gets_chunked_and_recurrent_forms():
+    # not in the zoo: a learned per-head decay and a relu feature map
+    source = """
+anatomy my_retention(x[t, d]) -> y[t, d]
+  dims d = 32, h = 4, n = d / h, p = d / h
+  param decay_logit[h] ~ normal(1.0)
+  q[t, h, n] = relu(linear(x))
+  k[t, h, n] = relu(linear(x))
+  v[t, h, p] = linear(x)
+  log_gamma[h] = -softplus(decay_logit)
+  o[t, h, p] = decay(log_gamma, t, s) * q * k[s, h, n] * v[s, h, p]
+  y[t, d] = linear(o)
+"""
+    chunked = anatomy.compile(source, form="chunked").double()
+    parallel = anatomy.compile(source, form="parallel").double()
+    parallel.load_state_dict(chunked.state_dict())
+    assert "ssd(" in chunked.code
+    x = torch.randn(2, 50, 32, dtype=torch.float64)
+    assert rel_rmse(chunked(x), parallel(x)) <= 1e-10
+    state = chunked.init_state(2, dtype=torch.float64)
+    ys = []
+    for t in range(50):
+        y, state = chunked.step(x[:, t:t + 1], state)
+        ys.append(y)
+    assert rel_rmse(torch.cat(ys, 1), parallel(x)) <= 1e-10
+
+
+@pytest.mark.parametrize("name,form", [("mha", "auto"), ("ssd", "chunked"), ("retnet", "auto"),
+                                       ("gta", "parallel")])
+def test_gradients_agree_with_finite_differences(name, form):
+    dims = {"mha": dict(d=8, h=2), "ssd": dict(d=8, h=2, n=4), "retnet": dict(d=8, h=2),
+            "gta": dict(d=8, h=2, g=1)}[name]
+    module = anatomy.compile(f"zoo/{name}.anat", form=form, **dims).double()
+    weight = next(iter(module.state_dict()))
+    x = torch.randn(1, 5, 8, dtype=torch.float64, requires_grad=True)
+    w = module.state_dict()[weight].clone().requires_grad_(True)
+
+    def f(x, w):
+        return torch.func.functional_call(module, {weight: w}, (x,))
+    assert torch.autograd.gradcheck(f, (x, w), eps=1e-6, atol=1e-7)
+
+
+def test_parameters_are_named_and_initialised_as_the_diagram_says():
+    module = anatomy.compile("zoo/ssd.anat", d=32, h=4, n=8)
+    sd = module.state_dict()
+    assert {"w_xs", "w_z", "w_b", "w_c", "dt_bias", "a_log", "D", "w_dt", "scale_o",
+            "w_y"} <= set(sd)
+    assert sd["w_xs"].shape == (32, 4, 16)  # [d, h, p]
+    assert torch.equal(sd["D"], torch.ones(4))
+    a = sd["a_log"].exp()
+    assert ((a >= 1) & (a <= 16)).all()  # log_uniform(1, 16)
+    dt = torch.nn.functional.softplus(sd["dt_bias"])
+    assert ((dt >= 0.001 - 1e-6) & (dt <= 0.1 + 1e-6)).all()
+    bound = 1 / 32 ** 0.5  # fan_in(d)
+    assert sd["w_xs"].abs().max() <= bound and sd["w_xs"].abs().max() > bound / 2
+
+
+def test_module_code_reads_like_the_diagram():
+    module = anatomy.compile("zoo/mha.anat", form="parallel", d=32, h=4)
+    code = module.code
+    for wire in ("q = ", "k = ", "v = ", "score = ", "w = ", "o = ", "y = "):
+        assert wire in code
+    hydra = anatomy.compile("zoo/hydra.anat", d=32, h=4, n=8)
+    assert {"yf", "yb"} <= {name for name, _ in hydra.named_children()}
+
+
+def test_torch_compile_has_no_graph_breaks():
+    for path, form, dims in [("zoo/mha.anat", "auto", dict(d=32, h=4)),
+                             ("zoo/ssd.anat", "chunked", dict(d=32, h=4, n=8))]:
+        module = anatomy.compile(path, form=form, **dims)
+        x = torch.randn(2, 40, 32)
+        explanation = torch._dynamo.explain(module)(x)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_torch_compile_runs_and_agrees():
+    module = anatomy.compile("zoo/retnet.anat", d=32, h=4)
+    x = torch.randn(2, 40, 32)
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
+    assert rel_rmse(compiled(x), module(x)) <= 1e-6
+
+
+def test_torch_export():
+    module = anatomy.compile("zoo/gqa.anat", d=32, h=4, g=2)
+    x = torch.randn(2, 16, 32)
+    exported = torch.export.export(module, (x,))
+    assert rel_rmse(exported.module()(x), module(x)) <= 1e-6
+
+
+def test_bfloat16_and_autocast_on_cpu():
+    module = anatomy.compile("zoo/ssd.anat", d=32, h=4, n=8)
+    x = torch.randn(2, 40, 32)
+    want = module(x)
+    low = module.to(torch.bfloat16)(x.bfloat16())
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    assert rel_rmse(low, want) <= 3e-2
+    module.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = module(x)
+    assert torch.isfinite(auto).all() and rel_rmse(auto, want) <= 3e-2
+
+
+def test_wrong_input_shapes_name_the_axis_and_size():
+    module = anatomy.compile("zoo/mha.anat", d=32, h=4)
+    with pytest.raises(AnatError, match=r"axis d must be 32, got 16"):
+        module(torch.randn(2, 10, 16))
+    with pytest.raises(AnatError, match=r"must have 3 dims \[batch, t, d\]"):
+        module(torch.randn(10, 32))
+    core = anatomy.compile("zoo/cores.anat", "linear_core")
+    q = torch.randn(1, 10, 2, 4)
+    with pytest.raises(AnatError, match="axis t is 9 but axis t of `q` is 10"):
+        core(q, q, torch.randn(1, 9, 2, 4))
+
+
+def test_missing_or_inconsistent_dims_are_named():
+    source = """
+anatomy f(x[t, d]) -> y[t, d]
+  dims d, h = 4, p = d / h
+  v[t, h, p] = linear(x)
+  y[t, d] = linear(v)
+"""
+    with pytest.raises(AnatError, match="axis d of parameter w_v has no size"):
+        anatomy.compile(source)
+    assert anatomy.compile(source, d=32)(torch.randn(1, 3, 32)).shape == (1, 3, 32)
+    with pytest.raises(AnatError, match="not a whole number"):
+        anatomy.compile(source, d=30)
+    with pytest.raises(AnatError, match="`hh` is not a dim"):
+        anatomy.compile(source, d=32, hh=2)
