@@ -1,1 +1,79 @@
-"""TODO"""
+"""SSD (state space duality) kernels: decayed causal linear attention in every form.
+
+Naive quadratic reference, recurrent step/scan, PyTorch and Triton chunked; ``ssd`` dispatches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .chunk import ssd_chunked
+from .naive import segment_sum, ssd_naive
+from .recurrent import ssd_recurrent, ssd_step
+from .validate import check_ssd_inputs
+
+BACKENDS = ("auto", "torch", "triton", "naive", "recurrent")
+
+
+def triton_available() -> bool:
+    """True when triton imports (it is an optional dependency)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ssd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_a: torch.Tensor,
+    *,
+    scale: float = 1.0,
+    chunk_size: int = 64,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """y_t = scale * sum_{s<=t} exp(sum_{i=s+1..t} log_a_i) (q_t . k_s) v_s  (+ initial state).
+
+    q, k: [B, T, G, N]; v: [B, T, H, P]; log_a: [B, T, H] (G divides H; head h reads group
+    h // (H // G)); initial_state: [B, H, N, P]. Returns y [B, T, H, P] in v's dtype, or
+    (y, final_state [B, H, N, P]) when ``output_final_state``. State convention:
+    S_t = exp(log_a_t) S_{t-1} + k_t^T v_t, y_t = scale * q_t S_t.
+
+    backend: "auto" (Triton on CUDA tensors when triton imports, else PyTorch chunked),
+    "torch", "triton" (also on CPU tensors under TRITON_INTERPRET=1), "naive", "recurrent".
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS} but got {backend!r}")
+    check_ssd_inputs(q, k, v, log_a, initial_state)
+    common = {
+        "scale": scale,
+        "initial_state": initial_state,
+        "output_final_state": output_final_state,
+    }
+    if backend == "auto":
+        backend = "triton" if v.is_cuda and triton_available() else "torch"
+    if backend == "naive":
+        return ssd_naive(q, k, v, log_a, **common)
+    if backend == "recurrent":
+        return ssd_recurrent(q, k, v, log_a, **common)
+    if backend == "triton":
+        from .triton_chunk import ssd_chunked_triton
+
+        return ssd_chunked_triton(q, k, v, log_a, chunk_size=chunk_size, **common)
+    return ssd_chunked(q, k, v, log_a, chunk_size=chunk_size, **common)
+
+
+__all__ = [
+    "BACKENDS",
+    "segment_sum",
+    "ssd",
+    "ssd_chunked",
+    "ssd_naive",
+    "ssd_recurrent",
+    "ssd_step",
+    "triton_available",
+]

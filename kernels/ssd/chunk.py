@@ -81,11 +81,15 @@ def _decay_matrix(cs: torch.Tensor, upper: torch.Tensor, out: torch.Tensor) -> t
     return out.masked_fill_(upper, float("-inf")).exp_()
 
 
-class _SSDChunked(torch.autograd.Function):
-    """Chunked SSD forward with its hand-derived backward (derivation in docs/kernels.md)."""
+class _SSDChunkedExact(torch.autograd.Function):
+    """Chunked SSD with the exact masked decay exp(cs_t - cs_s); hand-derived backward.
+
+    Used when some chunk's cumsum spread is too large to factorise (strong decay).
+    Derivation of the backward in docs/kernels.md.
+    """
 
     @staticmethod
-    def forward(ctx, q, k, v, log_a, initial_state, scale, chunk_size, dims):  # noqa: D102
+    def forward(ctx, q, k, v, log_a, initial_state, scale, chunk_size, dims):
         acc = accumulate_dtype(q, k, v, log_a, initial_state)
         lay = _ChunkLayout(dims, chunk_size)
         B, H, N, P, n, Q = dims.B, dims.H, dims.N, dims.P, lay.n, lay.Q
@@ -108,7 +112,8 @@ class _SSDChunked(torch.autograd.Function):
             _decay_matrix(cs[h], upper, decay[h])
             y_intra.append(torch.bmm(decay[h] * scores[g], vh))
             to_end = torch.exp(cs[h, :, -1:] - cs[h])
-            torch.bmm(kg.transpose(1, 2), vh * to_end[..., None], out=lay.state_view(chunk_state, h))
+            u = lay.state_view(chunk_state, h)
+            torch.bmm(kg.transpose(1, 2), vh * to_end[..., None], out=u)
 
         if initial_state is None:
             s0 = chunk_state.new_zeros(H, B, N, P)
@@ -130,7 +135,7 @@ class _SSDChunked(torch.autograd.Function):
         return y[:, : dims.T], final_state.transpose(0, 1)
 
     @staticmethod
-    def backward(ctx, dy, d_final):  # noqa: D102
+    def backward(ctx, dy, d_final):
         qp, kp, vp, cs, decay, scores, states_in, chunk_decay = ctx.saved_tensors
         lay, scale = ctx.layout, ctx.scale
         dims = lay.dims
@@ -205,6 +210,154 @@ class _SSDChunked(torch.autograd.Function):
         )
 
 
+# Largest in-chunk spread of cumsum(log_a) for which the factorised decay is used: the factors
+# exp(cs_t - m), exp(m - cs_s) then stay within exp(+-MAX_FACTORISED_SPAN / 2) (no overflow,
+# no subnormals in float32).
+MAX_FACTORISED_SPAN = 40.0
+
+
+def max_chunk_span(log_a: torch.Tensor, chunk_size: int) -> float:
+    """max over chunks and heads of (max - min) of the in-chunk cumsum of log_a [B, T, H]."""
+    B, T, H = log_a.shape
+    n = -(-T // chunk_size)
+    x = _pad_time(log_a.to(torch.float32), n * chunk_size - T).view(B, n, chunk_size, H)
+    cs = torch.cumsum(x, dim=2)
+    return float((cs.amax(2) - cs.amin(2)).max())
+
+
+class _SSDChunkedFactorised(torch.autograd.Function):
+    """Chunked SSD with the decay factorised per chunk: exp(cs_t - cs_s) = e^(cs_t-m) e^(m-cs_s).
+
+    The intra-chunk block is then tril(q~ k~^T) with q~ = q e^(cs-m), k~ = k e^(m-cs): one
+    matmul and O(Q) exponentials per chunk instead of Q^2. Only valid when every chunk's
+    cumsum spread is <= MAX_FACTORISED_SPAN (checked by the caller); m is the mid-range of the
+    chunk's cumsum, a constant of the factorisation (the result does not depend on it).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, log_a, initial_state, scale, chunk_size, dims):
+        acc = accumulate_dtype(q, k, v, log_a, initial_state)
+        lay = _ChunkLayout(dims, chunk_size)
+        B, H, N, P, n, Q = dims.B, dims.H, dims.N, dims.P, lay.n, lay.Q
+        R = dims.heads_per_group
+        qp, kp, vp, ap = (lay.prepare(x, acc) for x in (q, k, v, log_a))
+        Bn = B * n
+
+        cs = torch.empty(H, Bn, Q, dtype=acc, device=v.device)
+        for h in range(H):
+            torch.cumsum(lay.head(ap, h), dim=-1, out=cs[h])
+        mid = 0.5 * (cs.amax(-1, keepdim=True) + cs.amin(-1, keepdim=True))  # [H, Bn, 1]
+        q_factor, k_factor = torch.exp(cs - mid), torch.exp(mid - cs)  # [H, Bn, Q]
+        end_factor = torch.exp(cs[:, :, -1:] - mid)  # e^(cs_end - m): k~ -> chunk state
+        mid_factor = torch.exp(mid)  # e^m: q~ -> inter-chunk output
+
+        chunk_state = torch.empty(H, B, n, N, P, dtype=acc, device=v.device)
+        # Without gradients one cache-resident [B*n, Q, Q] block is reused across heads.
+        saving = any(ctx.needs_input_grad)
+        attn = torch.empty(H if saving else 1, Bn, Q, Q, dtype=acc, device=v.device)
+        y_intra = []
+        for h in range(H):
+            g = h // R
+            q_t = lay.head(qp, g) * q_factor[h, :, :, None]
+            k_t = lay.head(kp, g) * k_factor[h, :, :, None]
+            vh = lay.head(vp, h)
+            attn_h = attn[h if saving else 0]
+            torch.bmm(q_t, k_t.transpose(1, 2), out=attn_h).tril_()
+            y_intra.append(torch.bmm(attn_h, vh))
+            u = lay.state_view(chunk_state, h)
+            torch.bmm(k_t.transpose(1, 2), vh, out=u).mul_(end_factor[h, :, :, None])
+
+        if initial_state is None:
+            s0 = chunk_state.new_zeros(H, B, N, P)
+        else:
+            s0 = initial_state.to(acc).transpose(0, 1)
+        chunk_decay = torch.exp(cs[:, :, -1]).view(H, B, n)
+        states_in, final_state = _state_passing(chunk_state, chunk_decay, s0)
+
+        y = torch.empty(B, n * Q, H, P, dtype=v.dtype, device=v.device)
+        for h in range(H):
+            q_from_start = lay.head(qp, h // R) * (q_factor[h] * mid_factor[h])[..., None]
+            y_h = torch.baddbmm(y_intra[h], q_from_start, lay.state_view(states_in, h))
+            y[:, :, h] = y_h.view(B, n * Q, P).mul_(scale)
+
+        ctx.save_for_backward(qp, kp, vp, cs, mid, attn, states_in, chunk_state)
+        ctx.layout, ctx.scale = lay, scale
+        ctx.dtypes = (q.dtype, k.dtype, v.dtype, log_a.dtype)
+        ctx.state_dtype = None if initial_state is None else initial_state.dtype
+        return y[:, : dims.T], final_state.transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, dy, d_final):
+        qp, kp, vp, cs, mid, attn, states_in, chunk_state = ctx.saved_tensors
+        lay, scale = ctx.layout, ctx.scale
+        dims = lay.dims
+        B, G, H, N, P, n, Q = dims.B, dims.G, dims.H, dims.N, dims.P, lay.n, lay.Q
+        R = dims.heads_per_group
+        acc = vp.dtype
+        dyp = lay.prepare(dy, acc)
+        q_factor, k_factor = torch.exp(cs - mid), torch.exp(mid - cs)
+        end_factor, mid_factor = torch.exp(cs[:, :, -1:] - mid), torch.exp(mid)
+        chunk_decay = torch.exp(cs[:, :, -1]).view(H, B, n)
+
+        d_states_inter = torch.empty_like(states_in)
+        dyc, q_ts, k_ts = [], [], []
+        for h in range(H):
+            dyc.append(lay.head(dyp, h) * scale)
+            q_ts.append(lay.head(qp, h // R) * q_factor[h, :, :, None])
+            k_ts.append(lay.head(kp, h // R) * k_factor[h, :, :, None])
+            d_s = lay.state_view(d_states_inter, h)
+            torch.bmm(q_ts[h].transpose(1, 2), dyc[h], out=d_s).mul_(mid_factor[h, :, :, None])
+        if d_final is None:
+            d_state = states_in.new_zeros(H, B, N, P)
+        else:
+            d_state = d_final.to(acc).transpose(0, 1)
+        d_chunk_state, d_initial = _reverse_state_passing(d_states_inter, chunk_decay, d_state)
+        # d cs_end: through the chunk decay and the chunk state's e^(cs_end - m) factor,
+        # together <dS_{c+1}, S_{c+1}>.
+        d_end = ((chunk_state + chunk_decay[..., None, None] * states_in) * d_chunk_state).sum(
+            (-1, -2)
+        ).view(H, B * n)
+
+        dq = torch.empty(B, n * Q, G, N, dtype=acc, device=vp.device)
+        dk = torch.empty_like(dq)
+        dv = torch.empty(B, n * Q, H, P, dtype=ctx.dtypes[2], device=vp.device)
+        d_log_a = torch.empty(B, n * Q, H, dtype=ctx.dtypes[3], device=vp.device)
+        for g in range(G):
+            dq_g, dk_g = None, None
+            for h in range(g * R, (g + 1) * R):
+                vh = lay.head(vp, h)
+                d_u = lay.state_view(d_chunk_state, h) * end_factor[h, :, :, None]
+                s_in = lay.state_view(states_in, h) * mid_factor[h, :, :, None]
+                dv_h = torch.bmm(attn[h].transpose(1, 2), dyc[h]).baddbmm_(k_ts[h], d_u)
+                dv[:, :, h] = dv_h.view(B, n * Q, P)
+                d_attn = torch.bmm(dyc[h], vh.transpose(1, 2)).tril_()
+                dq_t = torch.bmm(d_attn, k_ts[h]).baddbmm_(dyc[h], s_in.transpose(1, 2))
+                dk_t = torch.bmm(d_attn.transpose(1, 2), q_ts[h]).baddbmm_(vh, d_u.transpose(1, 2))
+                d_cs = (q_ts[h] * dq_t).sum(-1) - (k_ts[h] * dk_t).sum(-1)
+                d_cs[:, -1] += d_end[h]
+                d_log_a[:, :, h] = _reverse_cumsum(d_cs).view(B, n * Q)
+                dq_h = dq_t.mul_(q_factor[h, :, :, None])
+                dk_h = dk_t.mul_(k_factor[h, :, :, None])
+                dq_g = dq_h if dq_g is None else dq_g.add_(dq_h)
+                dk_g = dk_h if dk_g is None else dk_g.add_(dk_h)
+            dq[:, :, g] = dq_g.view(B, n * Q, N)
+            dk[:, :, g] = dk_g.view(B, n * Q, N)
+
+        q_dt, k_dt, _, _ = ctx.dtypes
+        T = dims.T
+        d_s0 = None if ctx.state_dtype is None else d_initial.transpose(0, 1).to(ctx.state_dtype)
+        return (
+            dq[:, :T].to(q_dt),
+            dk[:, :T].to(k_dt),
+            dv[:, :T],
+            d_log_a[:, :T],
+            d_s0,
+            None,
+            None,
+            None,
+        )
+
+
 def ssd_chunked(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -224,5 +377,11 @@ def ssd_chunked(
     dims = check_ssd_inputs(q, k, v, log_a, initial_state)
     if chunk_size < 1:
         raise ValueError(f"chunk_size: expected >= 1 but got {chunk_size}")
-    y, final_state = _SSDChunked.apply(q, k, v, log_a, initial_state, scale, chunk_size, dims)
+    function = _SSDChunkedExact
+    # the factorised path is chosen from the data, which a compiled graph cannot branch on:
+    # under torch.compile the exact path (valid for any decay) is traced instead
+    if not torch.compiler.is_compiling() and \
+            max_chunk_span(log_a.detach(), chunk_size) <= MAX_FACTORISED_SPAN:
+        function = _SSDChunkedFactorised
+    y, final_state = function.apply(q, k, v, log_a, initial_state, scale, chunk_size, dims)
     return (y, final_state) if output_final_state else y

@@ -50,11 +50,12 @@ def check_ssd_inputs(
 ) -> SSDDims:
     """Validate q, k [B,T,G,N], v [B,T,H,P], log_a [B,T,H], initial_state [B,H,N,P].
 
-    Raises ValueError naming the tensor, the axis and the expected size.
+    Raises ValueError naming the tensor, the axis and the expected size (TypeError for a
+    non-tensor).
     """
     for name, tensor, rank in (("q", q, 4), ("k", k, 4), ("v", v, 4), ("log_a", log_a, 3)):
         if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
         if tensor.dim() != rank:
             raise ValueError(
                 f"{name}: expected {rank} dims but got {tensor.dim()} (shape {tuple(tensor.shape)})"

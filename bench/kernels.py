@@ -1,0 +1,324 @@
+"""Benchmark SSD kernels: PyTorch chunked vs the naive quadratic reference and PyTorch peers.
+
+Forward and forward+backward time and peak memory at B=1, H=8, N=P=64, fp32, per-head keys
+(G=H), T = 1k..16k; achieved GFLOP/s as a fraction of this machine's fp32 matmul rate measured
+in the same run. Peers (optional, never runtime dependencies of the package):
+flash-linear-attention's ``naive_chunk_simple_gla`` (pip install fla-core einops) and Mamba-2's
+``ssd_minimal_discrete`` (imported from mamba_ssm when present, else re-implemented from the
+paper listing and labelled so). On CUDA the Triton path is timed as well.
+
+Usage: python bench/kernels.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from anatomy.kernels import ssd
+
+B, H, N, P, CHUNK = 1, 8, 64, 64, 64
+NAIVE_MEMORY_BOUND = 1 << 30  # bytes of one [B, H, T, T] fp32 matrix above which naive is skipped
+PAPER_LISTING = "mamba2 ssd_minimal_discrete (re-implemented from the paper listing)"
+
+
+def ssd_flops(T: int) -> float:
+    """Forward FLOPs of the chunked algorithm (Q = 64): per token and head 2Q(N+P) + 4NP.
+
+    The same nominal count is used for every implementation; fwd+bwd counts 3x forward.
+    """
+    return B * H * T * (2 * CHUNK * (N + P) + 4 * N * P)
+
+
+def matmul_rate(device: str) -> float:
+    """Measured fp32 GFLOP/s of one large torch.matmul on this machine."""
+    size = 4096 if device == "cuda" else 2048
+    a = torch.randn(size, size, device=device)
+    seconds = median_time(lambda: a @ a, reps=5, device=device)
+    return 2 * size**3 / seconds / 1e9
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], object], reps: int, device: str) -> float:
+    """Median wall time of ``reps`` calls after one warm-up."""
+    fn()
+    synchronize(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _release_free_heap() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: the baseline may include cached free memory
+        pass
+
+
+def peak_memory(fn: Callable[[], object], device: str) -> float:
+    """Peak extra memory of one call, in MiB.
+
+    CUDA: torch.cuda.max_memory_allocated above the memory in use before the call. CPU: resident
+    set size sampled every 0.5 ms by a thread, peak minus the RSS before the call, after
+    glibc's malloc_trim has returned freed heap memory to the OS (so the baseline is live memory
+    only). Short spikes between samples can be missed: a lower bound of the true peak.
+    """
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    _release_free_heap()
+    base = _rss_bytes()
+    peak = base
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_bytes())
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak - base, 0) / 2**20
+
+
+def ssd_minimal_listing(X, A, B_, C, block_len):
+    """Mamba-2 SSD "minimal" chunked algorithm, re-implemented from the paper's Listing 1.
+
+    X: [b, l, h, p]; A: [b, l, h] (log decay); B_, C: [b, l, h, n] (per-head). l % block_len == 0.
+    """
+
+    def segsum(x):
+        T = x.size(-1)
+        x = x[..., None].expand(*x.shape, T)
+        x = x.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool), -1), 0)
+        x = torch.cumsum(x, dim=-2)
+        return x.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool), 0), -torch.inf)
+
+    b, length, h, p = X.shape
+    c = length // block_len
+    X, B_, C = (t.reshape(b, c, block_len, h, t.shape[-1]) for t in (X, B_, C))
+    A = A.reshape(b, c, block_len, h).permute(0, 3, 1, 2)  # b h c l
+    A_cumsum = torch.cumsum(A, dim=-1)
+    L = torch.exp(segsum(A))
+    Y_diag = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", C, B_, L, X)
+    decay_states = torch.exp(A_cumsum[:, :, :, -1:] - A_cumsum)
+    states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B_, decay_states, X)
+    states = torch.cat([torch.zeros_like(states[:, :1]), states], dim=1)
+    decay_chunk = torch.exp(segsum(torch.nn.functional.pad(A_cumsum[:, :, :, -1], (1, 0))))
+    new_states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunk, states)
+    states = new_states[:, :-1]
+    state_decay_out = torch.exp(A_cumsum)
+    Y_off = torch.einsum("bclhn,bchpn,bhcl->bclhp", C, states, state_decay_out)
+    return (Y_diag + Y_off).reshape(b, length, h, p)
+
+
+def implementations(device: str) -> dict[str, Callable]:
+    """name -> fn(q, k, v, log_a) -> y, for every implementation available here."""
+    impls: dict[str, Callable] = {
+        "anatomy chunked (torch)": lambda q, k, v, a: ssd(q, k, v, a, backend="torch"),
+        "anatomy naive (quadratic)": lambda q, k, v, a: ssd(q, k, v, a, backend="naive"),
+    }
+    if device == "cuda":
+        impls["anatomy chunked (triton)"] = lambda q, k, v, a: ssd(q, k, v, a, backend="triton")
+    try:
+        from fla.ops.simple_gla.naive import naive_chunk_simple_gla
+
+        impls["fla naive_chunk_simple_gla"] = lambda q, k, v, a: naive_chunk_simple_gla(
+            q, k, v, a, scale=1.0, chunk_size=CHUNK
+        )[0]
+    except ImportError:
+        print("# fla-core not installed: skipping the flash-linear-attention peer")
+    try:
+        from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete
+
+        impls["mamba2 ssd_minimal_discrete"] = lambda q, k, v, a: ssd_minimal_discrete(
+            v, a, k, q, CHUNK
+        )[0]
+    except ImportError:
+        impls[PAPER_LISTING] = lambda q, k, v, a: ssd_minimal_listing(v, a, k, q, CHUNK)
+    return impls
+
+
+def interleaved_medians(
+    calls: dict[str, Callable[[], object]], reps: int, device: str
+) -> dict[str, float]:
+    """Median seconds per call, timing the implementations round-robin after one warm-up each.
+
+    Interleaving spreads any background load on a shared machine over all implementations
+    alike. A call whose warm-up took more than 2 s is timed once.
+    """
+    slow = {}
+    for name, call in calls.items():
+        start = time.perf_counter()
+        call()
+        synchronize(device)
+        slow[name] = time.perf_counter() - start > 2.0
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_index in range(reps):
+        for name, call in calls.items():
+            if slow[name] and round_index > 0:
+                continue
+            start = time.perf_counter()
+            call()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def forward_call(fn: Callable, inputs: list[torch.Tensor]) -> Callable[[], object]:
+    def call() -> object:
+        with torch.no_grad():
+            return fn(*inputs)
+
+    return call
+
+
+def backward_call(fn: Callable, inputs: list[torch.Tensor]) -> Callable[[], object]:
+    def call() -> None:
+        fn(*inputs).sum().backward()
+
+    return call
+
+
+def run(quick: bool, json_path: Path) -> dict:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lengths = [256, 512] if quick else [1024, 2048, 4096, 8192, 16384]
+    rate = matmul_rate(device)
+    print(f"# device={device} threads={torch.get_num_threads()} fp32 matmul {rate:.1f} GFLOP/s "
+          "(measured again after the sweep; the fractions use the larger of the two)")
+    records = []
+    reps = 3 if quick else 7
+    for T in lengths:
+        gen = torch.Generator().manual_seed(T)
+        q, k = (torch.randn(B, T, H, N, generator=gen).to(device) / N**0.5 for _ in range(2))
+        v = torch.randn(B, T, H, P, generator=gen).to(device)
+        log_a = (-0.1 * torch.rand(B, T, H, generator=gen)).to(device)
+        leaves = [x.requires_grad_() for x in (q, k, v, log_a)]
+        for mode in ("fwd", "fwd+bwd"):
+            make_call = forward_call if mode == "fwd" else backward_call
+            calls = {}
+            for name, fn in implementations(device).items():
+                if "naive (quadratic)" in name and 4 * B * H * T * T > NAIVE_MEMORY_BOUND:
+                    records.append({"implementation": name, "T": T, "mode": mode,
+                                    "skipped": "skipped (O(T^2) memory)"})
+                else:
+                    calls[name] = make_call(fn, leaves)
+            times = interleaved_medians(calls, reps, device)
+            for name, call in calls.items():
+                mem = peak_memory(call, device)
+                gflops = ssd_flops(T) * (1 if mode == "fwd" else 3) / times[name] / 1e9
+                records.append({"implementation": name, "T": T, "mode": mode,
+                                "time_ms": times[name] * 1e3, "peak_mib": mem, "gflops": gflops,
+                                "fraction_of_matmul": gflops / rate})
+                print(f"# {name} T={T} {mode}: {times[name] * 1e3:.1f} ms", flush=True)
+            for x in leaves:
+                x.grad = None
+    rate_after = matmul_rate(device)
+    if rate_after > rate:
+        for row in records:
+            if "gflops" in row:
+                row["fraction_of_matmul"] = row["gflops"] / rate_after
+    print(f"# fp32 matmul rate after the sweep: {rate_after:.1f} GFLOP/s")
+    rate = max(rate, rate_after)
+    print_table(records, rate)
+    summary = targets(records, T=8192 if not quick else lengths[-1])
+    for line in summary["lines"]:
+        print(line)
+    result = {
+        "device": device,
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "matmul_gflops": rate,
+        "shape": {"B": B, "H": H, "G": H, "N": N, "P": P, "dtype": "float32"},
+        "records": records,
+        "targets": summary,
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2))
+    print(f"# wrote {json_path}")
+    return result
+
+
+def print_table(records: list[dict], rate: float) -> None:
+    print(f"# B={B} H={H} G={H} N={N} P={P} fp32; times are medians; MiB = peak extra memory; "
+          f"%mm = achieved GFLOP/s / {rate:.0f} GFLOP/s fp32 matmul")
+    print(f"{'implementation':<70}{'T':>6}  {'mode':<8}{'ms':>10}{'MiB':>8}"
+          f"{'GFLOP/s':>9}{'%mm':>6}")
+    for r in records:
+        lead = f"{r['implementation']:<70}{r['T']:>6}  {r['mode']:<8}"
+        if "skipped" in r:
+            print(f"{lead}  {r['skipped']}")
+        else:
+            print(f"{lead}{r['time_ms']:>10.1f}{r['peak_mib']:>8.0f}{r['gflops']:>9.1f}"
+                  f"{100 * r['fraction_of_matmul']:>5.0f}%")
+
+
+def targets(records: list[dict], T: int) -> dict:
+    """The issue's targets at length T: >= 2x the fastest peer and >= 40% of matmul rate."""
+    ours_name = "anatomy chunked (torch)"
+    lines, out = [], {"T": T}
+    for mode in ("fwd", "fwd+bwd"):
+        at = [r for r in records if r["T"] == T and r["mode"] == mode and "time_ms" in r]
+        ours = next((r for r in at if r["implementation"] == ours_name), None)
+        peers = [r for r in at if not r["implementation"].startswith("anatomy")]
+        if ours is None:
+            continue
+        entry = {"fraction_of_matmul": ours["fraction_of_matmul"]}
+        text = f"# T={T} {mode}: {100 * ours['fraction_of_matmul']:.0f}% of matmul rate"
+        if peers:
+            best = min(peers, key=lambda r: r["time_ms"])
+            entry.update(fastest_peer=best["implementation"],
+                         speedup_vs_fastest_peer=best["time_ms"] / ours["time_ms"])
+            text += (f", {entry['speedup_vs_fastest_peer']:.2f}x vs fastest peer "
+                     f"({best['implementation']})")
+        out[mode] = entry
+        lines.append(text)
+    out["lines"] = lines
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" /
+                        "kernels.json", help="where to write the JSON results")
+    args = parser.parse_args()
+    run(args.quick, args.json)
+
+
+if __name__ == "__main__":
+    main()

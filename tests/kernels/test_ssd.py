@@ -1,0 +1,231 @@
+"""SSD forms (naive, recurrent, chunked) against the naive reference: outputs and gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from anatomy.kernels import segment_sum, ssd, ssd_chunked, ssd_naive, ssd_recurrent, ssd_step
+from anatomy.kernels.ssd.chunk import MAX_FACTORISED_SPAN, max_chunk_span
+from kernel_checks import (
+    FP32_TOL,
+    HALF_GRAD_TOL,
+    HALF_OUT_TOL,
+    assert_close_rmse,
+    make_inputs,
+    outputs_and_grads,
+    rel_rmse,
+)
+
+NAMES = ["y", "final_state", "dq", "dk", "dv", "dlog_a", "dinitial_state"]
+
+
+def double_loop_ssd(q, k, v, log_a, scale, s0):
+    """The definition, term by term, in float64: independent of every kernel in the package."""
+    q, k, v, log_a, s0 = (x.detach().double() for x in (q, k, v, log_a, s0))
+    B, T, G, _N = q.shape
+    H, P = v.shape[2], v.shape[3]
+    y = torch.zeros(B, T, H, P, dtype=torch.float64)
+    for b in range(B):
+        for h in range(H):
+            g = h // (H // G)
+            for t in range(T):
+                for s in range(t + 1):
+                    decay = torch.exp(log_a[b, s + 1 : t + 1, h].sum())
+                    y[b, t, h] += scale * decay * torch.dot(q[b, t, g], k[b, s, g]) * v[b, s, h]
+                decay0 = torch.exp(log_a[b, : t + 1, h].sum())
+                y[b, t, h] += scale * decay0 * (q[b, t, g] @ s0[b, h])
+    return y
+
+
+@pytest.mark.parametrize("G", [1, 2, 4])
+def test_naive_matches_double_loop(G):
+    q, k, v, log_a, s0 = make_inputs(2, 7, G, 4, 3, 2, dtype=torch.float64, seed=G)
+    want = double_loop_ssd(q, k, v, log_a, 0.7, s0)
+    got = ssd_naive(q, k, v, log_a, scale=0.7, initial_state=s0)
+    assert rel_rmse(got, want) < 1e-12
+    # Final state: S_T by the recurrence written out longhand.
+    _, state = ssd_naive(q, k, v, log_a, initial_state=s0, output_final_state=True)
+    R = 4 // G
+    S = s0.detach().clone()
+    for t in range(7):
+        kh = k[:, t].detach().repeat_interleave(R, 1)
+        S = torch.exp(log_a[:, t].detach())[..., None, None] * S + kh[..., None] * v[:, t, :, None]
+    assert rel_rmse(state, S) < 1e-12
+
+
+def test_segment_sum_is_log_space_cumsum_difference():
+    x = -torch.rand(2, 5, dtype=torch.float64)
+    seg = segment_sum(x)
+    for t in range(5):
+        for s in range(5):
+            want = x[:, s + 1 : t + 1].sum(-1) if s <= t else torch.full((2,), float("-inf"))
+            torch.testing.assert_close(seg[:, t, s], want.double())
+
+
+# (form, T, chunk, G, decay): every T, every chunk size, every G and both chunked paths
+# (factorised decay for small in-chunk spans, exact masked-exp decay for large ones) appear.
+FP32_CASES = [
+    ("chunked", 1, 16, 1, 0.5),
+    ("chunked", 63, 16, 2, 0.5),
+    ("chunked", 64, 32, 4, 0.5),
+    ("chunked", 65, 64, 1, 0.5),
+    ("chunked", 65, 16, 4, 8.0),
+    ("chunked", 500, 128, 2, 0.5),
+    ("chunked", 500, 32, 1, 5.0),
+    ("chunked", 1000, 64, 4, 0.5),
+    ("chunked", 2048, 128, 1, 0.5),
+    ("chunked", 2048, 64, 2, 0.1),
+    ("recurrent", 1, 16, 1, 0.5),
+    ("recurrent", 63, 16, 2, 0.5),
+    ("recurrent", 65, 16, 4, 0.5),
+    ("recurrent", 500, 16, 1, 0.5),
+]
+FORMS = {"chunked": ssd_chunked, "recurrent": ssd_recurrent}
+
+
+@pytest.mark.parametrize("form,T,chunk,G,decay", FP32_CASES)
+def test_fp32_forms_match_naive(form, T, chunk, G, decay):
+    inputs = make_inputs(1, T, G, 4, 16, 16, decay=decay, seed=T + G)
+    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
+    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
+    kwargs = {"chunk_size": chunk} if form == "chunked" else {}
+    got = outputs_and_grads(FORMS[form], inputs, scale=0.5, **kwargs)
+    for name, g, w in zip(NAMES, got, want):
+        assert g.dtype == torch.float32
+        assert_close_rmse(g, w, FP32_TOL, f"{form} T={T} Q={chunk} G={G} {name}")
+
+
+def test_both_chunked_decay_paths_are_exercised():
+    weak = make_inputs(1, 128, 1, 1, 2, 2, decay=0.5)[3]
+    strong = make_inputs(1, 128, 1, 1, 2, 2, decay=8.0)[3]
+    assert max_chunk_span(weak.detach(), 64) <= MAX_FACTORISED_SPAN
+    assert max_chunk_span(strong.detach(), 64) > MAX_FACTORISED_SPAN
+
+
+@pytest.mark.parametrize(
+    "dtype,T,chunk,G,decay",
+    [
+        (torch.float16, 65, 16, 1, 0.5),
+        (torch.float16, 500, 64, 4, 0.5),
+        (torch.float16, 1000, 128, 2, 4.0),
+        (torch.bfloat16, 63, 32, 2, 0.5),
+        (torch.bfloat16, 2048, 64, 1, 0.5),
+        (torch.bfloat16, 500, 16, 4, 8.0),
+    ],
+)
+def test_half_precision_chunked(dtype, T, chunk, G, decay):
+    inputs = make_inputs(1, T, G, 4, 16, 16, dtype=dtype, decay=decay, seed=T)
+    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
+    want = outputs_and_grads(ssd_naive, ref_inputs)
+    got = outputs_and_grads(ssd_chunked, inputs, chunk_size=chunk)
+    assert got[0].dtype == dtype and got[1].dtype == torch.float32
+    for name, g, w in zip(NAMES, got, want):
+        tol = HALF_OUT_TOL if name in ("y", "final_state") else HALF_GRAD_TOL
+        assert_close_rmse(g, w, tol, f"{dtype} T={T} Q={chunk} G={G} {name}")
+    for x, gx in zip(inputs, got[2:]):
+        assert gx.dtype == x.dtype
+
+
+def test_tolerance_check_rejects_a_perturbed_output():
+    q, k, v, log_a, s0 = make_inputs(1, 65, 2, 4, 8, 8)
+    want = ssd_naive(q.double(), k.double(), v.double(), log_a.double(), initial_state=s0.double())
+    got = ssd_chunked(q, k, v, log_a, initial_state=s0, chunk_size=16).detach()
+    assert_close_rmse(got, want, FP32_TOL, "unperturbed")
+    perturbed = got.clone()
+    perturbed[0, 40, 1, 3] += 1e-3 * want.norm()  # one entry off: rel RMSE 1e-3
+    with pytest.raises(AssertionError, match="relative RMSE"):
+        assert_close_rmse(perturbed, want, FP32_TOL, "perturbed")
+    # A dropped initial-state contribution is caught as well.
+    no_state = ssd_chunked(q, k, v, log_a, chunk_size=16).detach()
+    with pytest.raises(AssertionError):
+        assert_close_rmse(no_state, want, FP32_TOL, "no initial state")
+
+
+@pytest.mark.parametrize("G", [1, 4])
+def test_chunked_prefill_then_recurrent_decode(G):
+    q, k, v, log_a, s0 = (x.detach() for x in make_inputs(2, 150, G, 4, 8, 8, seed=G))
+    want = ssd_naive(q.double(), k.double(), v.double(), log_a.double(), scale=0.3,
+                     initial_state=s0.double())
+    prefill = 100
+    y_pre, state = ssd(q[:, :prefill], k[:, :prefill], v[:, :prefill], log_a[:, :prefill],
+                       scale=0.3, initial_state=s0, output_final_state=True, chunk_size=32)
+    steps = [y_pre]
+    for t in range(prefill, 150):
+        y_t, state = ssd_step(q[:, t], k[:, t], v[:, t], log_a[:, t], state, scale=0.3)
+        steps.append(y_t[:, None])
+    assert_close_rmse(torch.cat(steps, dim=1), want, FP32_TOL, "prefill + decode")
+
+
+@pytest.mark.parametrize("log_a_value", [-5.0, 0.0])
+def test_long_sequence_is_finite(log_a_value):
+    T = 65536
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, T, 1, 4, generator=gen, requires_grad=True)
+    k = torch.randn(1, T, 1, 4, generator=gen, requires_grad=True)
+    v = torch.randn(1, T, 2, 4, generator=gen, requires_grad=True)
+    log_a = torch.full((1, T, 2), log_a_value, requires_grad=True)
+    y, state = ssd_chunked(q, k, v, log_a, scale=0.5, output_final_state=True)
+    (y.sum() + state.sum()).backward()
+    for name, x in [("y", y), ("state", state), ("dq", q.grad), ("dk", k.grad),
+                    ("dv", v.grad), ("dlog_a", log_a.grad)]:
+        assert torch.isfinite(x).all(), f"{name} has inf/NaN at log_a={log_a_value}"
+    if log_a_value == 0.0:  # causal linear attention: y_t = q_t . (sum_{s<=t} k_s^T v_s)
+        cum = torch.cumsum(k.detach()[..., None] * v.detach()[:, :, :, None, :], dim=1)
+        want = 0.5 * torch.einsum("btn,bthnp->bthp", q.detach()[:, :, 0], cum)
+        assert rel_rmse(y[:, -64:], want[:, -64:]) < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "naive", "recurrent"])
+def test_dispatch_backends_agree(backend):
+    q, k, v, log_a, s0 = (x.detach() for x in make_inputs(1, 33, 2, 4, 4, 4))
+    want = ssd_naive(q, k, v, log_a, initial_state=s0)
+    got = ssd(q, k, v, log_a, initial_state=s0, backend=backend, chunk_size=16)
+    assert_close_rmse(got, want, FP32_TOL, backend)
+
+
+def test_retention_and_linear_attention_are_special_cases():
+    q, k, v, _, _ = (x.detach().double() for x in make_inputs(1, 20, 2, 2, 3, 3))
+    gamma = 0.9
+    log_a = torch.full((1, 20, 2), math.log(gamma), dtype=torch.float64)
+    t = torch.arange(20.0, dtype=torch.float64)
+    retention = (gamma ** (t[:, None] - t[None, :])).tril()
+    scores = torch.einsum("thn,shn->hts", q[0], k[0])
+    want = torch.einsum("hts,shp->thp", retention * scores, v[0])
+    assert rel_rmse(ssd_chunked(q, k, v, log_a, chunk_size=8)[0], want) < 1e-12
+    zero = torch.zeros_like(log_a)
+    want_linear = torch.einsum("hts,shp->thp", scores.tril(), v[0])
+    assert rel_rmse(ssd_chunked(q, k, v, zero, chunk_size=8)[0], want_linear) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "shapes,message",
+    [
+        ({"v": (1, 8, 8, 4)}, "v: expected H divisible by G=3 but H=8"),
+        ({"k": (1, 8, 3, 5)}, "k: expected axis N"),
+        ({"log_a": (1, 7, 6)}, "log_a: expected axis T"),
+        ({"log_a": (1, 8, 5)}, "log_a: expected axis H"),
+        ({"q": (8, 3, 4)}, "q: expected 4 dims"),
+        ({"s0": (1, 6, 4, 3)}, "initial_state: expected axis P"),
+    ],
+)
+def test_shape_errors_name_tensor_axis_and_size(shapes, message):
+    sizes = {
+        "q": (1, 8, 3, 4),
+        "k": (1, 8, 3, 4),
+        "v": (1, 8, 6, 4),
+        "log_a": (1, 8, 6),
+        "s0": (1, 6, 4, 4),
+    }
+    sizes.update(shapes)
+    t = {name: torch.zeros(shape) for name, shape in sizes.items()}
+    for fn in (ssd, ssd_naive, ssd_chunked, ssd_recurrent):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            fn(t["q"], t["k"], t["v"], t["log_a"], initial_state=t["s0"])
+
+
+def test_unknown_backend_is_rejected():
+    q, k, v, log_a = (x.detach() for x in make_inputs(1, 4, 1, 1, 2, 2, initial=False))
+    with pytest.raises(ValueError, match="backend"):
+        ssd(q, k, v, log_a, backend="cuda")
