@@ -408,13 +408,13 @@ def retnet_log_gamma(H: int, dtype=torch.float64, device=None) -> Tensor:
 def ref_retnet(inputs, params, dims=None, eps: float = EPS) -> Tensor:
     """Sun et al. 2023, multi-scale retention as in zoo/retnet.anat.
 
-    q = xPos(x W_Q), k = xPos_down(x W_K) / sqrt(n), v = x W_V (value head width p);
+    q = rope(x W_Q), k = rope(x W_K) / sqrt(n), v = x W_V (value head width p);
     r = (q k^T o D_h) v with gamma_h = 1 - 2^(-5-h); o = swish(x W_G) o RMSNorm_p(r)
     (no affine); y = o W_O.
     """
     x, p = inputs["x"], params
-    q = xpos(_proj(x, p["w_q"]))
-    k = xpos(_proj(x, p["w_k"]), downscale=True)
+    q = rope(_proj(x, p["w_q"]))
+    k = rope(_proj(x, p["w_k"]))
     k = k / math.sqrt(k.shape[-1])
     v = _proj(x, p["w_v"])
     B, H = x.shape[0], q.shape[2]
@@ -455,21 +455,22 @@ def ref_ssd(inputs, params, dims=None) -> Tensor:
 def ref_hydra(inputs, params, dims=None) -> Tensor:
     """Hwang, Lahoti, Dao, Gu 2024, Hydra's quasiseparable mixer, as in zoo/hydra.anat.
 
-    Directions with their own C, B and dt, shared X and A; QS = shift(SS_f(X dt_f)) +
-    flip(shift(SS_b(flip(X dt_b)))) + X o (X W_diag + D); y = RMSNorm_{h,p}(QS o silu(z)) W_O.
+    Directions with their own C, B and dt projections, shared X, A and dt bias;
+    QS = shift(SS_f(X dt_f)) + flip(shift(SS_b(flip(X dt_b)))) + X o (X W_diag + D);
+    y = (RMSNorm_{h,p}(QS) o silu(z)) W_O (norm before the gate, as in Hydra's code).
     """
     x, p = inputs["x"], params
     xs, z = _proj(x, p["w_xs"]), _proj(x, p["w_z"])
     A = -torch.exp(p["a_log"])
-    dtf = F.softplus(_proj(x, p["w_dtf"]) + p["dt_bias_f"])
-    dtb = F.softplus(_proj(x, p["w_dtb"]) + p["dt_bias_b"])
+    dtf = F.softplus(_proj(x, p["w_dtf"]) + p["dt_bias"])
+    dtb = F.softplus(_proj(x, p["w_dtb"]) + p["dt_bias"])
     yf = ref_ss({"c": _proj(x, p["w_yf"]), "b": _proj(x, p["w_yf_2"]),
                  "v": xs * dtf[..., None], "log_a": dtf * A})
     yb = ref_ss({"c": flip(_proj(x, p["w_yb"])), "b": flip(_proj(x, p["w_yb_2"])),
                  "v": flip(xs * dtb[..., None]), "log_a": flip(dtb * A)})
     diag = _proj(xs, p["w_diag"], 2) + p["D"]  # [B, T, H]
     mix = shift(yf) + flip(shift(yb)) + diag[..., None] * xs
-    o = rmsnorm(mix * F.silu(z), 2, p["scale_o"])
+    o = rmsnorm(mix, 2, p["scale_o"]) * F.silu(z)
     return _proj(o, p["w_y"], 2)
 
 

@@ -324,8 +324,8 @@ def test_retnet_reference_code_normalisations_cancel_without_eps():
     equals the paper's equations once the per-head RMSNorm has eps = 0."""
     d = R.load_zoo("retnet", d=64, h=4)
     p, x = R.random_params(d, seed=1), R.random_inputs(d, 2, 12, seed=2)["x"]
-    q = R.xpos(torch.einsum("btd,dhn->bthn", x, p["w_q"]))
-    k = R.xpos(torch.einsum("btd,dhn->bthn", x, p["w_k"]), downscale=True)
+    q = R.rope(torch.einsum("btd,dhn->bthn", x, p["w_q"]))
+    k = R.rope(torch.einsum("btd,dhn->bthn", x, p["w_k"]))
     k = k / math.sqrt(k.shape[-1])
     v = torch.einsum("btd,dhp->bthp", x, p["w_v"])
     H, T = q.shape[2], q.shape[1]
@@ -347,14 +347,14 @@ def test_hydra_without_backward_and_diag_is_shifted_ssd():
     p = dict(p, w_yb=torch.zeros_like(p["w_yb"]), w_diag=torch.zeros_like(p["w_diag"]),
              D=torch.zeros_like(p["D"]))
     xs = torch.einsum("btd,dhp->bthp", x, p["w_xs"])
-    dt = F.softplus(x @ p["w_dtf"] + p["dt_bias_f"])
+    dt = F.softplus(x @ p["w_dtf"] + p["dt_bias"])
     la = dt * -torch.exp(p["a_log"])
     yf = _ssd_recurrence((x @ p["w_yf"])[:, :, None], (x @ p["w_yf_2"])[:, :, None],
                          xs * dt[..., None], la)
     mix = torch.cat([torch.zeros_like(yf[:, :1]), yf[:, :-1]], 1)
     z = torch.einsum("btd,dhp->bthp", x, p["w_z"])
-    y = mix * F.silu(z)
-    y = y / torch.sqrt(y.pow(2).mean((-2, -1), keepdim=True) + 1e-5) * p["scale_o"]
+    y = mix / torch.sqrt(mix.pow(2).mean((-2, -1), keepdim=True) + 1e-5) * p["scale_o"]
+    y = y * F.silu(z)  # Hydra's code: the norm before the gate
     want = torch.einsum("bthp,hpd->btd", y, p["w_y"])
     assert_close(R.ref_hydra({"x": x}, p), want, what="hydra forward only")
 
