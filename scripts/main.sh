@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The main job: install everything, then run anatomy over the whole zoo.
-# Today that is parsing and type-checking every anatomy; compiling, proving, rendering and
-# searching join as those capabilities land.
+# The main job: install everything, then run anatomy over the whole zoo: parse and check
+# every anatomy, then compile each to a PyTorch module and run it once. Proving, rendering
+# and searching join as those capabilities land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 echo "== check: parse and type-check every zoo anatomy"
 .venv/bin/anatomy check zoo/*.anat
+echo "== compile: every zoo anatomy to an nn.Module, run once on random inputs (T=64)"
+.venv/bin/anatomy compile zoo/*.anat --run --seq 64

@@ -254,3 +254,18 @@ anatomy f(x[t, d]) -> y[t, d]
         anatomy.compile(source, d=30)
     with pytest.raises(AnatError, match="`hh` is not a dim"):
         anatomy.compile(source, d=32, hh=2)
+
+
+def test_cli_compiles_and_runs_the_whole_zoo():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "anatomy.cli", "compile", "zoo/", "--run",
+                          "--dims", "d=32,h=4"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    n_anatomies = sum(len(list(p)) for p in anatomy.zoo().values())
+    assert len(lines) == n_anatomies and all("ran T=16" in line for line in lines)
+    bad = subprocess.run([sys.executable, "-m", "anatomy.cli", "compile", "zoo/mha.anat",
+                          "--dims", "d=30"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "not a whole number" in bad.stderr
