@@ -326,8 +326,15 @@ def test_rope_and_xpos(every):
     (rope,) = boxes_of(every, "rope")
     (xpos,) = boxes_of(every, "xpos")
     assert rope.attr("along") == ("t", "d") and xpos.attr("along") == ("t", "d")
-    retnet = anatomy.load(ZOO / "retnet.anat")["retnet"]
-    assert [b.attr("downscale") for b in boxes_of(retnet, "xpos")] == [None, True]
+    keys = anatomy.load("""
+anatomy f(x[t, n]) -> y[t, n]
+  dims n = 8
+  q[t, n] = xpos(x, t, n)
+  k[t, n] = xpos(x, t, n, downscale=true)
+  y[t, n] = q + k
+""")["f"]
+    # a default option is not stored; a given one is
+    assert [b.attr("downscale") for b in boxes_of(keys, "xpos")] == [None, True]
 
 
 def test_split_and_concat(every):
