@@ -386,16 +386,23 @@ class GraphBuilder:
         callee = self.d.program.anatomies[box.attr("anatomy")]
         sub = compile_diagram(callee, self.shapes.callees[box.id], form=self.form)
         self.owner.add_module(box.id, sub)
+        node = self.g.call_module(box.id, tuple(self.call_args(box)))
+        self.store_call_outputs(box, node)
+
+    def call_args(self, box: Box, current: bool = False) -> list:
+        """A composite box's inputs laid out as its callee's ports: [batch, port axes]."""
         args = []
         for u in box.inputs:
-            v = self.use(u)
-            target = (BATCH,) + u.axes
-            if not v.batched:
+            v = self.use(u, current=current)
+            if not v.batched:  # e.g. a parameter passed in: a batch of one
                 v = Val(self.align(v, u.axes), u.axes)
                 args.append(self.call(ops.align, v.value, tuple(range(len(u.axes))), (0,)))
             else:
-                args.append(self.align(v, target))
-        node = self.g.call_module(box.id, tuple(args))
+                args.append(self.align(v, (BATCH,) + u.axes))
+        return args
+
+    def store_call_outputs(self, box: Box, node) -> None:
+        """A composite box's outputs: one tensor, or a tuple of them, each [batch, axes]."""
         if len(box.outputs) == 1:
             self.vals[box.outputs[0]] = Val(node, (BATCH,) + self.d.wires[box.outputs[0]].axes)
             return

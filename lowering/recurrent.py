@@ -187,11 +187,7 @@ class StepBuilder(GraphBuilder):
         self.store(box, self.call(operator.getitem, both, 0), x.layout)
 
     def _box_call(self, box: Box) -> None:
-        from .module import compile_diagram
-        sub = getattr(self.owner, box.id)
-        if not hasattr(sub, "step"):
-            sub = compile_diagram(sub.diagram, sub.shapes, form=self.form)
-        args = [self.align(self.use(u, current=True), (BATCH,) + u.axes) for u in box.inputs]
+        args = self.call_args(box, current=True)
         key = f"call:{box.id}"
         sub_state = self.call(ops.state_entry, self.state_in, key)
         module = self.g.get_attr(box.id)
@@ -199,12 +195,7 @@ class StepBuilder(GraphBuilder):
         out = self.call(operator.getitem, result, 0)
         self.state_out[key] = self.call(operator.getitem, result, 1)
         self.state_specs[key] = ("call", box.id)
-        if len(box.outputs) == 1:
-            self.vals[box.outputs[0]] = Val(out, (BATCH,) + self.d.wires[box.outputs[0]].axes)
-            return
-        for i, wire in enumerate(box.outputs):
-            piece = self.call(operator.getitem, out, i)
-            self.vals[wire] = Val(piece, (BATCH,) + self.d.wires[wire].axes)
+        self.store_call_outputs(box, out)
 
     # -- masked linear attention: the SSM state --------------------------------------------
     def lower_ss_step(self, box: Box, m) -> None:
