@@ -5,7 +5,8 @@
   factor L[t, s], a query factor on t and key/value factors on s, summing s and the key
   features — runs through `anatomy.kernels.ssd` (linear in T). The match is structural:
   it reads the diagram's boxes and axes, never a zoo name.
-- auto: chunked, plus causal softmax attention through scaled_dot_product_attention.
+- auto: chunked, plus softmax attention through scaled_dot_product_attention (no mask or
+  causal), or FlexAttention (sliding windows; pointwise score modifications with constants).
 """
 
 from __future__ import annotations
@@ -183,6 +184,8 @@ class AttentionMatch:
     query: int            # indices of q and k among the score contraction's inputs
     key: int
     state: tuple[str, ...]  # N: the summed feature axes of the score
+    score_mods: tuple = ()  # pointwise steps from the score to the softmax: (op, c, c_first)
+    window: int | None = None  # a sliding-window mask of this size (with causal)
 
 
 def match_attention(b: GraphBuilder, box: Box) -> AttentionMatch | None:
@@ -199,11 +202,10 @@ def match_attention(b: GraphBuilder, box: Box) -> AttentionMatch | None:
         s = to_c[sm.attr("along")[0]]
         if s in out:
             return None
-        score = d.producer(sm.inputs[0].wire)
-        if score is None or score.op != "contract":
+        chain = _score_chain(b, sm.inputs[0], to_c)
+        if chain is None:
             return None
-        to_s = dict(zip(d.wires[score.outputs[0]].axes, sm.inputs[0].axes))
-        q_rename = {a: to_c.get(b_, b_) for a, b_ in to_s.items()}
+        score, q_rename, score_mods = chain
         t = next((a for a in out if a in q_rename.values() and a != s), None)
         tensors = [u for u in score.inputs if u.axes]
         if t is None or len(tensors) != 2:
@@ -223,19 +225,62 @@ def match_attention(b: GraphBuilder, box: Box) -> AttentionMatch | None:
         v_axes = box.inputs[iv].axes
         if any(a not in heads + values + (s,) for a in v_axes) or s not in v_axes:
             return None
-        causal = False
+        causal, window = False, None
         if len(sm.inputs) > 1:
             mask = d.producer(sm.inputs[1].wire)
-            if mask is None or mask.op != "causal":
+            if mask is None or mask.op not in ("causal", "window"):
                 return None  # other masks: the explicit graph
             m_axes = dict(zip(d.wires[sm.inputs[1].wire].axes, sm.inputs[1].axes))
             mt, ms = (to_c.get(m_axes[a], m_axes[a]) for a in mask.attr("along"))
             if (mt, ms) != (t, s):
                 return None
             causal = True
+            window = mask.attr("size") if mask.op == "window" else None
         return AttentionMatch(score, sm, iw, iv, t, s, heads, values, q_rename, causal,
-                              positions[0], positions[1], state)
+                              positions[0], positions[1], state, score_mods, window)
     return None
+
+
+_POINTWISE = {"exp", "log", "sqrt", "abs", "tanh", "relu", "elu", "gelu", "softplus",
+              "sigmoid", "silu", "neg"}
+
+
+def _score_chain(b: GraphBuilder, use, to_c: dict):
+    """Walk back from the softmax's input through pointwise boxes with constant operands
+    (a score modification, e.g. soft-capping) to the q.k contraction. Returns the score
+    contraction, its axes renamed into the mixing contraction's names, and the steps."""
+    d = b.d
+    mods = []
+    rename = dict(to_c)
+    while True:
+        box = d.producer(use.wire)
+        if box is None:
+            return None
+        here = dict(zip(d.wires[use.wire].axes, use.axes))  # box's names -> consumer's
+        rename = {a: rename.get(here_b, here_b) for a, here_b in here.items()}
+        tensors = [u for u in box.inputs if u.axes]
+        consts = [u for u in box.inputs if not u.axes]
+        if box.op == "contract" and len(tensors) == 2:
+            if mods and any(not b.use(u).static for u in consts):
+                return None
+            return box, rename, tuple(reversed(mods))
+        if len(tensors) != 1 or any(not b.use(u).static for u in consts):
+            return None
+        if set(tensors[0].axes) != set(d.wires[box.outputs[0]].axes):
+            return None  # not pointwise (a sum or a broadcast)
+        if box.op in _POINTWISE:
+            mods.append((box.op, None, False))
+        elif box.op in ("add", "sub", "div", "pow") and len(consts) == 1:
+            first = box.inputs[0] is consts[0]
+            mods.append((box.op, b.use(consts[0]).value, first))
+        elif box.op == "contract" and consts:
+            value = 1.0
+            for u in consts:
+                value *= b.use(u).value
+            mods.append(("mul", value, False))
+        else:
+            return None
+        use = tensors[0]
 
 
 def lower_attention(b: GraphBuilder, box: Box, m: AttentionMatch) -> None:
@@ -254,8 +299,13 @@ def lower_attention(b: GraphBuilder, box: Box, m: AttentionMatch) -> None:
     k_t = b.align(k, (BATCH,) + m.heads + (m.s,) + state)
     v_t = b.align(v, (BATCH,) + m.heads + (m.s,) + m.values)
     sizes = tuple(b.size(a) for a in m.values)
-    node = b.call(ops.attention, q_t, k_t, v_t, len(state), sizes, scale=scale,
-                  is_causal=m.causal, name=box.outputs[0])
+    if m.score_mods or m.window is not None:
+        node = b.call(ops.flex_attention, q_t, k_t, v_t, len(state), sizes, scale=scale,
+                      score_mods=m.score_mods, causal=m.causal, window=m.window,
+                      name=box.outputs[0])
+    else:
+        node = b.call(ops.attention, q_t, k_t, v_t, len(state), sizes, scale=scale,
+                      is_causal=m.causal, name=box.outputs[0])
     b.store(box, node, (BATCH,) + m.heads + (m.t,) + m.values)
 
 

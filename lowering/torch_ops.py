@@ -8,6 +8,7 @@ torch.compile-friendly. Scalars may be Python numbers or tensors.
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,10 @@ gelu = _unary("gelu", F.gelu, lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2)
 softplus = _unary("softplus", F.softplus, lambda v: math.log1p(math.exp(v)))
 sigmoid = _unary("sigmoid", torch.sigmoid, lambda v: 1 / (1 + math.exp(-v)))
 silu = _unary("silu", F.silu, lambda v: v / (1 + math.exp(-v)))
+
+
+POINTWISE = {f.__name__: f for f in (exp, log, sqrt, tanh, abs, relu, elu, gelu, softplus,
+                                     sigmoid, silu)}
 
 
 # -- normalisers ----------------------------------------------------------------------------
@@ -246,6 +251,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor, n_state: int, value_sizes: tuple,
               scale=1.0, is_causal: bool = False) -> Tensor:
     """softmax(scale q k^T (+ causal mask)) v through scaled_dot_product_attention.
     Inputs [B, heads..., T, features...]; missing heads (MQA) broadcast."""
+    q, k, v = _attention_inputs(q, k, v, n_state, value_sizes)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=float(scale))
+    return _attention_output(out, value_sizes)
+
+
+def _attention_inputs(q, k, v, n_state, value_sizes):
     def flat(x, n):
         return x.reshape(x.shape[:x.dim() - n] + (-1,)) if n != 1 else x
     q, k = flat(q, n_state), flat(k, n_state)
@@ -255,15 +266,62 @@ def attention(q: Tensor, k: Tensor, v: Tensor, n_state: int, value_sizes: tuple,
     if not value_sizes:
         v = v.unsqueeze(-1)
     heads = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    q = q.expand(heads + q.shape[-2:])
-    k = k.expand(heads + k.shape[-2:])
-    v = v.expand(heads + v.shape[-2:])
     dtype = _common_dtype((q, k, v))
-    out = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype),
-                                         is_causal=is_causal, scale=float(scale))
+    return [x.expand(heads + x.shape[-2:]).to(dtype) for x in (q, k, v)]
+
+
+def _attention_output(out, value_sizes):
     if not value_sizes:
         return out.squeeze(-1)
     return out.reshape(out.shape[:-1] + tuple(value_sizes)) if len(value_sizes) != 1 else out
+
+
+_SCORE_STEPS = {"add": operator.add, "sub": operator.sub, "div": operator.truediv,
+                "pow": operator.pow, "mul": operator.mul}
+
+
+def flex_attention(q: Tensor, k: Tensor, v: Tensor, n_state: int, value_sizes: tuple,
+                   scale=1.0, score_mods: tuple = (), causal: bool = False,
+                   window: int | None = None) -> Tensor:
+    """Softmax attention with a score modification and/or a (windowed) causal mask through
+    FlexAttention. `score_mods`: pointwise steps (op, constant, constant_first) applied to
+    scale * q.k in order."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    from torch.nn.attention.flex_attention import flex_attention as flex
+    q, k, v = _attention_inputs(q, k, v, n_state, value_sizes)
+    lead = q.shape[:-2]
+    # every leading dim (batch, heads) into FlexAttention's batch: the mods ignore b and h
+    q, k, v = (x.reshape((-1, 1) + x.shape[-2:]) for x in (q, k, v))
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        for op, c, c_first in score_mods:
+            if c is None:
+                score = -score if op == "neg" else POINTWISE[op](score)
+            else:
+                fn = _SCORE_STEPS[op]
+                score = fn(c, score) if c_first else fn(score, c)
+        return score
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        keep = kv_idx <= q_idx
+        return keep & (q_idx - kv_idx < window) if window is not None else keep
+
+    if q.device.type == "cpu" and torch.is_grad_enabled() and \
+            any(x.requires_grad for x in (q, k, v)):
+        # FlexAttention has no backward on CPU: the same math, written out
+        t_idx = torch.arange(q.shape[-2], device=q.device)[:, None]
+        s_idx = torch.arange(k.shape[-2], device=q.device)[None, :]
+        score = score_mod(float(scale) * q @ k.transpose(-1, -2), None, None, t_idx, s_idx)
+        if causal:
+            score = score.masked_fill(~mask_mod(None, None, t_idx, s_idx), float("-inf"))
+        out = torch.softmax(score, -1) @ v
+    else:
+        block_mask = create_block_mask(mask_mod, None, None, q.shape[-2], k.shape[-2],
+                                       device=q.device) if causal else None
+        out = flex(q, k, v, score_mod=score_mod if score_mods else None,
+                   block_mask=block_mask, scale=float(scale))
+    out = out.reshape(lead + out.shape[-2:])
+    return _attention_output(out, value_sizes)
 
 
 # -- the chunked (kernel) form's plumbing ---------------------------------------------------
