@@ -114,17 +114,11 @@ def lower_semiseparable(b: GraphBuilder, box: Box, m: SemiseparableMatch,
         rename = dict(zip(d.wires[mask_box.outputs[0]].axes, box.inputs[m.mask].axes))
         la = b.use(mask_box.inputs[0])
         la = Val(la.value, tuple(rename.get(a, a) for a in la.layout))
-        lead = (BATCH,) if la.batched else ()
-        if m.t not in la.layout:  # constant decay: the same log-decay at every step
-            log_a = b.call(ops.as_log_decay, b.align(la, lead + heads), v_t, la.batched,
-                           False, bool(heads))
-        else:
-            log_a = b.call(ops.as_log_decay, b.align(la, lead + (m.t,) + heads), v_t,
-                           la.batched, True, bool(heads))
-    scale = 1.0
-    for i in m.scalars:
-        sv = b.use(box.inputs[i]).value
-        scale = sv if scale == 1.0 else b.call(operator.mul, scale, sv)
+        has_time = m.t in la.layout  # without it: a constant decay, the same at every step
+        target = ((BATCH,) if la.batched else ()) + ((m.t,) if has_time else ()) + heads
+        log_a = b.call(ops.as_log_decay, b.align(la, target), v_t, la.batched, has_time,
+                       bool(heads))
+    scale = b.scalar_product([b.use(box.inputs[i]).value for i in m.scalars])
     final = None
     if initial_state is None:
         y = b.call(ssd, q_t, k_t, v_t, log_a, scale=scale, name=box.outputs[0])
@@ -241,10 +235,6 @@ def match_attention(b: GraphBuilder, box: Box) -> AttentionMatch | None:
     return None
 
 
-_POINTWISE = {"exp", "log", "sqrt", "abs", "tanh", "relu", "elu", "gelu", "softplus",
-              "sigmoid", "silu", "neg"}
-
-
 def _score_chain(b: GraphBuilder, use, to_c: dict):
     """Walk back from the softmax's input through pointwise boxes with constant operands
     (a score modification, e.g. soft-capping) to the q.k contraction. Returns the score
@@ -268,7 +258,7 @@ def _score_chain(b: GraphBuilder, use, to_c: dict):
             return None
         if set(tensors[0].axes) != set(d.wires[box.outputs[0]].axes):
             return None  # not pointwise (a sum or a broadcast)
-        if box.op in _POINTWISE:
+        if box.op in ops.POINTWISE or box.op == "neg":
             mods.append((box.op, None, False))
         elif box.op in ("add", "sub", "div", "pow") and len(consts) == 1:
             first = box.inputs[0] is consts[0]
@@ -289,11 +279,7 @@ def lower_attention(b: GraphBuilder, box: Box, m: AttentionMatch) -> None:
     q, k = b.use(score.inputs[m.query]), b.use(score.inputs[m.key])
     q = Val(q.value, tuple(m.q_rename.get(a, a) for a in q.layout))
     k = Val(k.value, tuple(m.q_rename.get(a, a) for a in k.layout))
-    scale = 1.0
-    for u in score.inputs:
-        if not u.axes:
-            sv = b.use(u).value
-            scale = sv if scale == 1.0 else b.call(operator.mul, scale, sv)
+    scale = b.scalar_product([b.use(u).value for u in score.inputs if not u.axes])
     v = b.use(box.inputs[m.value])
     q_t = b.align(q, (BATCH,) + m.heads + (m.t,) + state)
     k_t = b.align(k, (BATCH,) + m.heads + (m.s,) + state)

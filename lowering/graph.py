@@ -26,8 +26,7 @@ from anatomy.shapes import Shapes
 from . import torch_ops as ops
 
 BATCH = "$batch"
-ACTIVATIONS = {"exp", "log", "sqrt", "abs", "tanh", "relu", "elu", "gelu", "softplus",
-               "sigmoid", "silu"}
+ACTIVATIONS = frozenset(ops.POINTWISE)
 _BINARY = {"add": operator.add, "sub": operator.sub, "div": operator.truediv,
            "pow": operator.pow}
 
@@ -131,6 +130,14 @@ class GraphBuilder:
             return v.value
         return self.call(ops.align, v.value, perm, expand_at)
 
+    def scalar_product(self, values: list):
+        """The product of scalars: constants folded now, run-time ones (nodes) multiplied in."""
+        scale: Any = math.prod((v for v in values if not isinstance(v, fx.Node)), start=1.0)
+        for v in values:
+            if isinstance(v, fx.Node):
+                scale = self.call(operator.mul, scale, v)
+        return scale
+
     def out_layout(self, box: Box, batched: bool, wire: str | None = None) -> tuple[str, ...]:
         axes = self.d.wires[wire or box.outputs[0]].axes
         return ((BATCH,) if batched else ()) + axes
@@ -228,13 +235,7 @@ class GraphBuilder:
     def _box_contract(self, box: Box) -> None:
         vals = [self.use(u) for u in box.inputs]
         tensors = [v for v in vals if v.layout is not None]
-        scalars = [v.value for v in vals if v.layout is None]
-        scale: Any = 1.0
-        static = [s for s in scalars if not isinstance(s, fx.Node)]
-        dynamic = [s for s in scalars if isinstance(s, fx.Node)]
-        scale = math.prod(static) if static else 1.0
-        for s in dynamic:
-            scale = self.call(operator.mul, scale, s)
+        scale = self.scalar_product([v.value for v in vals if v.layout is None])
         if not tensors:
             self.vals[box.outputs[0]] = Val(scale, None)
             return

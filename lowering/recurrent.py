@@ -121,10 +121,11 @@ class StepBuilder(GraphBuilder):
                  if a == self.t and self.is_key(b)]
         if current or not keyed:
             return v
-        return self.key_history(u.wire, v, u.axes[keyed[0]])
+        return self.key_history(u.wire, u.axes)
 
-    def key_history(self, wire: str, v: Val, key_axis: str) -> Val:
-        """The wire's values at every position so far, from a cache carried in the state."""
+    def key_history(self, wire: str, axes: tuple[str, ...]) -> Val:
+        """The wire's values at every position so far (from a cache carried in the state),
+        seen through the axis names `axes`."""
         if wire not in self.history:
             layout = self.vals[wire].layout
             dim = layout.index(self.t)
@@ -133,8 +134,7 @@ class StepBuilder(GraphBuilder):
             self.state_out[f"cache:{wire}"] = full
             self.state_specs[f"cache:{wire}"] = ("cache", layout, dim)
             self.history[wire] = Val(full, layout)
-        rename = dict(zip(self.d.wires[wire].axes, v.layout[1:] if v.batched else v.layout))
-        rename = {a: rename.get(a, a) for a in self.d.wires[wire].axes}
+        rename = dict(zip(self.d.wires[wire].axes, axes))
         layout = self.history[wire].layout
         return Val(self.history[wire].value,
                    tuple(rename.get(a, a) if a != BATCH else a for a in layout))
@@ -152,7 +152,7 @@ class StepBuilder(GraphBuilder):
         q, k = box.attr("along")
         x = super().use(box.inputs[0])
         if q in x.layout:  # the log-decays of every position so far, then our rows
-            full = self.key_history(box.inputs[0].wire, x, q)
+            full = self.key_history(box.inputs[0].wire, box.inputs[0].axes)
             dim = full.layout.index(q)
             layout = full.layout[:dim + 1] + (k,) + full.layout[dim + 1:]
             node = self.call(ops.segment_decay, full.value, dim, rows=self.size(self.t))
