@@ -80,6 +80,15 @@ def freeze_attrs(attrs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, freeze(v)) for k, v in attrs.items() if v is not None))
 
 
+def implicit_param_name(role: str, stem: str, counts: dict[str, int]) -> str:
+    """The name of a parameter a box makes for itself (`linear`'s `w_q`, a norm's
+    `scale_o`): role and statement target, numbered from the second one on. The parser
+    and the printer both call this, so printed text re-parses to the same names."""
+    base = f"{role}_{stem}"
+    counts[base] = counts.get(base, 0) + 1
+    return base if counts[base] == 1 else f"{base}_{counts[base]}"
+
+
 @dataclass(frozen=True)
 class Port:
     name: str

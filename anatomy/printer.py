@@ -6,7 +6,7 @@ Anonymous wires used once are inlined back into expressions; everything else is 
 
 from __future__ import annotations
 
-from .ir import Box, Diagram, Program, Use
+from .ir import Box, Diagram, Program, Use, implicit_param_name
 from .ops import OPS, OpSpec, keeps_axes
 
 _PREC = {"add": 1, "sub": 1, "contract": 2, "div": 2, "neg": 3, "pow": 4}
@@ -182,13 +182,7 @@ class _Printer:
         return f"{op}({', '.join(args)})"
 
     def param_names(self, roles) -> list[str]:
-        names = []
-        for role in roles:
-            base = f"{role}_{self.stem}"
-            k = self.implicit_count.get(base, 0) + 1
-            self.implicit_count[base] = k
-            names.append(base if k == 1 else f"{base}_{k}")
-        return names
+        return [implicit_param_name(role, self.stem, self.implicit_count) for role in roles]
 
     def linear(self, box: Box, expected) -> str:
         x, w = box.inputs[0], box.inputs[1]

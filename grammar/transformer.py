@@ -12,7 +12,18 @@ from lark import Tree
 
 from anatomy.dims import MAX_DIM, DimExpr
 from anatomy.errors import AnatError, SourceLoc, did_you_mean
-from anatomy.ir import Axes, Box, Diagram, Dim, Port, Signature, Use, Wire, freeze_attrs
+from anatomy.ir import (
+    Axes,
+    Box,
+    Diagram,
+    Dim,
+    Port,
+    Signature,
+    Use,
+    Wire,
+    freeze_attrs,
+    implicit_param_name,
+)
 from anatomy.ops import INITS, OPS, OPTION_SPELLING, OpSpec, keeps_axes
 
 from .parser import position
@@ -135,10 +146,7 @@ class AnatomyBuilder:
     def _implicit_param(self, role: str, axes: Axes, init: tuple, loc: SourceLoc,
                         name: str | None) -> Use:
         if name is None:
-            base = f"{role}_{self.stem}"
-            k = self.implicit_count.get(base, 0) + 1
-            self.implicit_count[base] = k
-            name = base if k == 1 else f"{base}_{k}"
+            name = implicit_param_name(role, self.stem, self.implicit_count)
         return self._emit("param", [], axes, loc, name=name, role="param", init=init,
                           implicit=True)
 
