@@ -130,6 +130,12 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="anatomy", description="A compiler for attention mechanisms written as diagrams.")
@@ -146,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="execution form (default: auto)")
     p.add_argument("--print-code", action="store_true", help="print the generated code")
     p.add_argument("--run", action="store_true", help="run once on random inputs")
-    p.add_argument("--seq", type=int, default=16, help="sequence length for --run")
+    p.add_argument("--seq", type=_positive_int, default=16, help="sequence length for --run")
     p.set_defaults(func=cmd_compile)
     p = sub.add_parser("print", help="print a program (or FILE:NAME) as canonical .anat text")
     p.add_argument("target", help="FILE or FILE:NAME")

@@ -313,3 +313,12 @@ def test_custom_masks_and_score_mods_lower_to_flex_attention(name):
         y, state = auto.step(x[:, t:t + 7].detach(), state)
         ys.append(y)
     assert rel_rmse(torch.cat(ys, 1), parallel(x).detach()) <= 1e-10
+
+
+def test_cli_refuses_a_non_positive_sequence_length():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "anatomy.cli", "compile", "zoo/mha.anat",
+                          "--run", "--seq", "0"], capture_output=True, text=True, check=False)
+    assert out.returncode == 2 and "expected a positive integer" in out.stderr
+    assert "Traceback" not in out.stderr
