@@ -81,6 +81,16 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     OpSpec("concat", "structure", "concatenate along one axis (taken from the target)",
            tensors=-1),
     OpSpec("split", "structure", "split one axis into the targets' axes", tensors=1),
+    # forms of masked linear attention that the rewrite engine derives (anatomy.rewrite)
+    OpSpec("scan", "mixing",
+           "the linear recurrence S_t = exp(log_a_t) S_{t-1} + u_t along an axis (S_-1 = 0): "
+           "sum_{s<=t} exp(sum_{i=s+1..t} log_a_i) u_s, the recurrent form of a decay mask",
+           tensors=2, axes=("axis",)),
+    OpSpec("ssd", "mixing",
+           "y_t = sum_{s<=t} exp(sum_{i=s+1..t} log_a_i) (q_t . k_s) v_s evaluated chunk by "
+           "chunk (Mamba-2's SSD algorithm); q, k and v are all given along the time axis; the "
+           "axes of q and k that the target lacks are summed",
+           tensors=4, axes=("axis",), options={"chunk": 64}),
     OpSpec("share", "sharing",
            "KV sharing: groups axis g broadcast to heads axis h (head i uses group i // (H/G))",
            axes=("groups", "heads")),
@@ -116,6 +126,12 @@ INITS = {
     "inv_softplus_log_uniform": (2,),  # softplus^-1 of logU(lo, hi): Mamba-2's dt_bias
     "fan_in": (0,),                  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = first axes
 }
+
+
+def ssd_state(q: tuple[str, ...], k: tuple[str, ...], out: tuple[str, ...]) -> tuple[str, ...]:
+    """The state (summed) axes of `out = ssd(q, k, v, log_a, t)`: those of q and k that the
+    target lacks, as for any Einstein product."""
+    return tuple(a for a in q if a in k and a not in out)
 
 
 def keeps_axes(op: str) -> bool:

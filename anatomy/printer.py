@@ -45,7 +45,7 @@ class _Printer:
             return False
         box = self.d.producer(wire)
         if box is None or len(box.outputs) != 1 or box.op in ("call", "slot", "concat",
-                                                               "param", "split"):
+                                                               "param", "split", "ssd"):
             return False
         if box.op == "contract" and consumer.op == "contract":
             return False
@@ -70,6 +70,8 @@ class _Printer:
                 return (q, k) + x
             i = x.index(q)
             return x[:i + 1] + (k,) + x[i + 1:]
+        if box.op == "scan":
+            return _union(*ins)
         if box.op == "share":
             g, h = box.attr("along")
             return tuple(h if a == g else a for a in ins[0])

@@ -544,6 +544,25 @@ class AnatomyBuilder:
             i = x.axes.index(axes[0])
             out = x.axes[:i + 1] + (axes[1],) + x.axes[i + 1:]
             return self._emit(name, tensors, out, loc, **attrs)
+        if name == "scan":
+            need(axes[0], x, "runs along")
+            return self._emit(name, tensors, union_axes(x.axes, tensors[1].axes), loc, **attrs)
+        if name == "ssd":
+            if expected is None:
+                raise AnatError("ssd takes its axes from its target: write it as "
+                                "`y[t, h, p] = ssd(q, k, v, log_a, t)`", loc)
+            for role, u in zip(("q", "k", "v"), tensors):
+                if u.axes:
+                    need(axes[0], u, f"reads its {role} along")
+            if attrs.get("chunk", 64) < 1:
+                raise AnatError("ssd needs chunk=N with N >= 1", loc, hint=_usage(spec))
+            q, k = tensors[0].axes, tensors[1].axes
+            lone = [a for a in q + k if a not in expected and not (a in q and a in k)]
+            if lone:
+                raise AnatError(f"ssd sums axis {lone[0]}, which only one of q and k has",
+                                loc, hint="summed (state) axes are shared by q and k")
+            self._check_kept(expected, union_axes(*(u.axes for u in tensors)), loc)
+            return self._emit(name, tensors, expected, loc, **attrs)
         if name in ("rope", "xpos"):
             need(axes[0], x, "reads positions along")
             need(axes[1], x, "rotates pairs along")

@@ -1,10 +1,9 @@
-"""Execution forms: which boxes get a structured lowering instead of the generic one.
+"""Execution forms: how structured boxes run, and which boxes get a fused lowering.
 
 - parallel: every box lowered as written (the quadratic, masked form).
-- chunked: a contraction that is masked linear attention — one decay (or causal) mask
-  factor L[t, s], a query factor on t and key/value factors on s, summing s and the key
-  features — runs through `anatomy.kernels.ssd` (linear in T). The match is structural:
-  it reads the diagram's boxes and axes, never a zoo name.
+- chunked: the diagram is first rewritten by the rewrite engine's proven lowering rules
+  (`anatomy.rewrite.lower`): masked linear attention becomes an `ssd` box, which runs
+  through `anatomy.kernels.ssd` (linear in T). Nothing here matches zoo names or patterns.
 - auto: chunked, plus softmax attention through scaled_dot_product_attention (no mask or
   causal), or FlexAttention (sliding windows; pointwise score modifications with constants).
 """
@@ -14,134 +13,94 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 
+from anatomy.errors import AnatError
 from anatomy.ir import Box
+from anatomy.ops import ssd_state
 
 from . import torch_ops as ops
 from .graph import BATCH, GraphBuilder, Val
 
 
 @dataclass(frozen=True)
-class SemiseparableMatch:
-    """A contraction y[t, H, P] = scale * sum_{s, N} L[t, s, H] q[t, G, N] k[s, G, N] v[s, H, P]."""
+class SsdRoles:
+    """The axes of an `ssd` box by role: y[t, H, P] = sum_{s, N} L[t, s, H] q k v."""
 
-    mask: int            # index of the mask factor among the box inputs
-    query: int
-    key: int
-    value: int | None    # None: the normaliser form, v = 1
-    t: str               # query time axis (in the contraction's naming)
-    s: str               # key time axis
+    t: str
     heads: tuple[str, ...]
     state: tuple[str, ...]   # N: summed feature axes
     values: tuple[str, ...]  # P: value feature axes
-    scalars: tuple[int, ...]
 
 
-def match_semiseparable(b: GraphBuilder, box: Box) -> SemiseparableMatch | None:
-    """Recognise masked linear attention in a contract box (or None)."""
-    if box.op != "contract":
-        return None
-    d = b.d
+def ssd_roles(d, box: Box) -> SsdRoles:
+    q, k, _, log_a = (u.axes for u in box.inputs)
+    (t,) = box.attr("along")
     out = d.wires[box.outputs[0]].axes
-    factors = [(i, u) for i, u in enumerate(box.inputs) if u.axes]
-    scalars = tuple(i for i, u in enumerate(box.inputs) if not u.axes)
-    masks = []
-    for i, u in factors:
-        producer = d.producer(u.wire)
-        if producer is not None and producer.op in ("decay", "causal"):
-            rename = dict(zip(d.wires[u.wire].axes, u.axes))
-            t, s = (rename[a] for a in producer.attr("along"))
-            if t in out and s not in out:
-                masks.append((i, t, s))
-    if len(masks) != 1:
-        return None
-    mask, t, s = masks[0]
-    rest = [(i, u) for i, u in factors if i != mask]
-    on_t = [(i, u) for i, u in rest if t in u.axes and s not in u.axes]
-    on_s = [(i, u) for i, u in rest if s in u.axes and t not in u.axes]
-    if len(on_t) != 1 or len(on_s) not in (1, 2) or len(on_t) + len(on_s) != len(rest):
-        return None
-    (query, q), = on_t
-    summed = {a for _, u in factors for a in u.axes} - set(out)
-    state = tuple(a for a in q.axes if a in summed)
-    keys = [(i, u) for i, u in on_s if set(state) <= set(u.axes)
-            and not (set(u.axes) - {s} - set(state)) - set(out)]
-    if not keys:
-        return None
-    key, k = keys[0]
-    others = [(i, u) for i, u in on_s if i != key]
-    mask_axes = box.inputs[mask].axes
-    heads = tuple(a for a in out if a != t and (a in mask_axes or a in q.axes or a in k.axes))
+    state = ssd_state(q, k, out)
+    heads = tuple(a for a in out if a != t and (a in q or a in k or a in log_a))
     values = tuple(a for a in out if a != t and a not in heads)
-    if len(heads) > 1 or set(summed) != {s} | set(state):
-        return None
-    if any(a not in heads + state + (t,) for a in q.axes) or \
-            any(a not in heads + state + (s,) for a in k.axes):
-        return None
-    value = None
-    if others:
-        value, v = others[0]
-        if any(a not in heads + values + (s,) for a in v.axes):
-            return None
-    elif values:
-        return None
-    if any(a not in (t, s) + heads for a in mask_axes):
-        return None
-    return SemiseparableMatch(mask, query, key, value, t, s, heads, state, values, scalars)
+    if len(heads) > 1:
+        raise AnatError(f"ssd runs one heads axis, but {box.outputs[0]} has heads "
+                        f"{', '.join(heads)}", box.loc,
+                        hint="merge the head axes into one, or write the masked product")
+    return SsdRoles(t, heads, state, values)
 
 
-def lower_semiseparable(b: GraphBuilder, box: Box, m: SemiseparableMatch,
-                        initial_state=None):
-    """Emit one call of the chunked SSD kernel for a matched contraction. With an
-    `initial_state` node (the step form), return the node of the final state."""
+def lower_ssd(b: GraphBuilder, box: Box, initial_state=None):
+    """Emit one call of the chunked SSD kernel for an `ssd` box. With an `initial_state`
+    node (the step form), return the node of the final state."""
     from anatomy.kernels import ssd
-    d = b.d
-    heads, state, values = m.heads, m.state, m.values
-    q = b.use(box.inputs[m.query], current=True)
-    k = b.use(box.inputs[m.key], current=True)
+    r = ssd_roles(b.d, box)
+    heads, state, values = r.heads, r.state, r.values
+    q = b.use(box.inputs[0], current=True)
+    k = b.use(box.inputs[1], current=True)
     # q, k: [B, T, G, N] with G = 1 (shared by all heads) or the heads axis
-    g = heads if any(h in q.layout or h in k.layout for h in heads) else ()
-    q_t = _as_kernel_input(b, q, m.t, g, state)
-    k_t = _as_kernel_input(b, k, m.s, g, state)
-    if m.value is not None:
-        v = b.use(box.inputs[m.value], current=True)
-        v_t = _as_kernel_input(b, v, m.s, heads, values, expand_heads=True)
-    else:  # the normaliser sum_s L q.k: values of one
-        v_t = b.call(ops.ones_values, k_t, b.size(heads[0]) if heads else 1)
-    mask_box = d.producer(box.inputs[m.mask].wire)
-    if mask_box.op == "causal":
-        log_a = b.call(ops.zero_log_decay, v_t)
+    on_q = all(h in q.layout for h in heads)
+    on_k = all(h in k.layout for h in heads)
+    g = heads if on_q or on_k else ()
+    q_t = _as_kernel_input(b, q, r.t, g, state, expand_heads=bool(g) and not on_q)
+    k_t = _as_kernel_input(b, k, r.t, g, state, expand_heads=bool(g) and not on_k)
+    v = b.use(box.inputs[2], current=True)
+    if v.layout is None:  # a number: sum_s L q.k times it (a linear-attention normaliser)
+        v_t = b.call(ops.ones_values, k_t, b.size(heads[0]) if heads else 1, v.value)
     else:
-        rename = dict(zip(d.wires[mask_box.outputs[0]].axes, box.inputs[m.mask].axes))
-        la = b.use(mask_box.inputs[0])
-        la = Val(la.value, tuple(rename.get(a, a) for a in la.layout))
-        has_time = m.t in la.layout  # without it: a constant decay, the same at every step
-        target = ((BATCH,) if la.batched else ()) + ((m.t,) if has_time else ()) + heads
+        v_t = _as_kernel_input(b, v, r.t, heads, values, expand_heads=True)
+    la = b.use(box.inputs[3], current=True)
+    if la.layout is None:
+        log_a = b.call(ops.constant_log_decay, v_t, la.value)
+    else:
+        has_time = r.t in la.layout  # without it: a constant decay, the same at every step
+        target = ((BATCH,) if la.batched else ()) + ((r.t,) if has_time else ()) + heads
         log_a = b.call(ops.as_log_decay, b.align(la, target), v_t, la.batched, has_time,
                        bool(heads))
-    scale = b.scalar_product([b.use(box.inputs[i]).value for i in m.scalars])
+    chunk = box.attr("chunk", 64)
     final = None
     if initial_state is None:
-        y = b.call(ssd, q_t, k_t, v_t, log_a, scale=scale, name=box.outputs[0])
+        y = b.call(ssd, q_t, k_t, v_t, log_a, chunk_size=chunk, name=box.outputs[0])
     else:
-        both = b.call(ssd, q_t, k_t, v_t, log_a, scale=scale, initial_state=initial_state,
-                      output_final_state=True)
+        both = b.call(ssd, q_t, k_t, v_t, log_a, chunk_size=chunk,
+                      initial_state=initial_state, output_final_state=True)
         y = b.call(operator.getitem, both, 0, name=box.outputs[0])
         final = b.call(operator.getitem, both, 1)
     # y: [B, T, H, P_flat] -> natural layout (B, t, heads..., values...)
     sizes = tuple(b.size(a) for a in values)
     y = b.call(ops.unflatten_values, y, bool(heads), sizes)
-    b.store(box, y, (BATCH, m.t) + heads + values)
+    b.store(box, y, (BATCH, r.t) + heads + values)
     return final
 
 
-def state_shape(b: GraphBuilder, m: SemiseparableMatch) -> tuple[int, int, int]:
-    """(H, N, P) of the SSM state [B, H, N, P] a matched contraction carries."""
+def state_shape(b: GraphBuilder, box: Box) -> tuple[int | None, int | None, int | None]:
+    """(H, N, P) of the SSM state [B, H, N, P] an `ssd` box carries (None: not known)."""
+    r = ssd_roles(b.d, box)
+
     def size(axes):
         n = 1
         for a in axes:
-            n *= b.shapes.size(a)
+            s = b.shapes.size(a)
+            if s is None:
+                return None
+            n *= s
         return n
-    return size(m.heads), size(m.state), size(m.values)
+    return size(r.heads), size(r.state), size(r.values)
 
 
 def _as_kernel_input(b: GraphBuilder, v: Val, time: str, heads: tuple[str, ...],
@@ -151,14 +110,6 @@ def _as_kernel_input(b: GraphBuilder, v: Val, time: str, heads: tuple[str, ...],
     node = b.align(v, target)
     n_heads = b.size(heads[0]) if heads and expand_heads else None
     return b.call(ops.kernel_layout, node, len(heads), len(feats), n_heads)
-
-
-def semiseparable_rule(b: GraphBuilder, box: Box) -> bool:
-    m = match_semiseparable(b, box)
-    if m is None:
-        return False
-    lower_semiseparable(b, box, m)
-    return True
 
 
 @dataclass(frozen=True)
@@ -295,10 +246,8 @@ def lower_attention(b: GraphBuilder, box: Box, m: AttentionMatch) -> None:
     b.store(box, node, (BATCH,) + m.heads + (m.t,) + m.values)
 
 
-def structured_rule(b: GraphBuilder, box: Box) -> bool:
-    """The auto form: chunked masked linear attention, fused softmax attention."""
-    if semiseparable_rule(b, box):
-        return True
+def attention_rule(b: GraphBuilder, box: Box) -> bool:
+    """The auto form's fused softmax attention."""
     m = match_attention(b, box)
     if m is None:
         return False
@@ -307,9 +256,14 @@ def structured_rule(b: GraphBuilder, box: Box) -> bool:
 
 
 def choose_rules(form: str):
-    """The box-rewriting hook for this form (None: the generic, parallel lowering)."""
-    if form == "parallel":
-        return None
-    if form == "chunked":
-        return semiseparable_rule
-    return structured_rule
+    """The box-lowering hook for this form (None: every box lowered as written)."""
+    return attention_rule if form == "auto" else None
+
+
+def structured_forms(d, shapes):
+    """The diagram the chunked and recurrent forms run: the rewrite engine's lowering rules
+    (anatomy.rewrite.rules.LOWERING, e.g. masked linear attention = `ssd`) applied wherever
+    they match. Returns the rewritten diagram and its shapes."""
+    from anatomy.rewrite import lower
+    rewritten = lower(d, shapes)
+    return rewritten, rewritten.shapes

@@ -320,6 +320,9 @@ class GraphBuilder:
     def _box_decay(self, box: Box) -> None:
         x = self.use(box.inputs[0])
         q, k = box.attr("along")
+        if x.layout is None:
+            self._mask(box, ops.scalar_decay, log_gamma=x.value)
+            return
         if q in x.layout:
             dim = x.layout.index(q)
             layout = x.layout[:dim + 1] + (k,) + x.layout[dim + 1:]
@@ -329,6 +332,24 @@ class GraphBuilder:
         layout = x.layout[:lead] + (q, k) + x.layout[lead:]
         self.store(box, self.call(ops.constant_decay, x.value, self.size(q), self.size(k),
                                   lead), layout)
+
+    def _box_scan(self, box: Box) -> None:
+        self.store(box, self.call(ops.scan, *self.scan_args(box)),
+                   self.out_layout(box, self.scan_batched(box)))
+
+    def scan_batched(self, box: Box) -> bool:
+        return any(self.use(u, current=True).batched for u in box.inputs)
+
+    def scan_args(self, box: Box) -> tuple:
+        """A scan's u and log-decays laid out like its output, and the time dim."""
+        layout = self.out_layout(box, self.scan_batched(box))
+        u, log_a = (self.use(x, current=True) for x in box.inputs)
+        la = log_a.value if log_a.layout is None else self.align(log_a, layout)
+        return self.align(u, layout), la, layout.index(box.attr("along")[0])
+
+    def _box_ssd(self, box: Box) -> None:
+        from .forms import lower_ssd
+        lower_ssd(self, box)
 
     def _box_shift(self, box: Box) -> None:
         x = self.use(box.inputs[0])

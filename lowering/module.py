@@ -29,8 +29,10 @@ class AnatModule(fx.GraphModule):
     def _step_module(self):
         gm = self.__dict__.get("_step_gm")
         if gm is None:
+            from .forms import structured_forms
             from .recurrent import StepBuilder
-            builder = StepBuilder(self.diagram, self.shapes, self, form=self.form)
+            diagram, shapes = structured_forms(self.diagram, self.shapes)
+            builder = StepBuilder(diagram, shapes, self, form=self.form)
             graph = builder.build()
             gm = fx.GraphModule(self, graph, class_name=f"{self.diagram.name}_step")
             gm.graph.eliminate_dead_code()
@@ -58,17 +60,17 @@ class AnatModule(fx.GraphModule):
         params = list(self.parameters())
         dtype = dtype or (params[0].dtype if params else torch.get_default_dtype())
         device = device or (params[0].device if params else "cpu")
-        from .forms import state_shape
         state: dict = {"pos": 0}
         for key, spec in self.__dict__["_state_specs"].items():
             kind = spec[0]
             if kind == "call":
                 state[key] = getattr(self, spec[1]).init_state(batch, dtype, device)
                 continue
+            if kind == "scan":  # the first step starts it from zeros
+                state[key] = None
+                continue
             if kind == "ssm":
-                sizes = [self.shapes.size(a) for a in spec[1].heads + spec[1].state
-                         + spec[1].values]
-                shape = None if None in sizes else (batch, *state_shape(self, spec[1]))
+                shape = None if None in spec[1] else (batch, *spec[1])
             else:
                 layout, dim = spec[1], spec[2]
                 length = 0 if kind == "cache" else spec[3]
@@ -118,12 +120,13 @@ def check_inputs(spec: tuple, *tensors) -> None:
 
 def compile_diagram(d: Diagram, shapes: Shapes, form: str = "auto") -> AnatModule:
     """Lower one checked diagram (at the dims `shapes` was checked with)."""
-    from .forms import choose_rules
+    from .forms import choose_rules, structured_forms
     from .graph import GraphBuilder
     if form not in FORMS:
         raise AnatError(f"unknown execution form `{form}`", hint=f"one of {', '.join(FORMS)}")
     owner = nn.Module()
-    builder = GraphBuilder(d, shapes, owner, rules=choose_rules(form), form=form)
+    lowered, lowered_shapes = (d, shapes) if form == "parallel" else structured_forms(d, shapes)
+    builder = GraphBuilder(lowered, lowered_shapes, owner, rules=choose_rules(form), form=form)
     graph = builder.build()
     module = AnatModule(owner, graph, class_name=d.name)
     module.graph.eliminate_dead_code()  # e.g. masks that a structured form did not need

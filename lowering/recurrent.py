@@ -4,7 +4,9 @@
 for any chunk length (one token when decoding, many when prefilling), so prefill then
 decode equals the parallel form on the whole sequence. The state holds:
 - `pos`: how many tokens came before;
-- one SSM state [B, H, N, P] per masked-linear-attention contraction (flat cost per token);
+- one SSM state [B, H, N, P] per `ssd` box (masked linear attention, rewritten into that
+  box by the rewrite engine's lowering rules; flat cost per token), and the last state of
+  each `scan` (a recurrence written as such);
 - a cache of history for each wire read on the key axis (a KV cache for softmax attention);
 - the last steps before the chunk for each `shift` along time.
 Boxes that look ahead along time (flip, a sum over time, norms over time, the sequence
@@ -22,7 +24,7 @@ from anatomy.errors import AnatError
 from anatomy.ir import Box, Use
 
 from . import torch_ops as ops
-from .forms import lower_semiseparable, match_semiseparable
+from .forms import lower_ssd, state_shape
 from .graph import BATCH, GraphBuilder, Val
 
 
@@ -61,22 +63,9 @@ class StepBuilder(GraphBuilder):
                 self.like = node
         self.state_in = self.g.placeholder("state")
         self.offset = self.call(ops.state_entry, self.state_in, "pos", name="pos")
-        matches = {b.id: m for b in self.d.boxes
-                   if (m := match_semiseparable(self, b)) is not None}
-        # masks read only by contractions that run as a recurrence are never built
-        skip = set()
-        for b in self.d.boxes:
-            if b.op in ("decay", "causal") and all(
-                    c.id in matches for c in self.d.consumers(b.outputs[0])):
-                skip.add(b.id)
         for box in self.d.boxes:
-            if box.id in skip:
-                continue
             self.check_causal(box)
-            if box.id in matches:
-                self.lower_ss_step(box, matches[box.id])
-            else:
-                self.lower(box)
+            self.lower(box)
         outs = [self.batched_output(self.vals[p.name]) for p in self.d.outputs]
         chunk = self.size(self.t)
         new_pos = self.call(operator.add, self.offset, chunk, name="new_pos")
@@ -151,6 +140,9 @@ class StepBuilder(GraphBuilder):
     def _box_decay(self, box: Box) -> None:
         q, k = box.attr("along")
         x = super().use(box.inputs[0])
+        if x.layout is None:
+            self._mask(box, ops.scalar_decay, log_gamma=x.value)
+            return
         if q in x.layout:  # the log-decays of every position so far, then our rows
             full = self.key_history(box.inputs[0].wire, box.inputs[0].axes)
             dim = full.layout.index(q)
@@ -197,10 +189,18 @@ class StepBuilder(GraphBuilder):
         self.state_specs[key] = ("call", box.id)
         self.store_call_outputs(box, out)
 
-    # -- masked linear attention: the SSM state --------------------------------------------
-    def lower_ss_step(self, box: Box, m) -> None:
+    # -- the recurrences: an SSM state per ssd box, the last S of a scan ---------------------
+    def _box_ssd(self, box: Box) -> None:
         key = f"ssm:{box.outputs[0]}"
         initial = self.call(ops.state_entry, self.state_in, key)
-        final = lower_semiseparable(self, box, m, initial_state=initial)
-        self.state_out[key] = final
-        self.state_specs[key] = ("ssm", m)
+        self.state_out[key] = lower_ssd(self, box, initial_state=initial)
+        self.state_specs[key] = ("ssm", state_shape(self, box))
+
+    def _box_scan(self, box: Box) -> None:
+        key = f"scan:{box.outputs[0]}"
+        initial = self.call(ops.state_entry, self.state_in, key)
+        both = self.call(ops.scan, *self.scan_args(box), initial, True)
+        self.state_out[key] = self.call(operator.getitem, both, 1)
+        self.state_specs[key] = ("scan",)
+        self.store(box, self.call(operator.getitem, both, 0),
+                   self.out_layout(box, self.scan_batched(box)))

@@ -152,6 +152,12 @@ def constant_decay(log_gamma: Tensor, t: int, s: int, lead: int, offset=0) -> Te
     return torch.where(keep.reshape(shape), torch.exp(expo), 0.0).to(log_gamma.dtype)
 
 
+def scalar_decay(t: int, s: int, log_gamma, like: Tensor, offset=0) -> Tensor:
+    """exp((t - s) log_gamma) for s <= t else 0 from one number: [t, s]."""
+    value = torch.as_tensor(log_gamma, dtype=like.dtype, device=like.device)
+    return constant_decay(value, t, s, 0, offset)
+
+
 # -- sequence structure ---------------------------------------------------------------------
 def shift(x: Tensor, dim: int, by: int = 1) -> Tensor:
     """Move along `dim` by `by` steps (later if positive), filling with zeros."""
@@ -179,6 +185,29 @@ def shift_step(x: Tensor, dim: int, previous: Tensor | None, by: int = 1
 def append(cache: Tensor | None, x: Tensor, dim: int) -> Tensor:
     """A key-side history: the cache so far (None: nothing yet) followed by this chunk."""
     return x if cache is None else torch.cat([cache.to(x.dtype), x], dim)
+
+
+def scan(u: Tensor, log_a, dim: int, initial: Tensor | None = None,
+         final: bool = False):
+    """The recurrence S_t = exp(log_a_t) S_{t-1} + u_t along `dim` (S before the first
+    step: `initial`, or zeros). `log_a` broadcasts against u (or is a number). Accumulates
+    in float32 (float64 stays). With `final`, also returns the last S (the step state)."""
+    dtype = u.dtype
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    u = u.to(work).movedim(dim, 0)
+    if isinstance(log_a, Tensor):
+        a = torch.exp(log_a.to(work)).movedim(dim, 0)
+        a = a.expand((u.shape[0],) + a.shape[1:]) if a.shape[0] == 1 else a
+    else:
+        a = torch.full((u.shape[0],), math.exp(log_a), dtype=work, device=u.device)
+        a = a.reshape((-1,) + (1,) * (u.dim() - 1))
+    state = torch.zeros_like(u[0]) if initial is None else initial.to(work)
+    out = []
+    for i in range(u.shape[0]):
+        state = a[i] * state + u[i]
+        out.append(state)
+    y = torch.stack(out, 0).movedim(0, dim).to(dtype)
+    return (y, state) if final else y
 
 
 def flip(x: Tensor, dim: int) -> Tensor:
@@ -337,14 +366,15 @@ def kernel_layout(x: Tensor, n_heads: int, n_feats: int, expand_heads: int | Non
     return x
 
 
-def ones_values(k: Tensor, heads: int) -> Tensor:
-    """Values of one, [B, T, H, 1]: sum_s L q.k (a linear-attention normaliser) as SSD."""
-    return torch.ones(k.shape[0], k.shape[1], heads, 1, dtype=k.dtype, device=k.device)
+def ones_values(k: Tensor, heads: int, value: float = 1.0) -> Tensor:
+    """Constant values, [B, T, H, 1]: sum_s L q.k (a linear-attention normaliser) as SSD."""
+    return torch.full((k.shape[0], k.shape[1], heads, 1), float(value), dtype=k.dtype,
+                      device=k.device)
 
 
-def zero_log_decay(v: Tensor) -> Tensor:
-    """log a = 0 everywhere: the causal mask as a decay."""
-    return torch.zeros(v.shape[:3], dtype=torch.float32, device=v.device)
+def constant_log_decay(v: Tensor, value: float) -> Tensor:
+    """The same log a everywhere (0: the causal mask as a decay), [B, T, H]."""
+    return torch.full(v.shape[:3], float(value), dtype=torch.float32, device=v.device)
 
 
 def as_log_decay(la: Tensor, v: Tensor, batched: bool, has_time: bool,

@@ -250,8 +250,10 @@ anatomy every(x[t, d], g[t, h]) -> y[t, d]
   att[t, d] = sm * x[s, d]
   nat[t, d] = nm * x[s, d]
   mixed[t, h] = dv * dc
+  st[t, h, c] = scan(xs, g, t)
+  ss[t, h, c] = ssd(xs, xs, xs, g, t, chunk=16)
   y[t, d] = a + b + att + nat + l2 + ln + rn + linear(gn) \\
-    + linear(mixed) + sh + ro + cat + linear(shared) + ix
+    + linear(mixed) + sh + ro + cat + linear(shared) + ix + linear(st + ss)
 """
 
 

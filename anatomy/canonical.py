@@ -1,0 +1,158 @@
+"""Canonical forms of diagrams: one hash for diagrams that are equal up to the names of their
+wires and axes and the order of their statements (and, by default, up to the normalising
+subset of the exact rewrite rules).
+
+The diagram is encoded as a labelled graph in which names do not appear: a node per box
+(labelled by its op and its name-free attributes), a node per axis *of each box* (labelled
+by its size and its role there: kept, summed, or named by an attribute such as `along`),
+and edges for the data flow between boxes and for the flow of each axis from a producer's
+output position to the consumer's local axis. Signature ports keep their positions. The
+hash is networkx's Weisfeiler-Lehman hash of that graph; `same_structure` decides equality
+exactly (graph isomorphism on the same encoding).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import networkx as nx
+
+from .ir import Box, Diagram
+from .ops import OPS
+
+# Boxes whose tensor inputs may be reordered without changing the value.
+COMMUTATIVE = frozenset({"contract", "add"})
+# Attributes that name wires or carry no meaning for the value.
+_IGNORED_ATTRS = frozenset({"name", "implicit", "tensor_options"})
+
+
+def structure_graph(d: Diagram) -> nx.DiGraph:
+    """The name-free graph encoding of a diagram (see the module docstring)."""
+    g = nx.DiGraph()
+    size = d.shapes.size if d.shapes is not None else (lambda a: None)
+
+    def axis_node(owner: str, axis: str) -> str:
+        node = f"{owner}#{axis}"
+        if node not in g:
+            n = size(axis)
+            g.add_node(node, label=f"axis:{n if n is not None else 'free'}")
+            g.add_edge(owner, node, label="axis")
+        return node
+
+    # signature: ports by position; axes shared between ports by name
+    signature_axes: dict[str, str] = {}
+    for kind, ports in (("in", d.inputs), ("out", d.outputs)):
+        for i, p in enumerate(ports):
+            node = f"{kind}:{p.name}"
+            g.add_node(node, label=f"{kind}{i}")
+            for j, a in enumerate(p.axes):
+                an = axis_node(node, a)
+                g.add_edge(node, an, label=f"pos{j}")
+                if a in signature_axes:
+                    g.add_edge(signature_axes[a], an, label="same")
+                else:
+                    signature_axes[a] = an
+    source: dict[str, tuple[str, tuple[str, ...]]] = {
+        p.name: (f"in:{p.name}", p.axes) for p in d.inputs}
+    for b in d.boxes:
+        for k, w in enumerate(b.outputs):
+            source[w] = (b.id, d.wires[w].axes) if len(b.outputs) == 1 else \
+                (f"{b.id}@{k}", d.wires[w].axes)
+    for b in d.boxes:
+        g.add_node(b.id, label=_box_label(b))
+        out_axes = d.wires[b.outputs[0]].axes
+        for k, w in enumerate(b.outputs):
+            if len(b.outputs) > 1:
+                node = f"{b.id}@{k}"
+                g.add_node(node, label=f"output{k}")
+                g.add_edge(b.id, node, label="result")
+                for j, a in enumerate(d.wires[w].axes):
+                    g.add_edge(node, axis_node(b.id, a), label=f"pos{j}")
+        for a in out_axes:
+            g.add_edge(b.id, axis_node(b.id, a), label="kept")
+        for key, value in b.attrs:
+            names = (value,) if isinstance(value, str) else value
+            if isinstance(names, tuple) and names and all(isinstance(x, str) for x in names):
+                for j, a in enumerate(names):
+                    if _is_local_axis(d, b, a):
+                        g.add_edge(b.id, axis_node(b.id, a), label=f"{key}{j}")
+        for i, u in enumerate(b.inputs):
+            src, src_axes = source[u.wire]
+            port = f"{b.id}<{i}"
+            g.add_node(port, label="arg" if b.op in COMMUTATIVE else f"arg{i}")
+            g.add_edge(src, port, label="flow")
+            g.add_edge(port, b.id, label="into")
+            for wa, ua in zip(src_axes, u.axes):
+                g.add_edge(axis_node(src, wa), axis_node(b.id, ua), label="axis-flow")
+    for p in d.outputs:
+        src, src_axes = source[p.name]
+        g.add_edge(src, f"out:{p.name}", label="flow")
+        for wa, pa in zip(src_axes, p.axes):
+            g.add_edge(axis_node(src, wa), axis_node(f"out:{p.name}", pa), label="axis-flow")
+    return g
+
+
+def _is_local_axis(d: Diagram, b: Box, name: str) -> bool:
+    return name in d.wires[b.outputs[0]].axes or any(name in u.axes for u in b.inputs) \
+        or b.op in ("causal", "window", "full", "decay", "index", "size", "linear")
+
+
+def _box_label(b: Box) -> str:
+    parts = [b.op]
+    defaults = OPS[b.op].options if b.op in OPS else {}
+    for key, value in b.attrs:
+        if key in _IGNORED_ATTRS or (key in defaults and defaults[key] == value):
+            continue
+        if isinstance(value, str) or (isinstance(value, tuple) and value
+                                      and all(isinstance(x, str) for x in value)):
+            if key in ("anatomy", "slot"):
+                parts.append(f"{key}={value}")
+            elif key == "init":  # (name, fan_in axes...): the axes become edges
+                parts.append(f"init={value[0]}")
+            continue  # axis names: encoded as edges
+        parts.append(f"{key}={_plain(value)}")
+    return " ".join(parts)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, tuple):
+        return "(" + ",".join(_plain(v) for v in value) + ")"
+    return str(value)
+
+
+def _hash_graph(g: nx.DiGraph) -> str:
+    rounds = max(3, min(64, g.number_of_nodes()))
+    with warnings.catch_warnings():  # networkx notes that its directed hashes changed in 3.5
+        warnings.simplefilter("ignore", UserWarning)
+        return nx.weisfeiler_lehman_graph_hash(g, node_attr="label", edge_attr="label",
+                                               iterations=rounds, digest_size=16)
+
+
+def structure_hash(d: Diagram) -> str:
+    """The hash of a diagram as written: invariant to wire and axis names and statement
+    order, not to rewriting."""
+    return _hash_graph(structure_graph(d))
+
+
+def same_structure(a: Diagram, b: Diagram) -> bool:
+    """Whether two diagrams are the same up to wire names, axis names and statement order
+    (exact: a graph isomorphism test on the name-free encoding)."""
+    ga, gb = structure_graph(a), structure_graph(b)
+    if _hash_graph(ga) != _hash_graph(gb):
+        return False
+    same = nx.algorithms.isomorphism.categorical_node_match("label", None)
+    same_edge = nx.algorithms.isomorphism.categorical_edge_match("label", None)
+    return nx.is_isomorphic(ga, gb, node_match=same, edge_match=same_edge)
+
+
+def canonical(d: Diagram, normalise: bool = True) -> str:
+    """One hash for diagrams equal up to wire renaming, statement order and (with
+    `normalise`) the normalising subset of the exact rewrite rules
+    (`anatomy.rewrite.normalise`)."""
+    if normalise:
+        from .rewrite import normalise as normalise_diagram
+        d = normalise_diagram(d).diagram
+    return structure_hash(d)

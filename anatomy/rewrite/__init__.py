@@ -1,0 +1,38 @@
+"""The rewrite engine: certified rules over diagrams, proofs of equivalence, normal forms,
+and the rewrites the compiler lowers with.
+
+- `RULES` (anatomy.rewrite.rules): the table of rules, each exact or approximate, with a
+  one-line statement and the witnesses that certify it (`certify`).
+- `normalise(d)`: the normal form proofs and canonical forms meet at.
+- `prove(a, b)`: a `Proof` (printable, saved as JSON, replayed by `verify_proof`) or a
+  `Refusal` with a counterexample.
+- `lower(d)`: the lowering rules applied wherever they match (masked linear attention
+  becomes the chunked `ssd` box, whose state gives the recurrent form).
+"""
+
+from __future__ import annotations
+
+from anatomy.ir import Diagram
+
+from .proof import Proof, Refusal, Rewriting, Side, normalise, prove, verify_proof
+from .rules import LOWERING, NORMALISING, RULES
+from .site import APPROXIMATE, EXACT, Rule, Site
+
+MAX_LOWERING_STEPS = 200
+
+
+def lower(d: Diagram, shapes=None) -> Diagram:
+    """Apply the lowering rules at every site (checked at `shapes`' dims when given)."""
+    if shapes is not None and d.shapes is not shapes:
+        d = d.replace()
+        d.shapes = shapes
+    for _ in range(MAX_LOWERING_STEPS):
+        site = next((s for rule in LOWERING for s in rule.find(d)), None)
+        if site is None:
+            return d
+        d = RULES[site.rule].apply(d, site)
+    raise AssertionError("lowering rules did not finish")  # pragma: no cover
+
+
+__all__ = ["APPROXIMATE", "EXACT", "LOWERING", "NORMALISING", "RULES", "Proof", "Refusal",
+           "Rewriting", "Rule", "Side", "Site", "lower", "normalise", "prove", "verify_proof"]

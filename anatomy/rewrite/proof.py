@@ -1,0 +1,312 @@
+"""Proofs of equivalence: chains of rule applications that meet, and refusals with
+counterexamples.
+
+`prove(a, b)` rewrites both diagrams to the normal form of the exact normalising rules and
+compares the results up to names and statement order; with `allow_approximate`, it also
+tries approximate rules (each flagged in the proof). A `Proof` prints as text (each step:
+rule, where it applied, the diagram after it as .anat) and saves as JSON that
+`verify_proof` replays without searching. When no proof is found, `prove` returns a
+`Refusal`, with a numeric counterexample where the two diagrams differ on random inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anatomy.canonical import same_structure, structure_hash
+from anatomy.errors import AnatError
+from anatomy.ir import Diagram
+
+from .numeric import Counterexample, find_counterexample
+from .rules import APPROXIMATE, NORMALISING, RULES
+from .site import Site
+
+FORMAT = "anatomy-proof/1"
+MAX_STEPS = 400
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule application and the diagram it gave."""
+
+    site: Site
+    diagram: Diagram
+
+    @property
+    def rule(self):
+        return RULES[self.site.rule]
+
+
+@dataclass
+class Rewriting:
+    """A diagram rewritten step by step: where it started, the steps, where it ended."""
+
+    start: Diagram
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def diagram(self) -> Diagram:
+        return self.steps[-1].diagram if self.steps else self.start
+
+    def then(self, site: Site) -> Rewriting:
+        after = RULES[site.rule].apply(self.diagram, site)
+        return Rewriting(self.start, self.steps + [Step(site, after)])
+
+
+def normalise(d: Diagram, max_steps: int = MAX_STEPS) -> Rewriting:
+    """Apply the normalising rules (in table order, first site first) until none applies."""
+    r = Rewriting(d)
+    for _ in range(max_steps):
+        site = next((s for rule in NORMALISING for s in rule.find(r.diagram)), None)
+        if site is None:
+            return r
+        r = r.then(site)
+    raise AnatError(f"normalising {d.name} did not finish in {max_steps} steps",
+                    hint="this is a bug in the rule table: please report the diagram")
+
+
+@dataclass
+class Side:
+    """One side of a claim: a diagram and where it came from (for the JSON proof)."""
+
+    diagram: Diagram
+    file: str | None = None
+    name: str | None = None
+    dims: dict[str, int] = field(default_factory=dict)
+
+    def label(self) -> str:
+        return f"{self.file}:{self.name}" if self.file else self.diagram.name
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "name": self.name or self.diagram.name, "dims": self.dims,
+                "sha256": _sha256(self.file) if self.file else None,
+                "text": self.diagram.to_text()}
+
+
+@dataclass
+class Proof:
+    """A = B: the left side rewritten to a diagram the right side also rewrites to."""
+
+    left: Side
+    right: Side
+    left_steps: Rewriting
+    right_steps: Rewriting
+    seconds: float = 0.0
+
+    @property
+    def approximate(self) -> bool:
+        return any(s.rule.kind == APPROXIMATE
+                   for s in self.left_steps.steps + self.right_steps.steps)
+
+    @property
+    def rules_used(self) -> list[str]:
+        return sorted({s.site.rule for s in self.left_steps.steps + self.right_steps.steps})
+
+    def chain(self) -> list[tuple[str, Step]]:
+        """The steps in reading order: left forwards, then right backwards. Each right step
+        is shown with the diagram *before* it (the chain walks towards B)."""
+        out = [("forward", s) for s in self.left_steps.steps]
+        rs = self.right_steps
+        before = [rs.start] + [s.diagram for s in rs.steps[:-1]]
+        for s, d in reversed(list(zip(rs.steps, before))):
+            out.append(("backward", Step(s.site, d)))
+        return out
+
+    def render(self, show_diagrams: bool = True) -> str:
+        sign = "~" if self.approximate else "="
+        lines = [f"claim: {self.left.label()} {sign} {self.right.label()}",
+                 (f"proved in {len(self.chain())} steps ({self.seconds:.2f} s); rules: "
+                  f"{', '.join(self.rules_used) or 'none (same up to names and order)'}"), ""]
+        if show_diagrams:
+            lines += [f"{self.left.label()}:", _indent(self.left.diagram.to_text())]
+        for i, (direction, step) in enumerate(self.chain(), 1):
+            rule = step.rule
+            flag = "  [APPROXIMATE]" if rule.kind == APPROXIMATE else ""
+            how = "" if direction == "forward" else ", read right to left"
+            lines.append(f"step {i}: {rule.name} at `{step.site.box}`{how}{flag}")
+            lines.append(f"  {rule.statement}")
+            if show_diagrams:
+                lines.append(_indent(step.diagram.to_text()))
+        lines.append(f"= {self.right.label()}  ∎")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        def steps(r: Rewriting):
+            return [{**s.site.to_json(), "kind": s.rule.kind, "statement": s.rule.statement,
+                     "hash": structure_hash(s.diagram), "text": s.diagram.to_text()}
+                    for s in r.steps]
+        return {"format": FORMAT, "approximate": self.approximate,
+                "left": self.left.to_json(), "right": self.right.to_json(),
+                "left_steps": steps(self.left_steps), "right_steps": steps(self.right_steps),
+                "meet": structure_hash(self.left_steps.diagram)}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n")
+
+
+@dataclass
+class Refusal:
+    """No proof: the normal forms differ; with a counterexample when one was found."""
+
+    left: Side
+    right: Side
+    left_normal: Diagram
+    right_normal: Diagram
+    counterexample: Counterexample | None
+    seconds: float = 0.0
+    note: str = ""
+
+    def render(self) -> str:
+        lines = [f"claim: {self.left.label()} = {self.right.label()}",
+                 (f"refused ({self.seconds:.2f} s): no chain of exact rules connects them; "
+                  "their normal forms differ.")]
+        if self.counterexample is not None:
+            lines += ["they are not equal:", _indent(self.counterexample.render())]
+        elif self.note:
+            lines.append(self.note)
+        lines += ["", f"normal form of {self.left.label()}:", _indent(self.left_normal.to_text()),
+                  f"normal form of {self.right.label()}:",
+                  _indent(self.right_normal.to_text())]
+        return "\n".join(lines)
+
+
+def prove(a: Diagram | Side, b: Diagram | Side, allow_approximate: bool = False
+          ) -> Proof | Refusal:
+    """Search for a chain of rules between two diagrams (exact rules only, unless
+    `allow_approximate`)."""
+    start = time.perf_counter()
+    left = a if isinstance(a, Side) else Side(a)
+    right = b if isinstance(b, Side) else Side(b)
+    _check_signatures(left, right)
+    ln, rn = normalise(left.diagram), normalise(right.diagram)
+    if same_structure(ln.diagram, rn.diagram):
+        return Proof(left, right, ln, rn, time.perf_counter() - start)
+    if allow_approximate:
+        found = _approximate_search(ln, rn)
+        if found is not None:
+            return Proof(left, right, *found, seconds=time.perf_counter() - start)
+    cex = find_counterexample(left.diagram, right.diagram)
+    note = "" if cex is not None else (
+        "no counterexample either: on random inputs they agreed (a rule may be missing), "
+        "or their parameters could not be matched")
+    return Refusal(left, right, ln.diagram, rn.diagram, cex, time.perf_counter() - start,
+                   note)
+
+
+def _approximate_search(ln: Rewriting, rn: Rewriting, depth: int = 2):
+    """Breadth-first over approximate rules (each followed by normalisation) from both
+    normal forms; returns the two rewritings when they meet."""
+    frontier = {"left": [ln], "right": [rn]}
+    seen: dict[str, dict[str, Rewriting]] = {
+        "left": {structure_hash(ln.diagram): ln}, "right": {structure_hash(rn.diagram): rn}}
+    approx = [r for r in RULES.values() if r.kind == APPROXIMATE]
+    for _ in range(depth):
+        for side, other in (("left", "right"), ("right", "left")):
+            nxt = []
+            for r in frontier[side]:
+                for rule in approx:
+                    for site in rule.find(r.diagram):
+                        stepped = r.then(site)
+                        rest = normalise(stepped.diagram)
+                        full = Rewriting(r.start, stepped.steps + rest.steps)
+                        h = structure_hash(full.diagram)
+                        if h in seen[side]:
+                            continue
+                        seen[side][h] = full
+                        nxt.append(full)
+                        match = seen[other].get(h)
+                        if match is not None and same_structure(full.diagram, match.diagram):
+                            return (full, match) if side == "left" else (match, full)
+            frontier[side] = nxt
+    return None
+
+
+def _check_signatures(left: Side, right: Side) -> None:
+    a, b = left.diagram.signature, right.diagram.signature
+    shape = [len(p.axes) for p in a.inputs], [len(p.axes) for p in a.outputs]
+    other = [len(p.axes) for p in b.inputs], [len(p.axes) for p in b.outputs]
+    if shape != other:
+        raise AnatError(f"{left.label()} {a} and {right.label()} {b} do not have the same "
+                        "signature, so they cannot be equal",
+                        hint="compare anatomies with the same inputs and outputs")
+
+
+# -- JSON proofs -----------------------------------------------------------------------------
+@dataclass
+class Verification:
+    ok: bool
+    messages: list[str]
+
+    def render(self) -> str:
+        return "\n".join(self.messages)
+
+
+def verify_proof(path: str | Path) -> Verification:
+    """Replay a saved proof without searching: reload both sides (checking the files are
+    the ones proved), re-apply every recorded step and check it gives the recorded
+    diagram, check the two chains meet, and compare the two sides numerically."""
+    from anatomy.program import load
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise AnatError(f"cannot read proof {path}: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise AnatError(f"{path} is not an anatomy proof (format {FORMAT})")
+    messages: list[str] = []
+    ends = []
+    for side in ("left", "right"):
+        info = data[side]
+        if info["file"] is None:
+            raise AnatError(f"{path}: the {side} side was not proved from a file")
+        if info.get("sha256") and _sha256(info["file"]) != info["sha256"]:
+            messages.append(f"{info['file']} changed since the proof was made")
+            return Verification(False, messages)
+        d = load(info["file"], strict_dims=False, **info.get("dims", {}))[info["name"]]
+        for i, step in enumerate(data[f"{side}_steps"], 1):
+            site = Site.from_json(step)
+            if site.rule not in RULES:
+                messages.append(f"{side} step {i}: unknown rule {site.rule}")
+                return Verification(False, messages)
+            if site not in RULES[site.rule].sites(d):
+                messages.append(f"{side} step {i}: {site.describe()} does not apply")
+                return Verification(False, messages)
+            d = RULES[site.rule].apply(d, site)
+            if structure_hash(d) != step["hash"]:
+                messages.append(f"{side} step {i}: {site.describe()} gives another diagram "
+                                "than the proof records")
+                return Verification(False, messages)
+        messages.append(f"{side}: {len(data[f'{side}_steps'])} steps replayed")
+        ends.append(d)
+    if not same_structure(*ends):
+        messages.append("the two chains do not meet")
+        return Verification(False, messages)
+    messages.append("the chains meet (same diagram up to names and statement order)")
+    if not data.get("approximate"):
+        left = load(data["left"]["file"], strict_dims=False,
+                    **data["left"].get("dims", {}))[data["left"]["name"]]
+        right = load(data["right"]["file"], strict_dims=False,
+                     **data["right"].get("dims", {}))[data["right"]["name"]]
+        cex = find_counterexample(left, right)
+        if cex is not None:
+            messages.append("but the two sides differ numerically:\n" + cex.render())
+            return Verification(False, messages)
+        messages.append("numeric check: the two sides agree on random inputs")
+    messages.append("proof verified" + (" (with approximate steps)"
+                                        if data.get("approximate") else ""))
+    return Verification(True, messages)
+
+
+def _sha256(file: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line if line else "" for line in text.rstrip().splitlines())

@@ -1,0 +1,27 @@
+"""The table of rewrite rules: every equation the rewrite engine knows, by name.
+
+Read it as the whole optimiser: each rule has a name, a kind (exact, or approximate as in
+the Anatomy paper's universal-approximation steps), a one-line statement, a matcher, a
+rewrite and the witnesses that certify it (`anatomy rules` prints the table).
+`NORMALISING` rules, applied in this order until none applies, give the normal form that
+proofs and canonical forms meet at; `LOWERING` rules are what the compiler applies to pick
+structured execution forms.
+"""
+
+from __future__ import annotations
+
+from ..site import APPROXIMATE, EXACT, Rule, Site
+from . import algebra, approximate, masks, sequence, structure
+
+RULES: dict[str, Rule] = {r.name: r for r in (
+    structure.RULES + algebra.RULES + masks.RULES + sequence.RULES + approximate.RULES)}
+
+# the order matters only for which normal-form path is printed, not for where it ends
+NORMALISING: tuple[Rule, ...] = tuple(RULES[n] for n in (
+    "inline", "share_identity", "unit_axis", "unchunk", "unscan", "add_zero", "mul_one",
+    "causal_decay", "flip_flip", "flip_shift", "flip_into", "shift_into", "decay_flip",
+    "flip_sum", "distribute", "flatten", "decay_compose"))
+
+LOWERING: tuple[Rule, ...] = (RULES["chunk"],)
+
+__all__ = ["APPROXIMATE", "EXACT", "LOWERING", "NORMALISING", "RULES", "Rule", "Site"]

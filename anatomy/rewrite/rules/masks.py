@@ -1,0 +1,296 @@
+"""Rules of decay masks and their forms (background.md sections 3-5).
+
+A decay mask L(a)[t, s] = exp(Σ_{i=s+1..t} log a_i) for s <= t, else 0, is 1-semiseparable:
+- state space duality: Σ_s L(a)[t, s] u[s] is the recurrence S_t = a_t S_{t-1} + u_t (`scan`);
+- masked linear attention Σ_{s,n} L[t, s] q[t, n] k[s, n] v[s, p] is Mamba-2's chunked
+  algorithm (`ssd`) for any chunk size;
+- the causal mask is the decay with log a = 0, and decays compose: L(a) ∘ L(b) = L(a·b),
+  i.e. their log-decays add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from anatomy.ir import Box, Diagram, Use
+
+from ..edit import Edit, rename_use
+from ..match import out_axes, producer, seen_as, summed
+from ..site import EXACT, Rule, Site
+
+DEFAULT_CHUNK = 64
+
+
+def decay_axes(log_a: tuple[str, ...], query: str, key: str) -> tuple[str, ...]:
+    """The axes of decay(log_a, query, key): the key axis after the query axis."""
+    if query not in log_a:
+        return (query, key) + log_a
+    i = log_a.index(query)
+    return log_a[:i + 1] + (key,) + log_a[i + 1:]
+
+
+def mask_of(d: Diagram, u: Use) -> tuple[Box, str, str] | None:
+    """A decay or causal factor: (its box, query axis, key axis) in the reader's names."""
+    p = producer(d, u)
+    if p is None or p.op not in ("decay", "causal"):
+        return None
+    rename = seen_as(d, u)
+    t, s = (rename[a] for a in p.attr("along"))
+    return p, t, s
+
+
+def log_decay(d: Diagram, e: Edit, u: Use, before: str) -> Use:
+    """The log-decay of a mask factor, in the reader's names (0 for the causal mask)."""
+    p = d.producer(u.wire)
+    if p.op == "causal":
+        return e.const(0, before=before)
+    return rename_use(p.inputs[0], seen_as(d, u))
+
+
+# -- state space duality: a decay mask summed against u is a recurrence --------------------------
+def find_duality(d: Diagram) -> Iterator[Site]:
+    for b in d.boxes:
+        if b.op != "contract" or len(b.inputs) != 2 or not all(u.axes for u in b.inputs):
+            continue
+        for i in (0, 1):
+            m = mask_of(d, b.inputs[i])
+            u = b.inputs[1 - i]
+            if m is None or m[0].op != "decay":
+                continue
+            _, t, s = m
+            if summed(d, b) == {s} and t in out_axes(d, b) and t not in u.axes:
+                yield Site("duality", b.id, (i,))
+
+
+def duality(d: Diagram, site: Site) -> Diagram:
+    e = Edit(d)
+    b = d.box(site.box)
+    (i,) = site.params
+    _, t, s = mask_of(d, b.inputs[i])
+    log_a = log_decay(d, e, b.inputs[i], b.id)
+    u = rename_use(b.inputs[1 - i], {s: t})
+    e.replace(b.id, "scan", [u, log_a], along=(t,))
+    return e.done()
+
+
+def find_unscan(d: Diagram) -> Iterator[Site]:
+    for b in d.boxes:
+        if b.op == "scan":
+            yield Site("unscan", b.id)
+
+
+def unscan(d: Diagram, site: Site) -> Diagram:
+    e = Edit(d)
+    b = d.box(site.box)
+    u, log_a = b.inputs
+    (t,) = b.attr("along")
+    s = e.fresh_axis("s")
+    mask = e.add("decay", [log_a], decay_axes(log_a.axes, t, s), "decay", before=b.id,
+                 along=(t, s))
+    e.replace(b.id, "contract", [mask, rename_use(u, {t: s})])
+    return e.done()
+
+
+# -- masked linear attention is the chunked SSD algorithm ----------------------------------------
+@dataclass(frozen=True)
+class MaskedLinearAttention:
+    """y[t, H, P] = Σ_{s, N} L[t, s, H] q[t, G, N] k[s, G, N] v[s, H, P] · scalars (one
+    contraction; indices of its inputs, and its axes by role)."""
+
+    mask: int
+    query: int
+    key: int
+    value: int | None  # None: the normaliser Σ_s L q.k (values of one)
+    t: str
+    s: str
+    heads: tuple[str, ...]
+    state: tuple[str, ...]
+    values: tuple[str, ...]
+    scalars: tuple[int, ...]
+
+
+def match_masked_linear_attention(d: Diagram, box: Box) -> MaskedLinearAttention | None:
+    """Recognise masked linear attention in a contraction (structurally; or None)."""
+    if box.op != "contract":
+        return None
+    out = out_axes(d, box)
+    factors = [(i, u) for i, u in enumerate(box.inputs) if u.axes]
+    scalars = tuple(i for i, u in enumerate(box.inputs) if not u.axes)
+    masks = []
+    for i, u in factors:
+        m = mask_of(d, u)
+        if m is not None and m[1] in out and m[2] not in out:
+            masks.append((i, m[1], m[2]))
+    if len(masks) != 1:
+        return None
+    mask, t, s = masks[0]
+    rest = [(i, u) for i, u in factors if i != mask]
+    on_t = [(i, u) for i, u in rest if t in u.axes and s not in u.axes]
+    on_s = [(i, u) for i, u in rest if s in u.axes and t not in u.axes]
+    if len(on_t) != 1 or len(on_s) not in (1, 2) or len(on_t) + len(on_s) != len(rest):
+        return None
+    (query, q), = on_t
+    sums = {a for _, u in factors for a in u.axes} - set(out)
+    state = tuple(a for a in q.axes if a in sums)
+    keys = [(i, u) for i, u in on_s if set(state) <= set(u.axes)
+            and not (set(u.axes) - {s} - set(state)) - set(out)]
+    if not keys:
+        return None
+    key, k = keys[0]
+    others = [(i, u) for i, u in on_s if i != key]
+    mask_axes = box.inputs[mask].axes
+    heads = tuple(a for a in out if a != t and (a in mask_axes or a in q.axes or a in k.axes))
+    values = tuple(a for a in out if a != t and a not in heads)
+    if len(heads) > 1 or sums != {s} | set(state):
+        return None
+    if any(a not in heads + state + (t,) for a in q.axes) or \
+            any(a not in heads + state + (s,) for a in k.axes):
+        return None
+    value = None
+    if others:
+        value, v = others[0]
+        if any(a not in heads + values + (s,) for a in v.axes):
+            return None
+    elif values:
+        return None
+    if any(a not in (t, s) + heads for a in mask_axes):
+        return None
+    return MaskedLinearAttention(mask, query, key, value, t, s, heads, state, values, scalars)
+
+
+def find_chunk(d: Diagram) -> Iterator[Site]:
+    for b in d.boxes:
+        if match_masked_linear_attention(d, b) is not None:
+            yield Site("chunk", b.id, (DEFAULT_CHUNK,))
+
+
+def chunk(d: Diagram, site: Site) -> Diagram:
+    e = Edit(d)
+    b = d.box(site.box)
+    m = match_masked_linear_attention(d, b)
+    q = b.inputs[m.query]
+    if m.scalars:
+        q = e.add("contract", [q] + [b.inputs[i] for i in m.scalars], q.axes, "q_scaled",
+                  before=b.id)
+    k = rename_use(b.inputs[m.key], {m.s: m.t})
+    v = rename_use(b.inputs[m.value], {m.s: m.t}) if m.value is not None else \
+        e.const(1, before=b.id)
+    log_a = log_decay(d, e, b.inputs[m.mask], b.id)
+    e.replace(b.id, "ssd", [q, k, v, log_a], along=(m.t,), chunk=site.params[0])
+    return e.done()
+
+
+def find_unchunk(d: Diagram) -> Iterator[Site]:
+    for b in d.boxes:
+        if b.op == "ssd":
+            yield Site("unchunk", b.id)
+
+
+def unchunk(d: Diagram, site: Site) -> Diagram:
+    e = Edit(d)
+    b = d.box(site.box)
+    q, k, v, log_a = b.inputs
+    (t,) = b.attr("along")
+    s = e.fresh_axis("s")
+    mask = e.add("decay", [log_a], decay_axes(log_a.axes, t, s), "decay", before=b.id,
+                 along=(t, s))
+    e.replace(b.id, "contract", [mask, q, rename_use(k, {t: s}), rename_use(v, {t: s})])
+    return e.done()
+
+
+# -- decay algebra -----------------------------------------------------------------------------
+def find_causal_decay(d: Diagram) -> Iterator[Site]:
+    for b in d.boxes:
+        if b.op != "causal" or any(p.name == b.id for p in d.outputs):
+            continue
+        if all(r.op == "contract" for r in d.consumers(b.id)):
+            yield Site("causal_decay", b.id)
+
+
+def causal_decay(d: Diagram, site: Site) -> Diagram:
+    e = Edit(d)
+    b = d.box(site.box)
+    e.replace(b.id, "decay", [e.const(0, before=b.id)], along=b.attr("along"))
+    return e.done()
+
+
+def find_decay_compose(d: Diagram) -> Iterator[Site]:
+    for b in d.boxes:
+        if b.op != "contract":
+            continue
+        masks = [(i, m) for i, u in enumerate(b.inputs)
+                 if (m := mask_of(d, u)) is not None and m[0].op == "decay"]
+        for x in range(len(masks)):
+            for y in range(x + 1, len(masks)):
+                (i, mi), (j, mj) = masks[x], masks[y]
+                if mi[1:] == mj[1:]:
+                    yield Site("decay_compose", b.id, (i, j))
+
+
+def decay_compose(d: Diagram, site: Site) -> Diagram:
+    e = Edit(d)
+    b = d.box(site.box)
+    i, j = site.params
+    _, t, s = mask_of(d, b.inputs[i])
+    a, c = (log_decay(d, e, b.inputs[x], b.id) for x in (i, j))
+    axes = a.axes + tuple(x for x in c.axes if x not in a.axes)
+    total = e.add("add", [a, c], axes, "log_a", before=b.id)
+    mask = e.add("decay", [total], decay_axes(axes, t, s), "decay", before=b.id,
+                 along=(t, s))
+    rest = [u for x, u in enumerate(b.inputs) if x not in (i, j)]
+    e.set_inputs(b.id, rest + [mask])
+    return e.done()
+
+
+_CORE = """
+anatomy w(q[t, h, n], k[t, h, n], v[t, h, p], log_a[t, h]) -> y[t, h, p]
+  dims h = 2, n = 2, p = 2
+"""
+
+RULES = [
+    Rule("duality", EXACT,
+         "Σ_s L(a)[t, s] u[s] = S_t where S_t = a_t S_{t-1} + u_t: a decay mask summed "
+         "against u is a recurrence (state space duality)",
+         find_duality, duality, witnesses=(
+             _CORE + "  kv[t, h, n, p] = k * v\n"
+                     "  st[t, h, n, p] = decay(log_a, t, s) * kv[s, h, n, p]\n"
+                     "  y[t, h, p] = q * st\n",
+         )),
+    Rule("unscan", EXACT,
+         "scan(u, log a)_t = Σ_{s<=t} exp(Σ_{i=s+1..t} log a_i) u_s: the recurrence as a "
+         "decay mask (state space duality, read backwards)",
+         find_unscan, unscan, normalising=True, witnesses=(
+             _CORE + "  st[t, h, n, p] = scan(k * v, log_a, t)\n  y[t, h, p] = q * st\n",
+             _CORE + "  param g[h] ~ uniform(-1, -0.1)\n"
+                     "  st[t, h, n, p] = scan(k * v, g, t)\n  y[t, h, p] = q * st\n",
+         )),
+    Rule("chunk", EXACT,
+         "Σ_{s,n} L(a)[t, s] q[t, n] k[s, n] v[s, p] = ssd(q, k, v, log a): masked linear "
+         "attention is the chunked SSD algorithm, for any chunk size",
+         find_chunk, chunk, witnesses=(
+             _CORE + "  y[t, h, p] = decay(log_a, t, s) * q * k[s, h, n] * v[s, h, p]\n",
+             _CORE + "  y[t, h, p] = causal(t, s) * q * k[s, h, n] * v[s, h, p] / 2\n",
+             _CORE + "  den[t, h] = causal(t, s) * q * k[s, h, n]\n  y[t, h, p] = v * den\n",
+         )),
+    Rule("unchunk", EXACT,
+         "ssd(q, k, v, log a) = Σ_{s,n} L(a)[t, s] q[t, n] k[s, n] v[s, p]: the chunked "
+         "algorithm as masked linear attention (for any chunk size)",
+         find_unchunk, unchunk, normalising=True, witnesses=(
+             _CORE + "  y[t, h, p] = ssd(q, k, v, log_a, t, chunk=2)\n",
+             _CORE + "  y[t, h, p] = ssd(q, k, v, log_a, t, chunk=3)\n",
+         )),
+    Rule("causal_decay", EXACT,
+         "causal(t, s) = L(0)[t, s]: the causal mask is the decay with log a = 0 (where it "
+         "multiplies)",
+         find_causal_decay, causal_decay, normalising=True, witnesses=(
+             _CORE + "  y[t, h, p] = causal(t, s) * q * k[s, h, n] * v[s, h, p]\n",
+         )),
+    Rule("decay_compose", EXACT,
+         "L(a) ∘ L(b) = L(a·b): decay masks compose by adding their log-decays",
+         find_decay_compose, decay_compose, normalising=True, witnesses=(
+             _CORE + "  param g[h] ~ uniform(-1, -0.1)\n"
+                     "  y[t, h, p] = decay(log_a, t, s) * decay(g, t, s) * q * k[s, h, n]"
+                     " * v[s, h, p]\n",
+         )),
+]
