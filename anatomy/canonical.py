@@ -7,13 +7,13 @@ The diagram is encoded as a labelled graph in which names do not appear: a node 
 by its size and its role there: kept, summed, or named by an attribute such as `along`),
 and edges for the data flow between boxes and for the flow of each axis from a producer's
 output position to the consumer's local axis. Signature ports keep their positions. The
-hash is networkx's Weisfeiler-Lehman hash of that graph; `same_structure` decides equality
-exactly (graph isomorphism on the same encoding).
+hash (`structure_hash`) is a one-pass Merkle hash over the DAG that follows the same
+encoding; `same_structure` decides equality exactly (graph isomorphism on the encoding).
 """
 
 from __future__ import annotations
 
-import warnings
+import hashlib
 from typing import Any
 
 import networkx as nx
@@ -123,26 +123,69 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-def _hash_graph(g: nx.DiGraph) -> str:
-    rounds = max(3, min(64, g.number_of_nodes()))
-    with warnings.catch_warnings():  # networkx notes that its directed hashes changed in 3.5
-        warnings.simplefilter("ignore", UserWarning)
-        return nx.weisfeiler_lehman_graph_hash(g, node_attr="label", edge_attr="label",
-                                               iterations=rounds, digest_size=16)
+def _h(*parts) -> str:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
 
 
 def structure_hash(d: Diagram) -> str:
     """The hash of a diagram as written: invariant to wire and axis names and statement
-    order, not to rewriting."""
-    return _hash_graph(structure_graph(d))
+    order, not to rewriting. A Merkle hash over the DAG in one pass: each box's hash
+    covers its op, its attributes and its inputs' hashes; each axis of each box is
+    identified by where it flows from (the producers' axes), its role there (kept, summed,
+    named by an attribute such as `along`) and its size, never by its name."""
+    size = d.shapes.size if d.shapes is not None else (lambda a: None)
+    sig_order: dict[str, int] = {}
+    for p in d.inputs + d.outputs:
+        for a in p.axes:
+            sig_order.setdefault(a, len(sig_order))
+    wire_hash: dict[str, str] = {}
+    axis_hash: dict[tuple[str, str], str] = {}
+    for i, p in enumerate(d.inputs):
+        wire_hash[p.name] = _h("in", i)
+        for a in p.axes:
+            axis_hash[p.name, a] = _h("sig", sig_order[a], size(a))
+    for b in d.boxes:
+        out = d.wires[b.outputs[0]].axes
+        flows: dict[str, list] = {}
+        for i, u in enumerate(b.inputs):
+            slot = "arg" if b.op in COMMUTATIVE else f"arg{i}"
+            for wa, ua in zip(d.wires[u.wire].axes, u.axes):
+                flows.setdefault(ua, []).append((slot, axis_hash[u.wire, wa]))
+        roles: dict[str, list] = {}
+        for key, value in b.attrs:
+            names = (value,) if isinstance(value, str) else value
+            if isinstance(names, tuple) and all(isinstance(x, str) for x in names):
+                for j, a in enumerate(names):
+                    roles.setdefault(a, []).append(f"{key}{j}")
+        local = {}
+        for a in set(flows) | set(out) | set(roles):
+            local[a] = _h(sorted(flows.get(a, ())), sorted(roles.get(a, ())),
+                          "kept" if a in out else "summed", size(a))
+        args = []
+        for i, u in enumerate(b.inputs):
+            pairs = sorted((axis_hash[u.wire, wa], local[ua])
+                           for wa, ua in zip(d.wires[u.wire].axes, u.axes))
+            args.append((wire_hash[u.wire], pairs))
+        if b.op in COMMUTATIVE:
+            args.sort()
+        box = _h(_box_label(b), args, sorted(local[a] for a in local if a not in out))
+        for k, w in enumerate(b.outputs):
+            wire_hash[w] = _h(box, k)
+            for a in d.wires[w].axes:
+                axis_hash[w, a] = _h(wire_hash[w], local.get(a))
+    ports = []
+    for p in d.outputs:
+        axes = tuple((axis_hash[p.name, a], sig_order[a]) for a in d.wires[p.name].axes)
+        ports.append((wire_hash[p.name], tuple(sorted(axes))))
+    return _h("diagram", ports)
 
 
 def same_structure(a: Diagram, b: Diagram) -> bool:
     """Whether two diagrams are the same up to wire names, axis names and statement order
     (exact: a graph isomorphism test on the name-free encoding)."""
-    ga, gb = structure_graph(a), structure_graph(b)
-    if _hash_graph(ga) != _hash_graph(gb):
+    if structure_hash(a) != structure_hash(b):
         return False
+    ga, gb = structure_graph(a), structure_graph(b)
     same = nx.algorithms.isomorphism.categorical_node_match("label", None)
     same_edge = nx.algorithms.isomorphism.categorical_edge_match("label", None)
     return nx.is_isomorphic(ga, gb, node_match=same, edge_match=same_edge)
