@@ -4,6 +4,7 @@
 by name and are `Diagram`s (the typed IR every other part of the tool reads).
 """
 
+from .canonical import canonical
 from .errors import AnatError, SourceLoc
 from .ir import Box, Diagram, Port, Program, Signature, Use, Wire
 from .program import load, zoo_dir
@@ -23,9 +24,11 @@ __all__ = [
     "Use",
     "Wire",
     "__version__",
+    "canonical",
     "check",
     "compile",
     "load",
+    "prove",
     "zoo",
     "zoo_dir",
 ]
@@ -36,6 +39,9 @@ def __getattr__(name: str):
     if name == "compile":
         from anatomy.lowering import compile
         return compile
+    if name == "prove":
+        from anatomy.rewrite import prove
+        return prove
     raise AttributeError(f"module 'anatomy' has no attribute {name!r}")
 
 

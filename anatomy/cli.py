@@ -1,4 +1,4 @@
-"""The `anatomy` command line: check, print and compile .anat programs.
+"""The `anatomy` command line: check, print, compile and prove .anat programs.
 
 Errors in user input print as `file:line:col: error: ...` with the line and a caret, and
 exit with status 2; no traceback.
@@ -130,6 +130,64 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def load_target(target: str, dims: dict[str, int]):
+    """`file.anat:name` (or a file with one anatomy) -> (Diagram, file, name)."""
+    file, name = split_target(target)
+    program = load(file, strict_dims=False, **dims)
+    if name is None:
+        if len(program.own) != 1:
+            raise AnatError(f"{file} defines {len(program.own)} anatomies; name one",
+                            hint=f"write {file}:NAME, NAME one of {', '.join(program.own)}")
+        name = program.own[0]
+    return program[name], file, name
+
+
+def cmd_prove(args) -> int:
+    """Prove two anatomies equal by rewriting, or refuse (exit 1) with a counterexample."""
+    from .rewrite import Proof, Side, prove
+    dims = parse_dims(args.dims)
+    sides = []
+    for target in (args.left, args.right):
+        d, file, name = load_target(target, dims)
+        sides.append(Side(d, file, name, {k: v for k, v in dims.items() if k in d.dims}))
+    result = prove(*sides, allow_approximate=args.allow_approximate)
+    if not isinstance(result, Proof):
+        print(result.render())
+        return 1
+    print(result.render(show_diagrams=not args.brief))
+    if args.json:
+        result.save(args.json)
+        print(f"proof written to {args.json} (check it: anatomy verify-proof {args.json})",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_verify_proof(args) -> int:
+    from .rewrite import verify_proof
+    result = verify_proof(args.proof)
+    print(result.render())
+    return 0 if result.ok else 1
+
+
+def cmd_rules(args) -> int:
+    """The rule table; with --certify, each rule's certificate (sympy and numeric)."""
+    from .rewrite import RULES
+    from .rewrite.certify import certify
+    ok = True
+    for rule in RULES.values():
+        if args.certify:
+            cert = certify(rule)
+            ok &= cert.ok
+            print(cert.render(), flush=True)
+        else:
+            mark = "normalising" if rule.normalising else ""
+            print(f"{rule.name:<20} {rule.kind:<11} {mark:<11} {rule.statement}")
+    if args.certify:
+        print(f"{len(RULES)} rules, {'all certified' if ok else 'SOME REJECTED'}",
+              file=sys.stderr)
+    return 0 if ok else 1
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -154,6 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", action="store_true", help="run once on random inputs")
     p.add_argument("--seq", type=_positive_int, default=16, help="sequence length for --run")
     p.set_defaults(func=cmd_compile)
+    p = sub.add_parser("prove", help="prove two anatomies equal by rewriting (or refuse)")
+    p.add_argument("left", help="FILE:NAME")
+    p.add_argument("right", help="FILE:NAME")
+    p.add_argument("--dims", help="override dims of both sides, e.g. g=1")
+    p.add_argument("--allow-approximate", action="store_true",
+                   help="also use approximate (model-changing) rules; flagged in the proof")
+    p.add_argument("--json", help="write the proof as JSON (replay: anatomy verify-proof)")
+    p.add_argument("--brief", action="store_true", help="steps only, without the diagrams")
+    p.set_defaults(func=cmd_prove)
+    p = sub.add_parser("verify-proof", help="replay and re-check a JSON proof")
+    p.add_argument("proof", help="a proof written by `anatomy prove --json`")
+    p.set_defaults(func=cmd_verify_proof)
+    p = sub.add_parser("rules", help="the rewrite rules (--certify: check each one)")
+    p.add_argument("--certify", action="store_true",
+                   help="certify every rule on its witnesses (sympy and numeric)")
+    p.set_defaults(func=cmd_rules)
     p = sub.add_parser("print", help="print a program (or FILE:NAME) as canonical .anat text")
     p.add_argument("target", help="FILE or FILE:NAME")
     p.set_defaults(func=cmd_print)

@@ -116,6 +116,9 @@ class AnatomyBuilder:
         self.anon = 0
         self.stem = self.name
         self.implicit_count: dict[str, int] = {}
+        self.written = {str(t.children[0]) for stmt in tree.children[3:]
+                        if isinstance(stmt, Tree) and stmt.data == "assign"
+                        for t in stmt.children[:-1]}
         for p in self.signature.inputs:
             self._define(p.name, p.axes, "input", p.loc)
 
@@ -133,7 +136,11 @@ class AnatomyBuilder:
         self.axes_seen.update(axes)
 
     def _fresh(self) -> str:
+        """The next anonymous wire name `_N`, skipping any the program names itself (the
+        printer writes an anonymous wire it cannot inline as a statement `_N[...] = ...`)."""
         self.anon += 1
+        while f"_{self.anon}" in self.wires or f"_{self.anon}" in self.written:
+            self.anon += 1
         return f"_{self.anon}"
 
     def _emit(self, op: str, inputs: list[Use], axes: Axes, loc: SourceLoc,

@@ -14,6 +14,7 @@ from typing import Any
 import networkx as nx
 
 from anatomy.ir import Axes, Box, Diagram, Use, Wire, freeze_attrs
+from anatomy.ops import OPS
 from anatomy.shapes import check
 
 
@@ -36,7 +37,7 @@ class Edit:
             return next(f"_{i}" for i in itertools.count(1) if f"_{i}" not in self.wires)
         for i in itertools.count(1):
             name = stem if i == 1 else f"{stem}_{i}"
-            if name not in self.wires:
+            if name not in self.wires and name not in OPS:
                 return name
         raise AssertionError  # pragma: no cover
 

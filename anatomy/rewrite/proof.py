@@ -120,7 +120,7 @@ class Proof:
     def render(self, show_diagrams: bool = True) -> str:
         sign = "~" if self.approximate else "="
         lines = [f"claim: {self.left.label()} {sign} {self.right.label()}",
-                 (f"proved in {len(self.chain())} steps ({self.seconds:.2f} s); rules: "
+                 (f"proved in {_steps(len(self.chain()))} ({self.seconds:.2f} s); rules: "
                   f"{', '.join(self.rules_used) or 'none (same up to names and order)'}"), ""]
         if show_diagrams:
             lines += [f"{self.left.label()}:", _indent(self.left.diagram.to_text())]
@@ -239,6 +239,8 @@ def _check_signatures(left: Side, right: Side) -> None:
 # -- JSON proofs -----------------------------------------------------------------------------
 @dataclass
 class Verification:
+    """The outcome of replaying a saved proof, with what was checked."""
+
     ok: bool
     messages: list[str]
 
@@ -310,3 +312,7 @@ def _sha256(file: str) -> str | None:
 
 def _indent(text: str) -> str:
     return "\n".join("    " + line if line else "" for line in text.rstrip().splitlines())
+
+
+def _steps(n: int) -> str:
+    return f"{n} step" + ("" if n == 1 else "s")

@@ -86,7 +86,7 @@ def unscan(d: Diagram, site: Site) -> Diagram:
     u, log_a = b.inputs
     (t,) = b.attr("along")
     s = e.fresh_axis("s")
-    mask = e.add("decay", [log_a], decay_axes(log_a.axes, t, s), "decay", before=b.id,
+    mask = e.add("decay", [log_a], decay_axes(log_a.axes, t, s), "_", before=b.id,
                  along=(t, s))
     e.replace(b.id, "contract", [mask, rename_use(u, {t: s})])
     return e.done()
@@ -193,7 +193,7 @@ def unchunk(d: Diagram, site: Site) -> Diagram:
     q, k, v, log_a = b.inputs
     (t,) = b.attr("along")
     s = e.fresh_axis("s")
-    mask = e.add("decay", [log_a], decay_axes(log_a.axes, t, s), "decay", before=b.id,
+    mask = e.add("decay", [log_a], decay_axes(log_a.axes, t, s), "_", before=b.id,
                  along=(t, s))
     e.replace(b.id, "contract", [mask, q, rename_use(k, {t: s}), rename_use(v, {t: s})])
     return e.done()
@@ -235,8 +235,8 @@ def decay_compose(d: Diagram, site: Site) -> Diagram:
     _, t, s = mask_of(d, b.inputs[i])
     a, c = (log_decay(d, e, b.inputs[x], b.id) for x in (i, j))
     axes = a.axes + tuple(x for x in c.axes if x not in a.axes)
-    total = e.add("add", [a, c], axes, "log_a", before=b.id)
-    mask = e.add("decay", [total], decay_axes(axes, t, s), "decay", before=b.id,
+    total = e.add("add", [a, c], axes, "_", before=b.id)
+    mask = e.add("decay", [total], decay_axes(axes, t, s), "_", before=b.id,
                  along=(t, s))
     rest = [u for x, u in enumerate(b.inputs) if x not in (i, j)]
     e.set_inputs(b.id, rest + [mask])

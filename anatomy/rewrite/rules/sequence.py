@@ -190,7 +190,7 @@ def decay_flip(d: Diagram, site: Site) -> Diagram:
         flipped = _wrap(e, log_a, "flip", t, decay.id)
         c = _wrap(e, flipped, "shift", t, decay.id, by=1)
         log_a = rename_use(c, {t: s})
-    mask = e.add("decay", [log_a], decay_axes(log_a.axes, s, t), "decay", before=decay.id,
+    mask = e.add("decay", [log_a], decay_axes(log_a.axes, s, t), "_", before=decay.id,
                  along=(s, t))
     # decay's names -> the outer flip's names
     to_inner = seen_as(d, inner.inputs[0])
