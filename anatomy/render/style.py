@@ -56,12 +56,15 @@ def box_kind(box: Box, out_axes: tuple[str, ...], sequence_axes: set[str]) -> st
 
 
 def legend(kinds: set[str]) -> str:
-    """An HTML-like graphviz label: a swatch per kind drawn, in the order of KINDS."""
+    """An HTML-like graphviz label: a colour swatch and a name per kind drawn, four to a
+    row, in the order of KINDS."""
     order = [k for k in KINDS if k in kinds]
     rows = [order[i:i + 4] for i in range(0, len(order), 4)]
     cells = "".join(
-        "<TR>" + "".join(f'<TD BGCOLOR="{COLOURS[k]}" BORDER="1" COLOR="#868e96">'
-                         f'{escape(LEGEND_NAMES.get(k, k))}</TD>' for k in row) + "</TR>"
+        "<TR>" + "".join(f'<TD BGCOLOR="{COLOURS[k]}" BORDER="1" COLOR="#868e96" WIDTH="14" '
+                         f'HEIGHT="12" FIXEDSIZE="TRUE"></TD>'
+                         f'<TD ALIGN="LEFT">{escape(LEGEND_NAMES.get(k, k))}</TD>'
+                         for k in row) + "</TR>"
         for row in rows)
-    return (f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="4" CELLPADDING="3">'
+    return (f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3" CELLPADDING="1">'
             f'{cells}</TABLE>')
