@@ -16,7 +16,7 @@ import pytest
 import anatomy
 from anatomy import AnatError
 from anatomy.ops import KINDS
-from anatomy.render import render_gallery, render_proof, to_dot, to_svg
+from anatomy.render import changed_boxes, render_gallery, render_proof, to_dot, to_svg
 from anatomy.render.browser import chromium, ink, screenshot, svg_size_px
 from anatomy.render.style import COLOURS
 from tests.svg import Text, overlaps, parse
@@ -259,6 +259,16 @@ def test_proof_pages(tmp_path):
                                      'src="step-02.svg"', "with q scaled")]
     assert order == sorted(order)
     assert "(approximate)" in html and 'href="#step-1"' in html
+
+
+def test_changed_boxes_are_the_rewritten_region():
+    text = (ZOO / "gqa.anat").read_text()
+    gqa = anatomy.load(text)["gqa"]
+    windowed = anatomy.load(text.replace("mask=causal(t, s)", "mask=window(t, s, size=4)"))
+    biased = anatomy.load(text.replace("y[t, d] = linear(o)", "y[t, d] = linear(o, bias=true)"))
+    assert changed_boxes(gqa, gqa) == frozenset()
+    assert changed_boxes(gqa, windowed["gqa"]) == {"_10"}  # the mask box, nothing else
+    assert changed_boxes(gqa, biased["gqa"]) == {"y", "b_y"}  # the projection and its bias
 
 
 def test_proof_step_errors(tmp_path):

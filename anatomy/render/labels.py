@@ -61,7 +61,8 @@ def box_title(d: Diagram, box: Box) -> str:
         title = box.attr("anatomy")
     elif op == "slot":
         title = f"slot {box.attr('slot')}"
-    elif op in ("softmax", "normalise", "l2normalise", "layernorm", "rmsnorm", "groupnorm"):
+    elif op in ("softmax", "normalise", "l2normalise", "layernorm", "rmsnorm", "groupnorm",
+                "scan", "ssd"):
         title = f"{op} over {', '.join(along)}"
     elif op == "share":
         title = f"share {along[0]}→{along[1]}"

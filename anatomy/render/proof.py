@@ -2,7 +2,8 @@
 an index.html that steps through them with each rule's name and statement.
 
 The rewrite engine hands over its steps; `render_proof` only draws them. Step 0 is the
-starting diagram (rule "start").
+starting diagram (rule "start"). `changed_boxes(before, after)` computes a step's
+highlight from the diagrams on both sides of it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def as_step(item: Any) -> Step:
     if unknown:
         raise ValueError(f"highlighted boxes {unknown} are not boxes of {step.diagram.name}")
     return step
+
+
+def changed_boxes(before: Diagram, after: Diagram) -> frozenset[str]:
+    """The ids of the boxes of `after` that `before` does not have as they are (op, inputs,
+    outputs, attributes): the region a rewrite step changed, to highlight."""
+    old = set(before.boxes)
+    return frozenset(b.id for b in after.boxes if b not in old)
 
 
 def render_proof(steps: Iterable[Any], out_dir: Path | str, depth: int = 1) -> Path:
