@@ -1,4 +1,4 @@
-"""The `anatomy` command line: check, print, compile and prove .anat programs.
+"""The `anatomy` command line: check, print, compile, prove and render .anat programs.
 
 Errors in user input print as `file:line:col: error: ...` with the line and a caret, and
 exit with status 2; no traceback.
@@ -136,8 +136,10 @@ def load_target(target: str, dims: dict[str, int]):
     program = load(file, strict_dims=False, **dims)
     if name is None:
         if len(program.own) != 1:
-            raise AnatError(f"{file} defines {len(program.own)} anatomies; name one",
-                            hint=f"write {file}:NAME, NAME one of {', '.join(program.own)}")
+            raise AnatError(f"{file} defines {len(program.own)} anatomies "
+                            f"({', '.join(program.own)}): name one",
+                            hint=f"write {file}:NAME, e.g. {file}:{program.own[-1]}"
+                            if program.own else None)
         name = program.own[0]
     return program[name], file, name
 
@@ -188,6 +190,27 @@ def cmd_rules(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_render(args) -> int:
+    """One anatomy as an SVG (or DOT) picture; a directory as a gallery."""
+    from .render import render_gallery, to_dot, to_svg
+    from .render.output import write_text
+    if Path(args.target).is_dir():
+        if args.format != "svg" or not args.output:
+            raise AnatError("rendering a directory writes a gallery of SVGs: give -o FOLDER "
+                            "(and no --format dot)", hint="e.g. anatomy render zoo/ -o site/")
+        index = render_gallery(Path(args.target), Path(args.output), args.depth)
+        print(f"wrote {index}", file=sys.stderr)
+        return 0
+    diagram, _, _ = load_target(args.target, parse_dims(args.dims))
+    render = to_dot if args.format == "dot" else to_svg
+    text = render(diagram, args.depth)
+    if args.output:
+        write_text(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -231,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("print", help="print a program (or FILE:NAME) as canonical .anat text")
     p.add_argument("target", help="FILE or FILE:NAME")
     p.set_defaults(func=cmd_print)
+    p = sub.add_parser("render", help="draw FILE[:NAME] as an SVG string diagram, or a "
+                                      "directory of .anat files as a gallery")
+    p.add_argument("target", help="FILE, FILE:NAME, or a directory (gallery)")
+    p.add_argument("-o", "--output", help="output file (default: stdout); for a directory, "
+                                          "the gallery's folder")
+    p.add_argument("--depth", type=_positive_int, default=1,
+                   help="levels of composite boxes drawn: 1 (default) shows them collapsed, "
+                        "2 expands each once, ...")
+    p.add_argument("--format", default="svg", choices=["svg", "dot"],
+                   help="svg (default; needs graphviz) or the DOT source")
+    p.add_argument("--dims", help="override dims, e.g. d=512,h=8")
+    p.set_defaults(func=cmd_render)
     return parser
 
 

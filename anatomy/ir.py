@@ -242,6 +242,15 @@ class Diagram:
         from .shapes import check
         return check(self, dims)
 
+    def to_svg(self, depth: int = 1, highlight: set[str] = frozenset()) -> str:
+        """The diagram drawn as an SVG string diagram (needs graphviz; docs/rendering.md)."""
+        from .render import to_svg
+        return to_svg(self, depth, highlight)
+
+    def _repr_svg_(self) -> str:
+        """Jupyter shows a diagram as its picture."""
+        return self.to_svg()
+
     def __str__(self) -> str:
         return self.to_text()
 

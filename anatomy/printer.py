@@ -226,3 +226,9 @@ def print_program(program: Program) -> str:
         parts.append(f"slot {name}{sig}\n")
     parts.extend(print_diagram(d) for d in program)
     return "\n".join(parts)
+
+
+def expression(d: Diagram, wire: str) -> str:
+    """The .anat text of the expression that computes `wire` (anonymous wires used once
+    inlined, as in a statement), e.g. `1 / sqrt(n)` for a scale factor."""
+    return _Printer(d).expr(d.producer(wire), d.wires[wire].axes)

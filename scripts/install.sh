@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Install everything anatomy needs into ./.venv: system graphviz, torch (CPU build first,
-# so no multi-GB CUDA wheel is pulled in), triton, and the package with its test extras.
+# Install everything anatomy needs into ./.venv: system graphviz (rendering) and chromium
+# (the gallery's screenshot test; ~300 MB, ~16 s from a warm apt cache; set
+# ANATOMY_NO_CHROMIUM=1 to skip it and that test), torch (CPU build first, so no
+# multi-GB CUDA wheel is pulled in), triton, and the package with its test extras.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v dot >/dev/null 2>&1; then
+missing=()
+command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+if [ -z "${ANATOMY_NO_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  missing+=(chromium)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing graphviz (system package)..."
-    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) \
-      || echo "warning: could not install graphviz; rendering will explain how" >&2
+    echo "installing system packages: ${missing[*]}..."
+    # fonts-liberation: Helvetica-compatible metrics for dot's layout and the browser
+    (apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+      fonts-liberation >/dev/null) || echo "warning: could not install ${missing[*]}; rendering explains how \
+to install graphviz, and the screenshot test is skipped without chromium" >&2
   else
-    echo "note: graphviz's dot not found; install it for rendering (apt-get install graphviz)" >&2
+    echo "note: not installed: ${missing[*]} (apt-get install ${missing[*]}); rendering" \
+         "needs graphviz's dot, the gallery screenshot test needs chromium" >&2
   fi
 fi
 
