@@ -279,28 +279,50 @@ def ref_gta(inputs, params, dims=None) -> Tensor:
     return _proj(o, p["w_y"], 2)
 
 
-def ref_gla(inputs, params, dims=None) -> Tensor:
-    """Zadouri, Strauss, Dao 2025, grouped latent attention (MLA with a grouped latent).
+def _mla_latents(x: Tensor, p: dict) -> tuple[Tensor, Tensor, Tensor]:
+    """DeepSeek-V2 eqs. (9), (12), (14): c_kv = RMSNorm(W_DKV h), c_q = RMSNorm(W_DQ h),
+    k_R = RoPE(W_KR h) (one RoPE key for every head)."""
+    c_kv = rmsnorm(_proj(x, p["w_c_kv"]), 1, p["scale_c_kv"])
+    c_q = rmsnorm(_proj(x, p["w_c_q"]), 1, p["scale_c_q"])
+    return c_kv, c_q, rope(_proj(x, p["w_k_r"]))
 
-    Per group g: latent c_g = x W_latent[g]; the J heads of group g up-project their no-RoPE
-    key and their value from c_g only; a RoPE key part (one, shared by all heads) and a RoPE
-    query part per head; score = (q_nope.k_nope + q_pe.k_pe) / sqrt(c + r).
-    """
+
+def _latent_attention(x: Tensor, p: dict, k_c: Tensor, v: Tensor) -> Tensor:
+    """The rest of MLA and GLA (eqs. (13), (15)-(19)): q = [W_UQ c_q; RoPE(W_QR c_q)],
+    k = [k_C; k_R], causal softmax(q.k / sqrt(d_h + d_h^R)) v_C, then W_O."""
+    _, c_q, k_r = _mla_latents(x, p)
+    q = torch.cat([_proj(c_q, p["w_q_c"]), rope(_proj(c_q, p["w_q_r"]))], dim=-1)
+    H = q.shape[2]
+    k = torch.cat([k_c, k_r[:, :, None, :].expand(-1, -1, H, -1)], dim=-1)
+    o = softmax_attend(q, k, v, scale=1.0 / math.sqrt(q.shape[-1]))
+    return _proj(o, p["w_y"], 2)
+
+
+def ref_mla(inputs, params, dims=None) -> Tensor:
+    """DeepSeek-AI 2024 (DeepSeek-V2) section 2.1, multi-head latent attention: per head i,
+    k_C = W_UK^(i) c_kv and v_C = W_UV^(i) c_kv (eqs. (10), (11)), with RMS norms on both
+    latents (section 3.1.2). Also the reference of the absorbed form: it must equal this."""
     x, p = inputs["x"], params
-    latent = _proj(x, p["w_latent"])  # [B, T, G, L]
-    k_nope = torch.einsum("btgl,gljc->btgjc", latent, p["w_uk"])
-    v = torch.einsum("btgl,gljn->btgjn", latent, p["w_uv"])
-    k_pe = rope(_proj(x, p["w_k_pe"]))  # [B, T, R]
-    q_nope = _proj(x, p["w_q_nope"])  # [B, T, G, J, C]
-    q_pe = rope(_proj(x, p["w_q_pe"]))  # [B, T, G, J, R]
-    C, R = q_nope.shape[-1], q_pe.shape[-1]
-    T = x.shape[1]
-    score = (torch.einsum("btgjc,bsgjc->bgjts", q_nope, k_nope)
-             + torch.einsum("btgjr,bsr->bgjts", q_pe, k_pe)) / math.sqrt(C + R)
-    score = score.masked_fill(~causal_mask(T, x.device), -math.inf)
-    w = torch.softmax(score, dim=-1)
-    o = torch.einsum("bgjts,bsgjn->btgjn", w, v)
-    return _proj(o, p["w_y"], 3)
+    c_kv, _, _ = _mla_latents(x, p)
+    k_c = torch.einsum("btl,lhn->bthn", c_kv, p["w_uk"])
+    v = torch.einsum("btl,lhn->bthn", c_kv, p["w_uv"])
+    return _latent_attention(x, p, k_c, v)
+
+
+def ref_gla(inputs, params, dims=None) -> Tensor:
+    """Zadouri, Strauss, Dao 2025, grouped latent attention: MLA whose KV latent is split
+    into G groups (one RMS norm each); the H/G heads of group j up-project their keys and
+    values from latent group j only. Written group by group."""
+    x, p = inputs["x"], params
+    c_kv = rmsnorm(_proj(x, p["w_c_kv"]), 1, p["scale_c_kv"])  # [B, T, G, L]
+    G, H = c_kv.shape[2], p["w_uk"].shape[1]
+    per_group = H // G
+    k_c, v = [], []
+    for j in range(G):
+        heads = slice(j * per_group, (j + 1) * per_group)
+        k_c.append(torch.einsum("btl,lhn->bthn", c_kv[:, :, j], p["w_uk"][:, heads]))
+        v.append(torch.einsum("btl,lhn->bthn", c_kv[:, :, j], p["w_uv"][:, heads]))
+    return _latent_attention(x, p, torch.cat(k_c, dim=2), torch.cat(v, dim=2))
 
 
 def ref_bahdanau(inputs, params, dims=None) -> Tensor:
@@ -493,6 +515,8 @@ REFERENCES: dict[str, tuple[str, Reference]] = {
     "mqa": ("mqa.anat", ref_mqa),
     "gta": ("gta.anat", ref_gta),
     "gla": ("gla.anat", ref_gla),
+    "mla": ("mla.anat", ref_mla),
+    "mla_absorbed": ("mla.anat", ref_mla),
     "bahdanau": ("bahdanau.anat", ref_bahdanau),
     "sigmoid_attention": ("sigmoid_attention.anat", ref_sigmoid_attention),
     "relu_attention": ("relu_attention.anat", ref_relu_attention),

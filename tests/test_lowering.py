@@ -18,7 +18,9 @@ from tests.references import REFERENCES, load_zoo, random_inputs, random_params
 # small dims per zoo anatomy, so the suite stays fast (cores have no dims)
 SMALL = {
     "mha": {"d": 32, "h": 4}, "mqa": {"d": 32, "h": 4}, "gqa": {"d": 32, "h": 4, "g": 2},
-    "gta": {"d": 32, "h": 4, "g": 2}, "gla": {"d": 32, "g": 2, "j": 2, "n": 8, "c": 4, "r": 4, "l": 8},
+    "gta": {"d": 32, "h": 4, "g": 2}, "gla": {"d": 32, "h": 4, "g": 2, "n": 8, "r": 4, "l": 8, "m": 16},
+    "mla": {"d": 32, "h": 4, "n": 8, "r": 4, "l": 16, "m": 16},
+    "mla_absorbed": {"d": 32, "h": 4, "n": 8, "r": 4, "l": 16, "m": 16},
     "bahdanau": {"d": 32, "h": 4}, "sigmoid_attention": {"d": 32, "h": 4},
     "relu_attention": {"d": 32, "h": 4}, "linear_attention": {"d": 32, "h": 4},
     "linear_attention_elu": {"d": 32, "h": 4}, "linear_attention_normalised": {"d": 32, "h": 4},
