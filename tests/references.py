@@ -497,6 +497,58 @@ def ref_hydra(inputs, params, dims=None) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# Memory Mosaics (Zhang, Nolte, Sadhukhan, Chen, Bottou, ICLR 2025), zoo/memory_mosaics.anat
+# --------------------------------------------------------------------------------------------
+
+
+def _leaky_key(x: Tensor, p: dict) -> Tensor:
+    """k_t = Norm(kbar_t), kbar_t = W x_t + lambda kbar_(t-1), lambda_h = exp(-|leak_h|):
+    the leaky average as its recurrence, then L2-normalised per head."""
+    kt = _proj(x, p["w_kt"])  # [B, T, H, N]
+    lam = torch.exp(-p["leak"].abs())[:, None]  # [H, 1]
+    acc = torch.zeros_like(kt[:, 0])
+    kbar = []
+    for t in range(kt.shape[1]):
+        acc = kt[:, t] + lam * acc
+        kbar.append(acc)
+    kbar = torch.stack(kbar, dim=1)
+    return kbar / kbar.norm(dim=-1, keepdim=True)
+
+
+def ref_context_memory(inputs, params, dims=None) -> Tensor:
+    """The in-context associative memory: at time t it holds the pairs (k_u, v_u), u < t,
+    where v_u = Norm((1 - c) W_v x_(u+1) + c W_v x_u) looks one step ahead; it answers k_t by
+    Gaussian kernel smoothing, sum_u exp(-beta |k_t - k_u|^2) v_u / sum_u exp(...), with the
+    squared distances written out; an empty memory (t = 0) answers 0. Then W_O."""
+    x, p = inputs["x"], params
+    k = _leaky_key(x, p)
+    vt = _proj(x, p["w_vt"])  # [B, T, H, N]
+    c = p["c"][:, None]
+    v = (1 - c) * vt[:, 1:] + c * vt[:, :-1]  # v_u for u = 0 .. T-2
+    v = v / v.norm(dim=-1, keepdim=True)
+    beta = torch.exp(p["log_beta"])[:, None, None]  # [H, 1, 1]
+    B, T, H, N = k.shape
+    y = torch.zeros_like(vt)
+    for t in range(1, T):
+        dist2 = (k[:, t, None] - k[:, :t]).pow(2).sum(-1)  # [B, t, H]: |k_t - k_u|^2, u < t
+        w = torch.softmax(-beta[:, 0, 0] * dist2, dim=1)
+        y[:, t] = torch.einsum("buh,buhn->bhn", w, v[:, :t])
+    return _proj(y, p["w_y"], 2)
+
+
+def ref_persistent_memory(inputs, params, dims=None) -> Tensor:
+    """The persistent memory: the leaky-average key answered from M learned pairs
+    (m_i, u_i), softmax_i(beta k_t.m_i) u_i per head (the authors' code: the stored keys are
+    not normalised, so the kernel is the exponential of the dot product). Then W_O."""
+    x, p = inputs["x"], params
+    k = _leaky_key(x, p)
+    beta = torch.exp(p["log_beta"])
+    score = torch.einsum("bthn,mhn->bthm", k, p["mk"]) * beta[:, None]
+    o = torch.einsum("bthm,mhn->bthn", torch.softmax(score, dim=-1), p["mv"])
+    return _proj(o, p["w_y"], 2)
+
+
+# --------------------------------------------------------------------------------------------
 # Registry and random weights / inputs
 # --------------------------------------------------------------------------------------------
 
@@ -531,6 +583,8 @@ REFERENCES: dict[str, tuple[str, Reference]] = {
     "ssd": ("ssd.anat", ref_ssd),
     "ss": ("hydra.anat", ref_ss),
     "hydra": ("hydra.anat", ref_hydra),
+    "context_memory": ("memory_mosaics.anat", ref_context_memory),
+    "persistent_memory": ("memory_mosaics.anat", ref_persistent_memory),
 }
 
 

@@ -26,6 +26,7 @@ SMALL = {
     "linear_attention_elu": {"d": 32, "h": 4}, "linear_attention_normalised": {"d": 32, "h": 4},
     "linear_attention_elu_normalised": {"d": 32, "h": 4}, "retnet": {"d": 32, "h": 4},
     "ssd": {"d": 32, "h": 4, "n": 8}, "hydra": {"d": 32, "h": 4, "n": 8},
+    "context_memory": {"d": 32, "h": 4}, "persistent_memory": {"d": 32, "h": 4},
 }
 # no recurrent form: they look ahead (flip, shift to earlier, the sequence length)
 NOT_RECURRENT = {"quasiseparable_core", "hydra_construction_core", "hydra",
@@ -153,6 +154,24 @@ anatomy my_retention(x[t, d]) -> y[t, d]
         y, state = chunked.step(x[:, t:t + 1], state)
         ys.append(y)
     assert rel_rmse(torch.cat(ys, 1), parallel(x)) <= 1e-10
+
+
+def test_softmax_over_a_row_with_every_key_masked_gives_zero_weights():
+    # strictly earlier keys only: the first query has none
+    source = """
+anatomy earlier(q[t, h, n], k[t, h, n], v[t, h, n]) -> y[t, h, n]
+  score[h, t, s] = q * k[s, h, n]
+  w[h, t, s] = softmax(score, s, mask=causal(t, s) - window(t, s, size=1))
+  y[t, h, n] = w * v[s, h, n]
+"""
+    module = anatomy.compile(source).double()
+    q, k, v = (torch.randn(2, 9, 3, 4, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    y = module(q, k, v)
+    assert torch.equal(y[:, 0], torch.zeros_like(y[:, 0]))
+    assert torch.allclose(y[:, 1], v[:, 0])  # one earlier key: all its weight
+    y.square().sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
 
 
 @pytest.mark.parametrize("name,form", [("mha", "auto"), ("ssd", "chunked"), ("retnet", "auto"),

@@ -59,3 +59,44 @@ def test_gla_with_one_group_is_mla():
     gla.load_state_dict(params)
     x = torch.randn(2, 30, 32, dtype=torch.float64)
     assert rel_rmse(gla(x), mla(x)) <= 1e-12
+
+
+def _memory(name: str, form: str = "auto"):
+    return anatomy.compile("zoo/memory_mosaics.anat", name, form=form, d=32, h=4).double()
+
+
+def test_context_memory_is_causal_though_its_values_look_one_step_ahead():
+    memory = _memory("context_memory")
+    x = torch.randn(2, 20, 32, dtype=torch.float64)
+    y = memory(x)
+    assert torch.equal(y[:, 0], torch.zeros_like(y[:, 0]))  # an empty memory answers 0
+    x2 = x.clone()
+    x2[:, 10] += 1.0
+    y2 = memory(x2)
+    assert torch.equal(y2[:, :10], y[:, :10])  # no output sees a later token
+    # y_10 does see x_10: through the query k_10 and the value v_9 it completes
+    assert (y2[:, 10] - y[:, 10]).abs().max() > 1e-3
+
+
+def test_context_memory_gradients_are_finite_at_the_empty_first_step():
+    memory = _memory("context_memory")
+    x = torch.randn(1, 6, 32, dtype=torch.float64, requires_grad=True)
+    memory(x).square().sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in memory.parameters())
+
+
+def test_memory_mosaics_decode_in_uneven_chunks_with_a_fixed_size_key_state():
+    for name in ("context_memory", "persistent_memory"):
+        memory = _memory(name)
+        x = torch.randn(2, 90, 32, dtype=torch.float64)
+        want = memory(x)
+        state = memory.init_state(2, dtype=torch.float64)
+        ys = []
+        for a, b in [(0, 7), (7, 8), (8, 70), (70, 71), (71, 90)]:  # crosses a chunk (64)
+            y, state = memory.step(x[:, a:b], state)
+            ys.append(y)
+        assert rel_rmse(torch.cat(ys, 1), want) <= 1e-12
+        # the leaky average of the keys is a recurrence: its last state, not a cache of W x
+        assert state["scan:kbar"].shape == (2, 4, 8)
+        assert "cache:kt" not in state
