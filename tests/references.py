@@ -526,12 +526,11 @@ def ref_context_memory(inputs, params, dims=None) -> Tensor:
     c = p["c"][:, None]
     v = (1 - c) * vt[:, 1:] + c * vt[:, :-1]  # v_u for u = 0 .. T-2
     v = v / v.norm(dim=-1, keepdim=True)
-    beta = torch.exp(p["log_beta"])[:, None, None]  # [H, 1, 1]
-    B, T, H, N = k.shape
+    beta = torch.exp(p["log_beta"])  # [H]
     y = torch.zeros_like(vt)
-    for t in range(1, T):
+    for t in range(1, k.shape[1]):
         dist2 = (k[:, t, None] - k[:, :t]).pow(2).sum(-1)  # [B, t, H]: |k_t - k_u|^2, u < t
-        w = torch.softmax(-beta[:, 0, 0] * dist2, dim=1)
+        w = torch.softmax(-beta * dist2, dim=1)
         y[:, t] = torch.einsum("buh,buhn->bhn", w, v[:, :t])
     return _proj(y, p["w_y"], 2)
 
