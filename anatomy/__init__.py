@@ -25,6 +25,7 @@ __all__ = [
     "__version__",
     "check",
     "compile",
+    "grow",
     "load",
     "zoo",
     "zoo_dir",
@@ -32,10 +33,10 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # compile imports torch: only pay for it when compiling
-    if name == "compile":
-        from anatomy.lowering import compile
-        return compile
+    # compile and grow import torch: only pay for it when compiling
+    if name in ("compile", "grow"):
+        from anatomy import lowering
+        return getattr(lowering, name)
     raise AttributeError(f"module 'anatomy' has no attribute {name!r}")
 
 

@@ -277,6 +277,11 @@ def concat(dim: int, *parts: Tensor) -> Tensor:
     return torch.cat(out, dim)
 
 
+def reshape(x: Tensor, n_kept: int, sizes: tuple) -> Tensor:
+    """Keep the first `n_kept` dims; the rest, merged row-major, become dims of `sizes`."""
+    return x.reshape(tuple(x.shape[:n_kept]) + tuple(sizes))
+
+
 def split(x: Tensor, dim: int, sizes: tuple[int, ...]) -> tuple[Tensor, ...]:
     return tuple(torch.split(x, list(sizes), dim))
 

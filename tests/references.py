@@ -497,6 +497,43 @@ def ref_hydra(inputs, params, dims=None) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# TokenFormer (Wang et al. 2024), zoo/pattention.anat
+# --------------------------------------------------------------------------------------------
+
+
+def pattention(x: Tensor, key_tokens: Tensor, value_tokens: Tensor,
+               n_scale: int | None = None) -> Tensor:
+    """Pattention(X, K_P, V_P) = Theta(X K_P^T) V_P with the modified softmax
+    Theta(A)_ij = GeLU(A_ij tau / |A_i|_2), tau = sqrt(n), n the number of parameter tokens
+    (`n_scale` overrides the n of tau: a grown model keeps the n it was trained with)."""
+    n = key_tokens.shape[0] if n_scale is None else n_scale
+    a = x @ key_tokens.T
+    theta = F.gelu(a * math.sqrt(n) / a.norm(dim=-1, keepdim=True))
+    return theta @ value_tokens
+
+
+def ref_pattention(inputs, params, dims=None) -> Tensor:
+    """One token-parameter attention layer in place of a linear map."""
+    return pattention(inputs["x"], params["key_tokens"], params["value_tokens"])
+
+
+def ref_tokenformer_attention(inputs, params, dims=None) -> Tensor:
+    """The paper's token-token attention: Q, K, V = Pattention(X) for three sets of
+    parameter tokens, split into h heads (dims["h"], default 8), causal softmax attention,
+    and a Pattention layer as the output projection."""
+    x, p = inputs["x"], params
+    B, T, D = x.shape
+    heads = (dims or {}).get("h", 8)
+
+    def layer(name: str, inp: Tensor) -> Tensor:
+        return pattention(inp, p[f"{name}.key_tokens"], p[f"{name}.value_tokens"])
+
+    q, k, v = (layer(n, x).reshape(B, T, heads, D // heads) for n in ("qf", "kf", "vf"))
+    o = softmax_attend(q, k, v)
+    return layer("y", o.reshape(B, T, D))
+
+
+# --------------------------------------------------------------------------------------------
 # Memory Mosaics (Zhang, Nolte, Sadhukhan, Chen, Bottou, ICLR 2025), zoo/memory_mosaics.anat
 # --------------------------------------------------------------------------------------------
 
@@ -582,6 +619,8 @@ REFERENCES: dict[str, tuple[str, Reference]] = {
     "ssd": ("ssd.anat", ref_ssd),
     "ss": ("hydra.anat", ref_ss),
     "hydra": ("hydra.anat", ref_hydra),
+    "pattention": ("pattention.anat", ref_pattention),
+    "tokenformer_attention": ("pattention.anat", ref_tokenformer_attention),
     "context_memory": ("memory_mosaics.anat", ref_context_memory),
     "persistent_memory": ("memory_mosaics.anat", ref_persistent_memory),
 }
@@ -636,22 +675,31 @@ def _init_tensor(init, shape, sizes_of_axes, gen, dtype, scale) -> Tensor:
 
 def random_params(diagram, seed: int = 0, scale: float = 1.0,
                   dtype=torch.float64) -> dict[str, Tensor]:
-    """Random float64 weights named and shaped after the diagram's param wires.
+    """Random float64 weights named and shaped after the diagram's param wires; those of an
+    anatomy used inside it (a composite box) are `<box>.<param>`, as in a state dict.
 
     Projections (fan_in) are normal / sqrt(fan_in) * scale so activations stay O(1); the other
     initialisers are sampled as their definitions say (ones/zeros perturbed by 0.1 normal).
     """
     gen = torch.Generator().manual_seed(seed)
-    sizes = axis_sizes(diagram)
     out: dict[str, Tensor] = {}
-    for box in diagram.params():
-        name = box.outputs[0]
-        axes = diagram.wires[name].axes
-        shape = tuple(sizes[a] for a in axes)
-        init = box.attr("init", ("normal",))
-        init_axes = dict(sizes)
-        out[name] = _init_tensor(init, shape, init_axes, gen, dtype, scale)
+    _add_params(diagram, diagram.shapes, "", gen, dtype, scale, out)
     return out
+
+
+def _add_params(diagram, shapes, prefix: str, gen, dtype, scale, out: dict) -> None:
+    sizes = {a: shapes.size(a) for w in diagram.wires.values() for a in w.axes
+             if shapes.size(a) is not None}
+    for box in diagram.boxes:
+        if box.op == "param":
+            name = box.outputs[0]
+            shape = tuple(sizes[a] for a in diagram.wires[name].axes)
+            init = box.attr("init", ("normal",))
+            out[prefix + name] = _init_tensor(init, shape, sizes, gen, dtype, scale)
+        elif box.op == "call":
+            callee = diagram.program.anatomies[box.attr("anatomy")]
+            _add_params(callee, shapes.callees[box.id], f"{prefix}{box.id}.", gen, dtype,
+                        scale, out)
 
 
 def random_inputs(diagram, B: int, T: int, seed: int = 0, sizes: dict[str, int] | None = None,

@@ -27,6 +27,7 @@ SMALL = {
     "linear_attention_elu_normalised": {"d": 32, "h": 4}, "retnet": {"d": 32, "h": 4},
     "ssd": {"d": 32, "h": 4, "n": 8}, "hydra": {"d": 32, "h": 4, "n": 8},
     "context_memory": {"d": 32, "h": 4}, "persistent_memory": {"d": 32, "h": 4},
+    "pattention": {"i": 16, "o": 24, "n": 40}, "tokenformer_attention": {"d": 32, "h": 4},
 }
 # no recurrent form: they look ahead (flip, shift to earlier, the sequence length)
 NOT_RECURRENT = {"quasiseparable_core", "hydra_construction_core", "hydra",
@@ -47,7 +48,7 @@ def build(name: str, form: str, dtype=torch.float64, seed: int = 0):
     module.to(dtype)
     module.load_state_dict(params)
     inputs = random_inputs(diagram, B=2, T=T, seed=seed + 1)
-    want = REFERENCES[name][1](inputs, params)
+    want = REFERENCES[name][1](inputs, params, dims)
     return module, diagram, inputs, want
 
 

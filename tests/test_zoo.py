@@ -1,15 +1,18 @@
 """What individual zoo entries claim beyond matching their references (tests/test_lowering.py
 checks every entry against tests/references.py in every form): MLA's absorbed form and its
-latent KV cache, GLA as MLA with a grouped latent.
+latent KV cache, GLA as MLA with a grouped latent, Memory Mosaics' causality and recurrent
+state, TokenFormer's growth (`anatomy.grow`).
 
 Tolerances: relative RMSE <= 1e-12 in float64 (the forms are exact rewrites of each other).
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import anatomy
+from anatomy import AnatError
 from tests.test_lowering import rel_rmse
 
 MLA = {"d": 32, "h": 4, "n": 8, "r": 4, "l": 16, "m": 24}
@@ -100,3 +103,75 @@ def test_memory_mosaics_decode_in_uneven_chunks_with_a_fixed_size_key_state():
         # the leaky average of the keys is a recurrence: its last state, not a cache of W x
         assert state["scan:kbar"].shape == (2, 4, 8)
         assert "cache:kt" not in state
+
+
+# -- TokenFormer: Pattention and growing it -------------------------------------------------
+
+LAYER = {"i": 16, "o": 24, "n": 40}
+
+
+def _param_count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_grow_appends_zero_tokens_and_keeps_the_function():
+    layer = anatomy.compile("zoo/pattention.anat", "pattention", **LAYER).double()
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    grown = anatomy.grow(layer, 24)
+    x = torch.randn(2, 30, 16, dtype=torch.float64)
+    assert rel_rmse(grown(x), layer(x)) <= 1e-12
+    assert _param_count(grown) == _param_count(layer) + 24 * (16 + 24)
+    assert grown.shapes.dims["n"] == 64 and grown.shapes.dims["n0"] == 40  # tau is kept
+    sd = grown.state_dict()
+    assert torch.equal(sd["key_tokens"][:40], before["key_tokens"])
+    assert not sd["key_tokens"][40:].any() and not sd["value_tokens"][40:].any()
+    assert all(torch.equal(v, before[k]) for k, v in layer.state_dict().items())  # untouched
+
+
+def test_growing_with_tau_rederived_would_change_the_function():
+    """Why grow pins n0: a fresh layer with n + 24 tokens scales scores by sqrt(n + 24)."""
+    layer = anatomy.compile("zoo/pattention.anat", "pattention", **LAYER).double()
+    grown = anatomy.grow(layer, 24)
+    fresh = anatomy.compile("zoo/pattention.anat", "pattention", **{**LAYER, "n": 64}).double()
+    fresh.load_state_dict(grown.state_dict())
+    assert fresh.shapes.dims["n0"] == 64
+    x = torch.randn(2, 30, 16, dtype=torch.float64)
+    assert rel_rmse(fresh(x), layer(x)) > 1e-2
+
+
+def test_grow_the_tokenformer_block_in_every_form():
+    block = anatomy.compile("zoo/pattention.anat", d=32, h=4).double()
+    grown = anatomy.grow(block, 100)
+    layers = ("qf", "kf", "vf", "y")  # the four Pattention layers, each grown
+    assert [getattr(grown, n).shapes.dims["n"] for n in layers] == [1124] * 4
+    assert _param_count(grown) == _param_count(block) + 4 * 100 * (32 + 32)
+    x = torch.randn(2, 40, 32, dtype=torch.float64)
+    want = block(x)
+    assert rel_rmse(grown(x), want) <= 1e-12
+    state = grown.init_state(2, dtype=torch.float64)
+    ys = []
+    for a, b in [(0, 25), (25, 26), (26, 40)]:
+        y, state = grown.step(x[:, a:b], state)
+        ys.append(y)
+    assert rel_rmse(torch.cat(ys, 1), want) <= 1e-12
+
+
+def test_zero_keys_and_values_do_not_learn_but_zero_keys_alone_do():
+    layer = anatomy.compile("zoo/pattention.anat", "pattention", **LAYER).double()
+    x = torch.randn(2, 30, 16, dtype=torch.float64)
+    zeros = anatomy.grow(layer, 8)
+    zeros(x).square().sum().backward()
+    assert not zeros.key_tokens.grad[40:].any() and not zeros.value_tokens.grad[40:].any()
+    keys_only = anatomy.grow(layer, 8, fill={"value_tokens": torch.nn.init.normal_})
+    assert keys_only.value_tokens[40:].abs().sum() > 0
+    assert rel_rmse(keys_only(x), layer(x)) <= 1e-12  # zero keys alone keep the function
+    keys_only(x).square().sum().backward()
+    assert keys_only.key_tokens.grad[40:].abs().sum() > 0
+
+
+def test_grow_refuses_what_it_cannot_grow():
+    with pytest.raises(AnatError, match="no anatomy in mha declares a dim `tokens`"):
+        anatomy.grow(anatomy.compile("zoo/mha.anat", d=32, h=4), 8, dim="tokens")
+    layer = anatomy.compile("zoo/pattention.anat", "pattention", **LAYER)
+    with pytest.raises(AnatError, match="positive integer"):
+        anatomy.grow(layer, 0)
