@@ -175,6 +175,30 @@ anatomy earlier(q[t, h, n], k[t, h, n], v[t, h, n]) -> y[t, h, n]
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
 
 
+def test_the_rewrite_engines_interpreter_agrees_on_reshape_and_empty_rows():
+    import sympy
+
+    from anatomy.rewrite.symbolic import evaluate, symbolically_equal
+    program = anatomy.load("""
+anatomy twice(x[t, d]) -> y[t, d]
+  dims d = 6, h = 2
+  q[t, h, p] = reshape(x)
+  y[t, d] = reshape(q)
+
+anatomy same(x[t, d]) -> y[t, d]
+  dims d = 6
+  y[t, d] = x
+
+anatomy earlier(q[t, n], k[t, n]) -> w[t, s]
+  dims n = 2
+  score[t, s] = q * k[s, n]
+  w[t, s] = softmax(score, s, mask=causal(t, s) - window(t, s, size=1))
+""")
+    assert symbolically_equal(program["twice"], program["same"], 3) == (True, "")
+    w = evaluate(program["earlier"], 3)["w"].arr
+    assert list(w[0]) == [0, 0, 0] and sympy.simplify(w[1, 0]) == 1  # one earlier key
+
+
 @pytest.mark.parametrize("name,form", [("mha", "auto"), ("ssd", "chunked"), ("retnet", "auto"),
                                        ("gta", "parallel")])
 def test_gradients_agree_with_finite_differences(name, form):
