@@ -181,6 +181,12 @@ class AnatomyBuilder:
     def inputs(self) -> tuple[Port, ...]:
         return self.signature.inputs
 
+    @property
+    def time_axis(self) -> str | None:
+        """The time axis: the first axis of the first input (None if it has none)."""
+        ins = self.signature.inputs
+        return ins[0].axes[0] if ins and ins[0].axes else None
+
     def _dims(self, node: Tree) -> None:
         for d in node.children:
             name, expr = str(d.children[0]), d.children[1]
@@ -624,8 +630,7 @@ class AnatomyBuilder:
                             f"and its target [{', '.join(expected)}] have the same axes", loc,
                             hint="reshape replaces axes: e.g. `q[t, h, p] = reshape(x)` for "
                                  "x[t, d]; a target in another order is a plain `q[...] = x`")
-        time = self.signature.inputs[0].axes[0] if self.signature.inputs and \
-            self.signature.inputs[0].axes else None
+        time = self.time_axis
         if time is not None and (time in merge or time in into):
             raise AnatError(f"reshape would merge or split the time axis `{time}`", loc,
                             hint="reshape feature axes; keep the time axis on both sides")
@@ -665,8 +670,7 @@ class AnatomyBuilder:
         if not in_axes and not out_axes:
             raise AnatError("linear maps nothing to nothing here", loc,
                             hint="say its axes: linear(x, in=[d], out=[h, p])")
-        time = self.signature.inputs[0].axes[0] if self.signature.inputs and \
-            self.signature.inputs[0].axes else None
+        time = self.time_axis
         if time in in_axes:
             raise AnatError(f"linear would map along the time axis `{time}`", loc,
                             hint=f"project per token: give the target the axis {time}, e.g. "
