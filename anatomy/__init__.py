@@ -27,6 +27,7 @@ __all__ = [
     "canonical",
     "check",
     "compile",
+    "grow",
     "load",
     "prove",
     "zoo",
@@ -35,10 +36,10 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # compile imports torch: only pay for it when compiling
-    if name == "compile":
-        from anatomy.lowering import compile
-        return compile
+    # compile and grow import torch: only pay for it when compiling
+    if name in ("compile", "grow"):
+        from anatomy import lowering
+        return getattr(lowering, name)
     if name == "prove":
         from anatomy.rewrite import prove
         return prove

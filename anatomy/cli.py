@@ -1,4 +1,5 @@
-"""The `anatomy` command line: check, print, compile, prove and render .anat programs.
+"""The `anatomy` command line: check, print, compile, prove and render .anat programs, list
+the zoo.
 
 Errors in user input print as `file:line:col: error: ...` with the line and a caret, and
 exit with status 2; no traceback.
@@ -211,6 +212,13 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_zoo(args) -> int:
+    """The zoo's catalogue: one line per file (its paper), or docs/zoo.md with --markdown."""
+    from .catalog import zoo_markdown, zoo_text
+    print(zoo_markdown() if args.markdown else zoo_text(), end="")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -251,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--certify", action="store_true",
                    help="certify every rule on its witnesses (sympy and numeric)")
     p.set_defaults(func=cmd_rules)
+    p = sub.add_parser("zoo", help="list the zoo: one line per file and the paper it follows")
+    p.add_argument("--markdown", action="store_true",
+                   help="print docs/zoo.md (generated from the files' headers)")
+    p.set_defaults(func=cmd_zoo)
     p = sub.add_parser("print", help="print a program (or FILE:NAME) as canonical .anat text")
     p.add_argument("target", help="FILE or FILE:NAME")
     p.set_defaults(func=cmd_print)

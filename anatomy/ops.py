@@ -91,6 +91,9 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            "chunk (Mamba-2's SSD algorithm); q, k and v are all given along the time axis; the "
            "axes of q and k that the target lacks are summed",
            tensors=4, axes=("axis",), options={"chunk": 64}),
+    OpSpec("reshape", "structure",
+           "merge the input's axes the target lacks, row-major, into the target's axes the "
+           "input lacks (e.g. [t, d] -> [t, h, p])", tensors=1),
     OpSpec("share", "sharing",
            "KV sharing: groups axis g broadcast to heads axis h (head i uses group i // (H/G))",
            axes=("groups", "heads")),

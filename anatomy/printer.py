@@ -45,7 +45,8 @@ class _Printer:
             return False
         box = self.d.producer(wire)
         if box is None or len(box.outputs) != 1 or box.op in ("call", "slot", "concat",
-                                                               "param", "split", "ssd"):
+                                                               "reshape", "param", "split",
+                                                               "ssd"):
             return False
         if box.op == "contract" and consumer.op == "contract":
             return False

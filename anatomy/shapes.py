@@ -134,7 +134,7 @@ def check(diagram: Diagram, overrides: dict[str, int] | None = None,
             n_in = len(box.attr("in_axes"))
             for wa, oa in zip(w.axes[n_in:], box.attr("out_axes")):
                 sizes.unify(oa, wa, box.loc)  # the user's axis name stays the class's name
-        elif op in ("share", "concat", "split", "rope", "xpos"):
+        elif op in ("share", "concat", "split", "rope", "xpos", "reshape"):
             deferred.append(box)
         elif op in ("call", "slot"):
             _check_composite(diagram, box, shapes, _stack)
@@ -150,6 +150,8 @@ def _deferred(diagram: Diagram, box, sizes: _Sizes) -> None:
         if ng is not None and nh is not None and nh % ng:
             raise AnatError(f"share: {nh} heads ({h}) cannot be split into {ng} groups ({g})",
                             box.loc, hint="the number of heads must be a multiple of groups")
+    elif box.op == "reshape":
+        _check_reshape(box, sizes)
     elif box.op in ("rope", "xpos"):
         n = sizes.get(box.attr("along")[1])
         if n is not None and n % 2:
@@ -166,6 +168,30 @@ def _deferred(diagram: Diagram, box, sizes: _Sizes) -> None:
             if rest <= 0:
                 raise AnatError(f"{box.op}: no room for axis {missing}", box.loc)
             sizes.fix(missing, rest, box.loc)
+
+
+def _check_reshape(box, sizes: _Sizes) -> None:
+    """The merged axes and the axes they are split into hold as many entries; a single
+    unknown size on either side is inferred."""
+    sides = (box.attr("merge"), box.attr("into"))
+    for side, other in (sides, sides[::-1]):
+        unknown = [a for a in side if sizes.get(a) is None]
+        if len(unknown) == 1 and all(sizes.get(a) is not None for a in other):
+            known = prod(sizes.get(a) for a in side if a != unknown[0])
+            total = prod(sizes.get(a) for a in other)
+            if total % known:
+                raise AnatError(f"reshape: {total} entries of [{', '.join(other)}] do not "
+                                f"split into [{', '.join(side)}]", box.loc)
+            sizes.fix(unknown[0], total // known, box.loc)
+    merge, into = (prod(sizes.get(a) for a in side) if all(sizes.get(a) for a in side)
+                   else None for side in sides)
+    if merge is not None and into is not None and merge != into:
+        def show(side):
+            return ", ".join(f"{a}={sizes.get(a)}" for a in side)
+        raise AnatError(f"reshape: [{show(sides[0])}] has {merge} entries but "
+                        f"[{show(sides[1])}] has {into}", box.loc,
+                        hint="the merged axes and the target's new axes must hold as many "
+                             "entries")
 
 
 def _port_binding(sig: Signature, box, diagram: Diagram) -> list[tuple[str, str]]:

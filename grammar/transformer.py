@@ -188,6 +188,12 @@ class AnatomyBuilder:
     def inputs(self) -> tuple[Port, ...]:
         return self.signature.inputs
 
+    @property
+    def time_axis(self) -> str | None:
+        """The time axis: the first axis of the first input (None if it has none)."""
+        ins = self.signature.inputs
+        return ins[0].axes[0] if ins and ins[0].axes else None
+
     def _dims(self, node: Tree) -> None:
         for d in node.children:
             name, expr = str(d.children[0]), d.children[1]
@@ -295,6 +301,7 @@ class AnatomyBuilder:
         summed = [a for a in u.axes if a not in out]
         if summed:
             self._check_sum_over_terms(u.wire, summed, loc)
+            self._check_sum_after_normaliser(u.wire, summed, loc)
         # composite outputs bind positionally, so only an identical order may be renamed
         positional = self.boxes and self.boxes[-1].op in ("call", "slot")
         if set(out) == set(u.axes) and self.boxes and self.boxes[-1].outputs == (u.wire,) \
@@ -324,6 +331,19 @@ class AnatomyBuilder:
                             " times)", loc, hint="contract in its own statement, then add")
             inputs = box.inputs[:1] if box.op == "div" else box.inputs
             stack.extend(u.wire for u in inputs if self.wires[u.wire].anonymous)
+
+    def _check_sum_after_normaliser(self, wire: str, summed: list[str],
+                                    loc: SourceLoc) -> None:
+        """Refuse `w[h, t, s] = softmax(q * k[s, h, n], s)`: the product nested in softmax
+        keeps n, which would be summed over the normalised weights, not inside the score."""
+        box = self.boxes[-1] if self.boxes else None
+        if box is not None and box.outputs == (wire,) and self.wires[wire].anonymous \
+                and box.op in ("softmax", "normalise", "l2normalise"):
+            raise AnatError(
+                f"axis {summed[0]} would be summed after {box.op}, over normalised values "
+                f"(a product nested in a box keeps its axes)", loc,
+                hint=f"contract in its own statement first, e.g. `score[h, t, s] = q * "
+                     f"k[s, h, n]`, then `{box.op}(score, ...)`")
 
     def _check_kept(self, out: Axes, have: Axes, loc: SourceLoc) -> None:
         missing = [a for a in out if a not in have]
@@ -600,7 +620,28 @@ class AnatomyBuilder:
                 raise AnatError("the target of concat must have exactly one axis that no input "
                                 "has (the joined axis)", loc)
             return self._emit(name, tensors, expected, loc, axis=new[0], parts=tuple(parts))
+        if name == "reshape":
+            return self._reshape(x, expected, loc)
         raise AnatError(f"{name} cannot be used here", loc)  # pragma: no cover
+
+    def _reshape(self, x: Use, expected: Axes | None, loc: SourceLoc) -> Use:
+        """`q[t, h, p] = reshape(x)` with x[t, d]: x's axes the target lacks are merged
+        (row-major, in x's order) and split into the target's axes x lacks (in its order)."""
+        if expected is None:
+            raise AnatError("reshape takes its axes from its target: write it as "
+                            "`q[t, h, p] = reshape(x)`", loc)
+        merge = tuple(a for a in x.axes if a not in expected)
+        into = tuple(a for a in expected if a not in x.axes)
+        if not merge or not into:
+            raise AnatError(f"reshape has nothing to reshape: its input [{', '.join(x.axes)}] "
+                            f"and its target [{', '.join(expected)}] have the same axes", loc,
+                            hint="reshape replaces axes: e.g. `q[t, h, p] = reshape(x)` for "
+                                 "x[t, d]; a target in another order is a plain `q[...] = x`")
+        time = self.time_axis
+        if time is not None and (time in merge or time in into):
+            raise AnatError(f"reshape would merge or split the time axis `{time}`", loc,
+                            hint="reshape feature axes; keep the time axis on both sides")
+        return self._emit("reshape", [x], expected, loc, merge=merge, into=into)
 
     def _linear(self, args, kwargs, expected: Axes | None, loc: SourceLoc) -> Use:
         spec = OPS["linear"]
@@ -636,8 +677,7 @@ class AnatomyBuilder:
         if not in_axes and not out_axes:
             raise AnatError("linear maps nothing to nothing here", loc,
                             hint="say its axes: linear(x, in=[d], out=[h, p])")
-        time = self.signature.inputs[0].axes[0] if self.signature.inputs and \
-            self.signature.inputs[0].axes else None
+        time = self.time_axis
         if time in in_axes:
             raise AnatError(f"linear would map along the time axis `{time}`", loc,
                             hint=f"project per token: give the target the axis {time}, e.g. "
@@ -712,7 +752,13 @@ class AnatomyBuilder:
             if len(sig.outputs) != 1:
                 raise AnatError(f"{fname} has {len(sig.outputs)} outputs; assign them: "
                                 f"`a[...], b[...] = {fname}(...)`", loc)
-            out = tuple(rename.get(a, a) for a in sig.outputs[0].axes)
+            port = sig.outputs[0].axes
+            # output axes the inputs do not determine are named by the target, positionally
+            # (`qf[t, d] = pattention(x)` with pattention(x[t, i]) -> y[t, o]: o is d here)
+            named = expected if expected is not None and len(expected) == len(port) \
+                else port
+            bound = {rename[a] for a in port if a in rename}
+            out = tuple(rename.get(a, b if b not in bound else a) for a, b in zip(port, named))
             return self._emit("slot" if is_slot else "call", uses, out, loc, **attrs)
         if len(targets) != len(sig.outputs):
             raise AnatError(f"{fname} has {len(sig.outputs)} outputs but {len(targets)} "

@@ -403,6 +403,14 @@ class GraphBuilder:
             layout = tuple(part if a == axis else a for a in x.layout)
             self.store(box, piece, layout, wire=wire)
 
+    def _box_reshape(self, box: Box) -> None:
+        x = self.use(box.inputs[0])
+        merge, into = box.attr("merge"), box.attr("into")
+        kept = tuple(a for a in x.layout if a not in merge)
+        node = self.align(x, kept + merge)  # the merged axes last, in their row-major order
+        sizes = tuple(self.size(a) for a in into)
+        self.store(box, self.call(ops.reshape, node, len(kept), sizes), kept + into)
+
     def _box_call(self, box: Box) -> None:
         from .module import compile_diagram
         callee = self.d.program.anatomies[box.attr("anatomy")]

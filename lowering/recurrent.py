@@ -8,7 +8,8 @@ decode equals the parallel form on the whole sequence. The state holds:
   box by the rewrite engine's lowering rules; flat cost per token), and the last state of
   each `scan` (a recurrence written as such);
 - a cache of history for each wire read on the key axis (a KV cache for softmax attention);
-- the last steps before the chunk for each `shift` along time.
+- the last steps before the chunk for each `shift` along time (a shift along the key axis
+  needs none: a step sees the whole history there).
 Boxes that look ahead along time (flip, a sum over time, norms over time, the sequence
 length as a number, a non-causal mask) have no recurrent form: compiling `step` for them
 raises AnatError naming the box.
@@ -167,7 +168,8 @@ class StepBuilder(GraphBuilder):
 
     def _box_shift(self, box: Box) -> None:
         axis = box.attr("along")[0]
-        if not self.is_time(axis):
+        if not self.is_time(axis) or self.is_key(axis):
+            # along the key axis a step sees every position so far: a plain shift
             return super()._box_shift(box)
         x = self.use(box.inputs[0], current=True)
         dim = x.layout.index(axis)

@@ -70,12 +70,17 @@ POINTWISE = {f.__name__: f for f in (exp, log, sqrt, tanh, abs, relu, elu, gelu,
 
 # -- normalisers ----------------------------------------------------------------------------
 def softmax(x: Tensor, dim: int, mask: Tensor | None = None) -> Tensor:
-    """Softmax along `dim`, computed in float32 for half-precision scores."""
+    """Softmax along `dim`, computed in float32 for half-precision scores. With a 0/1 mask,
+    masked scores count as -inf, and a row whose every entry is masked (an empty memory:
+    nothing to attend to) gets weights 0, not NaN, with finite gradients."""
     dtype = x.dtype
     x = x.float() if dtype in (torch.float16, torch.bfloat16) else x
-    if mask is not None:
-        x = x.masked_fill(mask == 0, float("-inf"))
-    return torch.softmax(x, dim).to(dtype)
+    if mask is None:
+        return torch.softmax(x, dim).to(dtype)
+    keep = mask != 0
+    x = x.masked_fill(~keep, float("-inf"))
+    x = torch.where(keep.any(dim, keepdim=True), x, 0.0)  # empty rows: finite, then zeroed
+    return torch.softmax(x, dim).masked_fill(~keep, 0.0).to(dtype)
 
 
 def normalise(x: Tensor, dim: int, eps: float = 0.0) -> Tensor:
@@ -272,6 +277,11 @@ def concat(dim: int, *parts: Tensor) -> Tensor:
     return torch.cat(out, dim)
 
 
+def reshape(x: Tensor, n_kept: int, sizes: tuple) -> Tensor:
+    """Keep the first `n_kept` dims; the rest, merged row-major, become dims of `sizes`."""
+    return x.reshape(tuple(x.shape[:n_kept]) + tuple(sizes))
+
+
 def split(x: Tensor, dim: int, sizes: tuple[int, ...]) -> tuple[Tensor, ...]:
     return tuple(torch.split(x, list(sizes), dim))
 
@@ -358,9 +368,10 @@ def kernel_layout(x: Tensor, n_heads: int, n_feats: int, expand_heads: int | Non
     """[B, T, heads?, feats...] -> [B, T, G, F] for anatomy.kernels (G = 1 without heads)."""
     if n_heads == 0:
         x = x.unsqueeze(2)
-    x = x.reshape(x.shape[:3] + (-1,)) if n_feats != 1 else x
     if n_feats == 0:
         x = x.unsqueeze(-1)
+    elif n_feats > 1:
+        x = x.reshape(x.shape[:3] + (-1,))
     if expand_heads is not None and x.shape[2] == 1 and expand_heads != 1:
         x = x.expand(x.shape[0], x.shape[1], expand_heads, x.shape[3])
     return x

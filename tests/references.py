@@ -279,28 +279,50 @@ def ref_gta(inputs, params, dims=None) -> Tensor:
     return _proj(o, p["w_y"], 2)
 
 
-def ref_gla(inputs, params, dims=None) -> Tensor:
-    """Zadouri, Strauss, Dao 2025, grouped latent attention (MLA with a grouped latent).
+def _mla_latents(x: Tensor, p: dict) -> tuple[Tensor, Tensor, Tensor]:
+    """DeepSeek-V2 eqs. (9), (12), (14): c_kv = RMSNorm(W_DKV h), c_q = RMSNorm(W_DQ h),
+    k_R = RoPE(W_KR h) (one RoPE key for every head)."""
+    c_kv = rmsnorm(_proj(x, p["w_c_kv"]), 1, p["scale_c_kv"])
+    c_q = rmsnorm(_proj(x, p["w_c_q"]), 1, p["scale_c_q"])
+    return c_kv, c_q, rope(_proj(x, p["w_k_r"]))
 
-    Per group g: latent c_g = x W_latent[g]; the J heads of group g up-project their no-RoPE
-    key and their value from c_g only; a RoPE key part (one, shared by all heads) and a RoPE
-    query part per head; score = (q_nope.k_nope + q_pe.k_pe) / sqrt(c + r).
-    """
+
+def _latent_attention(x: Tensor, p: dict, k_c: Tensor, v: Tensor) -> Tensor:
+    """The rest of MLA and GLA (eqs. (13), (15)-(19)): q = [W_UQ c_q; RoPE(W_QR c_q)],
+    k = [k_C; k_R], causal softmax(q.k / sqrt(d_h + d_h^R)) v_C, then W_O."""
+    _, c_q, k_r = _mla_latents(x, p)
+    q = torch.cat([_proj(c_q, p["w_q_c"]), rope(_proj(c_q, p["w_q_r"]))], dim=-1)
+    H = q.shape[2]
+    k = torch.cat([k_c, k_r[:, :, None, :].expand(-1, -1, H, -1)], dim=-1)
+    o = softmax_attend(q, k, v, scale=1.0 / math.sqrt(q.shape[-1]))
+    return _proj(o, p["w_y"], 2)
+
+
+def ref_mla(inputs, params, dims=None) -> Tensor:
+    """DeepSeek-AI 2024 (DeepSeek-V2) section 2.1, multi-head latent attention: per head i,
+    k_C = W_UK^(i) c_kv and v_C = W_UV^(i) c_kv (eqs. (10), (11)), with RMS norms on both
+    latents (section 3.1.2). Also the reference of the absorbed form: it must equal this."""
     x, p = inputs["x"], params
-    latent = _proj(x, p["w_latent"])  # [B, T, G, L]
-    k_nope = torch.einsum("btgl,gljc->btgjc", latent, p["w_uk"])
-    v = torch.einsum("btgl,gljn->btgjn", latent, p["w_uv"])
-    k_pe = rope(_proj(x, p["w_k_pe"]))  # [B, T, R]
-    q_nope = _proj(x, p["w_q_nope"])  # [B, T, G, J, C]
-    q_pe = rope(_proj(x, p["w_q_pe"]))  # [B, T, G, J, R]
-    C, R = q_nope.shape[-1], q_pe.shape[-1]
-    T = x.shape[1]
-    score = (torch.einsum("btgjc,bsgjc->bgjts", q_nope, k_nope)
-             + torch.einsum("btgjr,bsr->bgjts", q_pe, k_pe)) / math.sqrt(C + R)
-    score = score.masked_fill(~causal_mask(T, x.device), -math.inf)
-    w = torch.softmax(score, dim=-1)
-    o = torch.einsum("bgjts,bsgjn->btgjn", w, v)
-    return _proj(o, p["w_y"], 3)
+    c_kv, _, _ = _mla_latents(x, p)
+    k_c = torch.einsum("btl,lhn->bthn", c_kv, p["w_uk"])
+    v = torch.einsum("btl,lhn->bthn", c_kv, p["w_uv"])
+    return _latent_attention(x, p, k_c, v)
+
+
+def ref_gla(inputs, params, dims=None) -> Tensor:
+    """Zadouri, Strauss, Dao 2025, grouped latent attention: MLA whose KV latent is split
+    into G groups (one RMS norm each); the H/G heads of group j up-project their keys and
+    values from latent group j only. Written group by group."""
+    x, p = inputs["x"], params
+    c_kv = rmsnorm(_proj(x, p["w_c_kv"]), 1, p["scale_c_kv"])  # [B, T, G, L]
+    G, H = c_kv.shape[2], p["w_uk"].shape[1]
+    per_group = H // G
+    k_c, v = [], []
+    for j in range(G):
+        heads = slice(j * per_group, (j + 1) * per_group)
+        k_c.append(torch.einsum("btl,lhn->bthn", c_kv[:, :, j], p["w_uk"][:, heads]))
+        v.append(torch.einsum("btl,lhn->bthn", c_kv[:, :, j], p["w_uv"][:, heads]))
+    return _latent_attention(x, p, torch.cat(k_c, dim=2), torch.cat(v, dim=2))
 
 
 def ref_bahdanau(inputs, params, dims=None) -> Tensor:
@@ -475,6 +497,94 @@ def ref_hydra(inputs, params, dims=None) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# TokenFormer (Wang et al. 2024), zoo/pattention.anat
+# --------------------------------------------------------------------------------------------
+
+
+def pattention(x: Tensor, key_tokens: Tensor, value_tokens: Tensor,
+               n_scale: int | None = None) -> Tensor:
+    """Pattention(X, K_P, V_P) = Theta(X K_P^T) V_P with the modified softmax
+    Theta(A)_ij = GeLU(A_ij tau / |A_i|_2), tau = sqrt(n), n the number of parameter tokens
+    (`n_scale` overrides the n of tau: a grown model keeps the n it was trained with)."""
+    n = key_tokens.shape[0] if n_scale is None else n_scale
+    a = x @ key_tokens.T
+    theta = F.gelu(a * math.sqrt(n) / a.norm(dim=-1, keepdim=True))
+    return theta @ value_tokens
+
+
+def ref_pattention(inputs, params, dims=None) -> Tensor:
+    """One token-parameter attention layer in place of a linear map."""
+    return pattention(inputs["x"], params["key_tokens"], params["value_tokens"])
+
+
+def ref_tokenformer_attention(inputs, params, dims=None) -> Tensor:
+    """The paper's token-token attention: Q, K, V = Pattention(X) for three sets of
+    parameter tokens, split into h heads (dims["h"], default 8), causal softmax attention,
+    and a Pattention layer as the output projection."""
+    x, p = inputs["x"], params
+    B, T, D = x.shape
+    heads = (dims or {}).get("h", 8)
+
+    def layer(name: str, inp: Tensor) -> Tensor:
+        return pattention(inp, p[f"{name}.key_tokens"], p[f"{name}.value_tokens"])
+
+    q, k, v = (layer(n, x).reshape(B, T, heads, D // heads) for n in ("qf", "kf", "vf"))
+    o = softmax_attend(q, k, v)
+    return layer("y", o.reshape(B, T, D))
+
+
+# --------------------------------------------------------------------------------------------
+# Memory Mosaics (Zhang, Nolte, Sadhukhan, Chen, Bottou, ICLR 2025), zoo/memory_mosaics.anat
+# --------------------------------------------------------------------------------------------
+
+
+def _leaky_key(x: Tensor, p: dict) -> Tensor:
+    """k_t = Norm(kbar_t), kbar_t = W x_t + lambda kbar_(t-1), lambda_h = exp(-|leak_h|):
+    the leaky average as its recurrence, then L2-normalised per head."""
+    kt = _proj(x, p["w_kt"])  # [B, T, H, N]
+    lam = torch.exp(-p["leak"].abs())[:, None]  # [H, 1]
+    acc = torch.zeros_like(kt[:, 0])
+    kbar = []
+    for t in range(kt.shape[1]):
+        acc = kt[:, t] + lam * acc
+        kbar.append(acc)
+    kbar = torch.stack(kbar, dim=1)
+    return kbar / kbar.norm(dim=-1, keepdim=True)
+
+
+def ref_context_memory(inputs, params, dims=None) -> Tensor:
+    """The in-context associative memory: at time t it holds the pairs (k_u, v_u), u < t,
+    where v_u = Norm((1 - c) W_v x_(u+1) + c W_v x_u) looks one step ahead; it answers k_t by
+    Gaussian kernel smoothing, sum_u exp(-beta |k_t - k_u|^2) v_u / sum_u exp(...), with the
+    squared distances written out; an empty memory (t = 0) answers 0. Then W_O."""
+    x, p = inputs["x"], params
+    k = _leaky_key(x, p)
+    vt = _proj(x, p["w_vt"])  # [B, T, H, N]
+    c = p["c"][:, None]
+    v = (1 - c) * vt[:, 1:] + c * vt[:, :-1]  # v_u for u = 0 .. T-2
+    v = v / v.norm(dim=-1, keepdim=True)
+    beta = torch.exp(p["log_beta"])  # [H]
+    y = torch.zeros_like(vt)
+    for t in range(1, k.shape[1]):
+        dist2 = (k[:, t, None] - k[:, :t]).pow(2).sum(-1)  # [B, t, H]: |k_t - k_u|^2, u < t
+        w = torch.softmax(-beta * dist2, dim=1)
+        y[:, t] = torch.einsum("buh,buhn->bhn", w, v[:, :t])
+    return _proj(y, p["w_y"], 2)
+
+
+def ref_persistent_memory(inputs, params, dims=None) -> Tensor:
+    """The persistent memory: the leaky-average key answered from M learned pairs
+    (m_i, u_i), softmax_i(beta k_t.m_i) u_i per head (the authors' code: the stored keys are
+    not normalised, so the kernel is the exponential of the dot product). Then W_O."""
+    x, p = inputs["x"], params
+    k = _leaky_key(x, p)
+    beta = torch.exp(p["log_beta"])
+    score = torch.einsum("bthn,mhn->bthm", k, p["mk"]) * beta[:, None]
+    o = torch.einsum("bthm,mhn->bthn", torch.softmax(score, dim=-1), p["mv"])
+    return _proj(o, p["w_y"], 2)
+
+
+# --------------------------------------------------------------------------------------------
 # Registry and random weights / inputs
 # --------------------------------------------------------------------------------------------
 
@@ -493,6 +603,8 @@ REFERENCES: dict[str, tuple[str, Reference]] = {
     "mqa": ("mqa.anat", ref_mqa),
     "gta": ("gta.anat", ref_gta),
     "gla": ("gla.anat", ref_gla),
+    "mla": ("mla.anat", ref_mla),
+    "mla_absorbed": ("mla.anat", ref_mla),
     "bahdanau": ("bahdanau.anat", ref_bahdanau),
     "sigmoid_attention": ("sigmoid_attention.anat", ref_sigmoid_attention),
     "relu_attention": ("relu_attention.anat", ref_relu_attention),
@@ -507,6 +619,10 @@ REFERENCES: dict[str, tuple[str, Reference]] = {
     "ssd": ("ssd.anat", ref_ssd),
     "ss": ("hydra.anat", ref_ss),
     "hydra": ("hydra.anat", ref_hydra),
+    "pattention": ("pattention.anat", ref_pattention),
+    "tokenformer_attention": ("pattention.anat", ref_tokenformer_attention),
+    "context_memory": ("memory_mosaics.anat", ref_context_memory),
+    "persistent_memory": ("memory_mosaics.anat", ref_persistent_memory),
 }
 
 
@@ -559,22 +675,31 @@ def _init_tensor(init, shape, sizes_of_axes, gen, dtype, scale) -> Tensor:
 
 def random_params(diagram, seed: int = 0, scale: float = 1.0,
                   dtype=torch.float64) -> dict[str, Tensor]:
-    """Random float64 weights named and shaped after the diagram's param wires.
+    """Random float64 weights named and shaped after the diagram's param wires; those of an
+    anatomy used inside it (a composite box) are `<box>.<param>`, as in a state dict.
 
     Projections (fan_in) are normal / sqrt(fan_in) * scale so activations stay O(1); the other
     initialisers are sampled as their definitions say (ones/zeros perturbed by 0.1 normal).
     """
     gen = torch.Generator().manual_seed(seed)
-    sizes = axis_sizes(diagram)
     out: dict[str, Tensor] = {}
-    for box in diagram.params():
-        name = box.outputs[0]
-        axes = diagram.wires[name].axes
-        shape = tuple(sizes[a] for a in axes)
-        init = box.attr("init", ("normal",))
-        init_axes = dict(sizes)
-        out[name] = _init_tensor(init, shape, init_axes, gen, dtype, scale)
+    _add_params(diagram, diagram.shapes, "", gen, dtype, scale, out)
     return out
+
+
+def _add_params(diagram, shapes, prefix: str, gen, dtype, scale, out: dict) -> None:
+    sizes = {a: shapes.size(a) for w in diagram.wires.values() for a in w.axes
+             if shapes.size(a) is not None}
+    for box in diagram.boxes:
+        if box.op == "param":
+            name = box.outputs[0]
+            shape = tuple(sizes[a] for a in diagram.wires[name].axes)
+            init = box.attr("init", ("normal",))
+            out[prefix + name] = _init_tensor(init, shape, sizes, gen, dtype, scale)
+        elif box.op == "call":
+            callee = diagram.program.anatomies[box.attr("anatomy")]
+            _add_params(callee, shapes.callees[box.id], f"{prefix}{box.id}.", gen, dtype,
+                        scale, out)
 
 
 def random_inputs(diagram, B: int, T: int, seed: int = 0, sizes: dict[str, int] | None = None,

@@ -196,3 +196,14 @@ def test_main_returns_exit_codes(capsys, tmp_path):
     bad.write_text(BAD)
     assert main(["check", str(bad)]) == 2
     assert f"{bad}:3:18: error:" in capsys.readouterr().err
+
+
+def test_zoo_lists_one_line_per_file_and_prints_the_zoo_page():
+    out = run("zoo")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == sorted(p.name for p in ZOO.glob("*.anat"))
+    assert any(line.startswith("mla.anat: Multi-head latent attention") for line in lines)
+    page = run("zoo", "--markdown")
+    doc = Path(__file__).resolve().parent.parent / "docs" / "zoo.md"
+    assert page.returncode == 0 and page.stdout == doc.read_text()

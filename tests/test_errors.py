@@ -538,6 +538,38 @@ def test_concat_without_target_axes():
           "concat takes its axes from its target")
 
 
+@pytest.mark.parametrize("call", ["softmax(q * k[s, n], s)", "l2normalise(q * k[s, n], s)"])
+def test_a_sum_after_a_normaliser_is_refused(call):
+    text = (f"anatomy a(q[t, n], k[t, n]) -> w[t, s]\n  dims n = 4\n  w[t, s] = {call}\n")
+    check(text, 3, 3, "w[t, s]", "axis n would be summed after",
+          hint="contract in its own statement first")
+
+
+def test_reshape_without_target_axes():
+    text = "anatomy a(x[t, d]) -> y[t, h, p]\n  dims d = 8, h = 2\n" \
+           "  y[t, h, p] = reshape(x) * 2\n"
+    check(text, 3, 16, "reshape", "reshape takes its axes from its target")
+
+
+def test_reshape_with_nothing_to_reshape():
+    check(HEAD + "  y[t, d] = reshape(x)\n", 2, 13, "reshape", "nothing to reshape",
+          hint="a target in another order is a plain")
+
+
+def test_reshape_of_the_time_axis():
+    text = HEAD + "  q[h, p] = reshape(x)\n  y[t, d] = x\n"
+    check(text, 2, 13, "reshape", "reshape would merge or split the time axis `t`")
+
+
+@pytest.mark.parametrize("dims, fragment", [
+    ("d = 12, h = 5, p = 2", "reshape: [d=12] has 12 entries but [h=5, p=2] has 10"),
+    ("d = 12, h = 5", "reshape: 12 entries of [d] do not split into [h, p]"),
+])
+def test_reshape_sizes_must_agree(dims, fragment):
+    text = f"anatomy a(x[t, d]) -> y[t, h, p]\n  dims {dims}\n  y[t, h, p] = reshape(x)\n"
+    check(text, 3, 16, "reshape", fragment)
+
+
 # -- files: use -----------------------------------------------------------------------
 
 

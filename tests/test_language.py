@@ -244,6 +244,7 @@ anatomy every(x[t, d], g[t, h]) -> y[t, d]
   ro[t, d] = rope(x, t, d) + xpos(x, t, d)
   lo[t, c], hi[t, r] = split(x)
   cat[t, d] = concat(hi, lo)
+  rs[t, h, c] = reshape(x)
   gr[t, k, c] = linear(x)
   shared[t, h, c] = share(gr, k, h)
   ix[t] = index(t) / size(t)
@@ -253,7 +254,7 @@ anatomy every(x[t, d], g[t, h]) -> y[t, d]
   st[t, h, c] = scan(xs, g, t)
   ss[t, h, c] = ssd(xs, xs, xs, g, t, chunk=16)
   y[t, d] = a + b + att + nat + l2 + ln + rn + linear(gn) \\
-    + linear(mixed) + sh + ro + cat + linear(shared) + ix + linear(st + ss)
+    + linear(mixed) + sh + ro + cat + linear(shared) + ix + linear(st + ss) + reshape(rs)
 """
 
 
@@ -357,6 +358,40 @@ def test_concat_infers_the_joined_size():
     text = ("anatomy a(x[t, c], z[t, r]) -> y[t, d]\n  dims c = 4, r = 2\n"
             "  y[t, d] = concat(x, z)\n")
     assert load1(text).shapes.size("d") == 6
+
+
+def test_reshape_takes_its_axes_from_the_target(every):
+    rs = every.box("rs")
+    assert rs.attr("merge") == ("d",) and rs.attr("into") == ("h", "c")
+    (back,) = [b for b in boxes_of(every, "reshape") if b.id != "rs"]  # nested in a sum
+    assert back.attr("merge") == ("h", "c") and back.attr("into") == ("d",)
+
+
+def test_reshape_infers_one_missing_size():
+    text = ("anatomy a(x[t, d]) -> y[t, h, p]\n  dims d = 12, h = 3\n"
+            "  y[t, h, p] = reshape(x)\n")
+    assert load1(text).shapes.size("p") == 4
+    text = ("anatomy a(x[t, h, p]) -> y[t, d]\n  dims h = 3, p = 4\n"
+            "  y[t, d] = reshape(x)\n")
+    assert load1(text).shapes.size("d") == 12
+
+
+def test_composite_output_axes_are_named_by_the_target():
+    """Output axes a composite's inputs do not determine take the target's names."""
+    program = anatomy.load("""
+anatomy proj(x[t, i]) -> y[t, o]
+  dims i, o
+  y[t, o] = linear(x)
+
+anatomy outer(x[t, d]) -> y[t, d]
+  dims d = 8, e = 6
+  a[t, e] = proj(x)
+  y[t, d] = proj(relu(a))
+""")
+    outer = program["outer"]
+    assert outer.wires["a"].axes == ("t", "e") and outer.box("a").op == "call"
+    assert outer.shapes.callees["a"].size("o") == 6  # o is e in that call
+    assert outer.shapes.callees["y"].dims == {"i": 6, "o": 8}
 
 
 def test_share_for_grouped_query_attention():

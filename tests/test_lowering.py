@@ -18,12 +18,16 @@ from tests.references import REFERENCES, load_zoo, random_inputs, random_params
 # small dims per zoo anatomy, so the suite stays fast (cores have no dims)
 SMALL = {
     "mha": {"d": 32, "h": 4}, "mqa": {"d": 32, "h": 4}, "gqa": {"d": 32, "h": 4, "g": 2},
-    "gta": {"d": 32, "h": 4, "g": 2}, "gla": {"d": 32, "g": 2, "j": 2, "n": 8, "c": 4, "r": 4, "l": 8},
+    "gta": {"d": 32, "h": 4, "g": 2}, "gla": {"d": 32, "h": 4, "g": 2, "n": 8, "r": 4, "l": 8, "m": 16},
+    "mla": {"d": 32, "h": 4, "n": 8, "r": 4, "l": 16, "m": 16},
+    "mla_absorbed": {"d": 32, "h": 4, "n": 8, "r": 4, "l": 16, "m": 16},
     "bahdanau": {"d": 32, "h": 4}, "sigmoid_attention": {"d": 32, "h": 4},
     "relu_attention": {"d": 32, "h": 4}, "linear_attention": {"d": 32, "h": 4},
     "linear_attention_elu": {"d": 32, "h": 4}, "linear_attention_normalised": {"d": 32, "h": 4},
     "linear_attention_elu_normalised": {"d": 32, "h": 4}, "retnet": {"d": 32, "h": 4},
     "ssd": {"d": 32, "h": 4, "n": 8}, "hydra": {"d": 32, "h": 4, "n": 8},
+    "context_memory": {"d": 32, "h": 4}, "persistent_memory": {"d": 32, "h": 4},
+    "pattention": {"i": 16, "o": 24, "n": 40}, "tokenformer_attention": {"d": 32, "h": 4},
 }
 # no recurrent form: they look ahead (flip, shift to earlier, the sequence length)
 NOT_RECURRENT = {"quasiseparable_core", "hydra_construction_core", "hydra",
@@ -44,7 +48,7 @@ def build(name: str, form: str, dtype=torch.float64, seed: int = 0):
     module.to(dtype)
     module.load_state_dict(params)
     inputs = random_inputs(diagram, B=2, T=T, seed=seed + 1)
-    want = REFERENCES[name][1](inputs, params)
+    want = REFERENCES[name][1](inputs, params, dims)
     return module, diagram, inputs, want
 
 
@@ -151,6 +155,48 @@ anatomy my_retention(x[t, d]) -> y[t, d]
         y, state = chunked.step(x[:, t:t + 1], state)
         ys.append(y)
     assert rel_rmse(torch.cat(ys, 1), parallel(x)) <= 1e-10
+
+
+def test_softmax_over_a_row_with_every_key_masked_gives_zero_weights():
+    # strictly earlier keys only: the first query has none
+    source = """
+anatomy earlier(q[t, h, n], k[t, h, n], v[t, h, n]) -> y[t, h, n]
+  score[h, t, s] = q * k[s, h, n]
+  w[h, t, s] = softmax(score, s, mask=causal(t, s) - window(t, s, size=1))
+  y[t, h, n] = w * v[s, h, n]
+"""
+    module = anatomy.compile(source).double()
+    q, k, v = (torch.randn(2, 9, 3, 4, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    y = module(q, k, v)
+    assert torch.equal(y[:, 0], torch.zeros_like(y[:, 0]))
+    assert torch.allclose(y[:, 1], v[:, 0])  # one earlier key: all its weight
+    y.square().sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+def test_the_rewrite_engines_interpreter_agrees_on_reshape_and_empty_rows():
+    import sympy
+
+    from anatomy.rewrite.symbolic import evaluate, symbolically_equal
+    program = anatomy.load("""
+anatomy twice(x[t, d]) -> y[t, d]
+  dims d = 6, h = 2
+  q[t, h, p] = reshape(x)
+  y[t, d] = reshape(q)
+
+anatomy same(x[t, d]) -> y[t, d]
+  dims d = 6
+  y[t, d] = x
+
+anatomy earlier(q[t, n], k[t, n]) -> w[t, s]
+  dims n = 2
+  score[t, s] = q * k[s, n]
+  w[t, s] = softmax(score, s, mask=causal(t, s) - window(t, s, size=1))
+""")
+    assert symbolically_equal(program["twice"], program["same"], 3) == (True, "")
+    w = evaluate(program["earlier"], 3)["w"].arr
+    assert list(w[0]) == [0, 0, 0] and sympy.simplify(w[1, 0]) == 1  # one earlier key
 
 
 @pytest.mark.parametrize("name,form", [("mha", "auto"), ("ssd", "chunked"), ("retnet", "auto"),

@@ -36,15 +36,25 @@ def log_decay(*shape, seed=0):
 # ------------------------------------------------------------------ every reference runs
 
 
+def param_shapes(d, shapes, prefix: str = "") -> dict[str, tuple]:
+    """Every parameter of a diagram and of the anatomies used in it (`box.param`)."""
+    out = {}
+    for b in d.boxes:
+        if b.op == "param":
+            w = b.outputs[0]
+            out[prefix + w] = tuple(shapes.size(a) for a in d.wires[w].axes)
+        elif b.op == "call":
+            out.update(param_shapes(d.program.anatomies[b.attr("anatomy")],
+                                    shapes.callees[b.id], f"{prefix}{b.id}."))
+    return out
+
+
 @pytest.mark.parametrize("name", sorted(R.REFERENCES))
 def test_every_reference_runs_at_default_dims(name):
     d = R.load_zoo(name)
     B, T = 2, 5
     params = R.random_params(d, seed=1)
-    assert sorted(params) == sorted(b.outputs[0] for b in d.params())
-    for b in d.params():
-        w = b.outputs[0]
-        assert tuple(params[w].shape) == tuple(d.shapes.size(a) for a in d.wires[w].axes)
+    assert {w: tuple(p.shape) for w, p in params.items()} == param_shapes(d, d.shapes)
     inputs = R.random_inputs(d, B, T, seed=2)
     assert sorted(inputs) == sorted(p.name for p in d.inputs)
     y = R.REFERENCES[name][1](inputs, params, R.axis_sizes(d))
@@ -388,3 +398,54 @@ def test_gta_without_rope_parts_is_gqa_on_tied_kv():
     # and the RoPE halves matter when present
     full = R.random_params(d, seed=1)
     assert float((R.ref_gta(x, full) - R.ref_gta(x, p)).abs().max()) > 1e-3
+
+
+def test_mla_reference_equals_its_absorbed_computation():
+    """W_UK folded into the query and W_UV into the output, written here step by step."""
+    d = R.load_zoo("mla", d=32, h=4, n=8, r=4, l=16, m=24)
+    p, x = R.random_params(d, seed=1), R.random_inputs(d, 2, 7, seed=2)["x"]
+    c_kv, c_q, k_r = R._mla_latents(x, p)
+    q_l = torch.einsum("btm,mhn,lhn->bthl", c_q, p["w_q_c"], p["w_uk"])
+    q_r = R.rope(torch.einsum("btm,mhr->bthr", c_q, p["w_q_r"]))
+    o = torch.zeros(2, 7, 4, 16, dtype=DT)
+    for t in range(7):
+        sc = (torch.einsum("bhl,bsl->bhs", q_l[:, t], c_kv[:, :t + 1])
+              + torch.einsum("bhr,bsr->bhs", q_r[:, t], k_r[:, :t + 1])) / math.sqrt(8 + 4)
+        o[:, t] = torch.einsum("bhs,bsl->bhl", torch.softmax(sc, -1), c_kv[:, :t + 1])
+    want = torch.einsum("bthl,lhn,hnd->btd", o, p["w_uv"], p["w_y"])
+    assert_close(R.ref_mla({"x": x}, p), want, what="absorbed MLA")
+
+
+def test_gla_reference_with_one_group_is_mla():
+    mla = R.load_zoo("mla", d=32, h=4, n=8, r=4, l=16, m=24)
+    p, x = R.random_params(mla, seed=1), R.random_inputs(mla, 2, 6, seed=2)
+    pg = dict(p, w_c_kv=p["w_c_kv"][:, None, :], scale_c_kv=p["scale_c_kv"])
+    assert_close(R.ref_gla(x, pg), R.ref_mla(x, p), what="gla(g=1) = mla")
+
+
+def test_pattention_against_the_papers_formula_entry_by_entry():
+    x, kp, vp = randn(3, 5, seed=1), randn(7, 5, seed=2), randn(7, 4, seed=3)
+    want = torch.zeros(3, 4, dtype=DT)
+    for i in range(3):
+        a = [float(x[i] @ kp[j]) for j in range(7)]
+        norm = math.sqrt(sum(v * v for v in a))
+        for j in range(7):  # f(A_ij * tau / |A_i|), tau = sqrt(n) = sqrt(7), f = GeLU
+            z = a[j] * math.sqrt(7) / norm
+            want[i] += 0.5 * z * (1 + math.erf(z / math.sqrt(2))) * vp[j]
+    assert_close(R.pattention(x, kp, vp), want, what="pattention")
+
+
+def test_leaky_key_is_the_decayed_sum_and_the_gaussian_kernel_is_a_dot_product():
+    d = R.load_zoo("context_memory", d=16, h=2)
+    p, x = R.random_params(d, seed=1), R.random_inputs(d, 1, 6, seed=2)["x"]
+    kt = torch.einsum("btd,dhn->bthn", x, p["w_kt"])
+    lam = torch.exp(-p["leak"].abs())
+    kbar = torch.stack([sum(lam[:, None] ** (t - u) * kt[:, u] for u in range(t + 1))
+                        for t in range(6)], 1)
+    k = R._leaky_key(x, p)
+    assert_close(k, kbar / kbar.norm(dim=-1, keepdim=True), what="leaky average")
+    # unit keys: exp(-beta |k_t - k_u|^2) is proportional in u to exp(2 beta k_t.k_u)
+    beta = torch.exp(p["log_beta"])
+    dist = -beta * (k[:, 5, None] - k[:, :5]).pow(2).sum(-1)
+    dot = 2 * beta * torch.einsum("bhn,buhn->buh", k[:, 5], k[:, :5])
+    assert_close(torch.softmax(dist, 1), torch.softmax(dot, 1), what="gaussian kernel")

@@ -129,6 +129,18 @@ EDGE_CASES = {
   kv[t, g, d] = linear(back)
   y[t, h, d] = share(kv, g, h)
 """,
+    "reshape and composite outputs named by the target": """\
+anatomy proj(x[t, i]) -> y[t, o]
+  dims i = 4, o = 6
+  y[t, o] = linear(x)
+
+anatomy heads(x[t, d]) -> y[t, d]
+  dims d = 8, h = 2, p = d / h
+  f[t, d] = proj(x)
+  q[t, h, p] = reshape(f)
+  g[t, d] = reshape(relu(q))
+  y[t, d] = proj(g) + reshape(q)
+""",
     "position encodings": HEAD + """\
   q[t, d] = xpos(x, t, d, downscale=true, base=500.0)
   y[t, d] = rope(q, t, d, base=10.0)

@@ -255,13 +255,24 @@ class Interpreter:
         e = np.vectorize(sympy.exp, otypes=[object])(x.arr)
         if len(b.inputs) > 1:
             e = e * self.use(b.inputs[1]).aligned(x.axes)
-        self.store(b, e / e.sum(axis=dim, keepdims=True), x.axes)
+        total = e.sum(axis=dim, keepdims=True)
+        # a row with every entry masked sums to 0: its weights are 0 (as in the lowering)
+        total = np.vectorize(lambda v: 1 if v == 0 else v, otypes=[object])(total)
+        self.store(b, e / total, x.axes)
 
     def _normalise(self, b: Box) -> None:
         x = self.use(b.inputs[0])
         dim = x.axes.index(b.attr("along")[0])
         eps = sympy.nsimplify(b.attr("eps", 0.0))
         self.store(b, x.arr / (x.arr.sum(axis=dim, keepdims=True) + eps), x.axes)
+
+    def _reshape(self, b: Box) -> None:
+        x = self.use(b.inputs[0])
+        merge, into = b.attr("merge"), b.attr("into")
+        kept = tuple(a for a in x.axes if a not in merge)
+        arr = x.aligned(kept + merge)
+        arr = arr.reshape(arr.shape[:len(kept)] + tuple(self.size(a) for a in into))
+        self.store(b, arr, kept + into)
 
     # the recurrent and chunked forms ---------------------------------------------------
     def _scan(self, b: Box) -> None:

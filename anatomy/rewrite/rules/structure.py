@@ -14,7 +14,7 @@ from ..match import size
 from ..site import EXACT, Rule, Site
 
 # attributes whose values are axis names (one, or a tuple)
-AXIS_ATTRS = ("along", "axis", "parts", "in_axes", "out_axes")
+AXIS_ATTRS = ("along", "axis", "parts", "in_axes", "out_axes", "merge", "into")
 
 
 def rename_attrs(b: Box, rename) -> dict:
@@ -145,7 +145,7 @@ def _needs_axis(b: Box, names: set[str]) -> bool:
     if b.op == "linear":
         return set(b.attr("in_axes")) <= names or set(b.attr("out_axes")) <= names
     return any(set((v,) if isinstance(v, str) else v) & names
-               for k, v in b.attrs if k in ("along", "axis", "parts"))
+               for k, v in b.attrs if k in ("along", "axis", "parts", "merge", "into"))
 
 
 def unit_axis(d: Diagram, site: Site) -> Diagram:
