@@ -158,6 +158,9 @@ def cmd_prove(args) -> int:
         print(result.render())
         return 1
     print(result.render(show_diagrams=not args.brief))
+    if args.svg:
+        index = result.pictures(args.svg)
+        print(f"proof pictures written to {index}", file=sys.stderr)
     if args.json:
         result.save(args.json)
         print(f"proof written to {args.json} (check it: anatomy verify-proof {args.json})",
@@ -251,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also use approximate (model-changing) rules; flagged in the proof")
     p.add_argument("--json", help="write the proof as JSON (replay: anatomy verify-proof)")
     p.add_argument("--brief", action="store_true", help="steps only, without the diagrams")
+    p.add_argument("--svg", metavar="DIR",
+                   help="also draw the proof: one SVG per step and DIR/index.html")
     p.set_defaults(func=cmd_prove)
     p = sub.add_parser("verify-proof", help="replay and re-check a JSON proof")
     p.add_argument("proof", help="a proof written by `anatomy prove --json`")

@@ -381,3 +381,17 @@ def test_cli_rules_lists_the_table(capsys):
     assert run_cli("rules") == 0
     out = capsys.readouterr().out
     assert all(name in out for name in RULES)
+
+
+def test_cli_prove_draws_the_proof(tmp_path, capsys):
+    out = tmp_path / "pics"
+    assert run_cli("prove", str(ZOO / "cores.anat") + ":hydra_construction_core",
+                   str(ZOO / "cores.anat") + ":quasiseparable_core", "--brief",
+                   "--svg", str(out)) == 0
+    steps = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    svgs = sorted(out.glob("step-*.svg"))
+    assert len(svgs) == len(steps) + 1  # the starting diagram, then one per step
+    index = (out / "index.html").read_text()
+    assert "decay_flip" in index and "upper triangular" in index
+    from anatomy.render.style import HIGHLIGHT  # the rewritten region is outlined
+    assert HIGHLIGHT in svgs[1].read_text() and HIGHLIGHT not in svgs[0].read_text()

@@ -135,6 +135,23 @@ class Proof:
         lines.append(f"= {self.right.label()}  ∎")
         return "\n".join(lines)
 
+    def pictures(self, out_dir: str | Path) -> Path:
+        """One SVG per step, the rewritten boxes outlined, and an index.html stepping
+        through them with each rule's statement (anatomy.render.render_proof)."""
+        from anatomy.render.proof import Step as Picture
+        from anatomy.render.proof import changed_boxes, render_proof
+        pictures = [Picture(self.left.diagram, rule="start",
+                            statement=f"{self.left.label()}, to be shown equal to "
+                                      f"{self.right.label()}")]
+        previous = self.left.diagram
+        for direction, step in self.chain():
+            how = "" if direction == "forward" else " (read right to left)"
+            pictures.append(Picture(step.diagram, changed_boxes(previous, step.diagram),
+                                    step.rule.name + how, step.rule.statement,
+                                    step.rule.kind))
+            previous = step.diagram
+        return render_proof(pictures, out_dir)
+
     def to_json(self) -> dict[str, Any]:
         def steps(r: Rewriting):
             return [{**s.site.to_json(), "kind": s.rule.kind, "statement": s.rule.statement,
