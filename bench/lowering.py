@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from anatomy.kernels import ssd as ssd_kernel
 from torch import nn
 
 import anatomy
-from anatomy.kernels import ssd as ssd_kernel
 
 
 def timeit(fn, repeat: int) -> float:
@@ -130,7 +130,7 @@ def compare(lengths, repeat: int, only=None) -> list[dict]:
             with torch.no_grad():
                 err = ((compiled(x) - hand(x)).norm() / hand(x).norm()).item()
             for mode in ("fwd", "fwd+bwd"):
-                def run(m, mode=mode):
+                def run(m, mode=mode, x=x):
                     if mode == "fwd":
                         with torch.no_grad():
                             m(x)
@@ -139,11 +139,11 @@ def compare(lengths, repeat: int, only=None) -> list[dict]:
                 # interleave the two so machine noise hits both alike
                 tc, th = [], []
                 for _ in range(repeat):
-                    tc.append(timeit(lambda: run(compiled), 1))
-                    th.append(timeit(lambda: run(hand), 1))
+                    tc.append(timeit(lambda m=compiled: run(m), 1))
+                    th.append(timeit(lambda m=hand: run(m), 1))
                 c, h = statistics.median(tc), statistics.median(th)
-                rows.append(dict(anatomy=name, T=t, mode=mode, compiled_ms=c * 1e3,
-                                 hand_ms=h * 1e3, ratio=c / h, rel_diff=err))
+                rows.append({"anatomy": name, "T": t, "mode": mode, "compiled_ms": c * 1e3,
+                             "hand_ms": h * 1e3, "ratio": c / h, "rel_diff": err})
                 print(f"{name:<7} {t:>6} {mode:<8} {c * 1e3:>10.1f} {h * 1e3:>10.1f} "
                       f"{c / h:>6.3f}   {err:.1e}", flush=True)
     return rows
@@ -155,7 +155,7 @@ def compile_times(repeat: int) -> list[dict]:
         program = anatomy.load(path)
         for d in program:
             ms = timeit(lambda d=d: anatomy.compile(d), repeat) * 1e3
-            rows.append(dict(anatomy=f"{path.name}:{d.name}", compile_ms=ms))
+            rows.append({"anatomy": f"{path.name}:{d.name}", "compile_ms": ms})
             print(f"{path.name + ':' + d.name:<48} {ms:>8.1f}", flush=True)
     return rows
 
@@ -174,7 +174,7 @@ def decode_times(lengths, steps: int) -> list[dict]:
                     _, state = module.step(x[:, t + i:t + i + 1], state)
                     times.append(time.perf_counter() - start)
             ms = statistics.median(times[2:]) * 1e3
-            rows.append(dict(anatomy=name, T=t, step_ms=ms))
+            rows.append({"anatomy": name, "T": t, "step_ms": ms})
             print(f"{name:<7} {t:>6} {ms:>10.3f}", flush=True)
     return rows
 
@@ -210,8 +210,8 @@ def main() -> None:
               "(target < 50 ms)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(
-        dict(torch=torch.__version__, threads=torch.get_num_threads(), vs_hand=vs_hand,
-             compile=compiled, decode=decode), indent=2) + "\n")
+        {"torch": torch.__version__, "threads": torch.get_num_threads(), "vs_hand": vs_hand,
+             "compile": compiled, "decode": decode}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
