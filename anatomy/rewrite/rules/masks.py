@@ -84,12 +84,18 @@ def unscan(d: Diagram, site: Site) -> Diagram:
     e = Edit(d)
     b = d.box(site.box)
     u, log_a = b.inputs
+    masked_product(e, b, log_a, [], [u])
+    return e.done()
+
+
+def masked_product(e: Edit, b: Box, log_a: Use, on_query: list[Use], on_key: list[Use]):
+    """Turn box `b` (along time axis t) into Σ_s L(log_a)[t, s] · Π on_query · Π on_key,
+    the `on_key` factors read on a new key axis s."""
     (t,) = b.attr("along")
     s = e.fresh_axis("s")
     mask = e.add("decay", [log_a], decay_axes(log_a.axes, t, s), "_", before=b.id,
                  along=(t, s))
-    e.replace(b.id, "contract", [mask, rename_use(u, {t: s})])
-    return e.done()
+    e.replace(b.id, "contract", [mask, *on_query, *(rename_use(u, {t: s}) for u in on_key)])
 
 
 # -- masked linear attention is the chunked SSD algorithm ----------------------------------------
@@ -191,11 +197,7 @@ def unchunk(d: Diagram, site: Site) -> Diagram:
     e = Edit(d)
     b = d.box(site.box)
     q, k, v, log_a = b.inputs
-    (t,) = b.attr("along")
-    s = e.fresh_axis("s")
-    mask = e.add("decay", [log_a], decay_axes(log_a.axes, t, s), "_", before=b.id,
-                 along=(t, s))
-    e.replace(b.id, "contract", [mask, q, rename_use(k, {t: s}), rename_use(v, {t: s})])
+    masked_product(e, b, log_a, [q], [k, v])
     return e.done()
 
 
