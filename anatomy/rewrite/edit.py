@@ -8,10 +8,9 @@ Diagrams are values: editing never changes the diagram it started from.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from typing import Any
-
-import networkx as nx
 
 from anatomy.ir import Axes, Box, Diagram, Use, Wire, freeze_attrs
 from anatomy.ops import OPS
@@ -138,17 +137,29 @@ def _live(boxes: list[Box], outputs: set[str]) -> list[Box]:
 
 
 def _topological(boxes: list[Box]) -> list[Box]:
-    """A topological order that keeps the given order wherever it can."""
-    order = {b.id: i for i, b in enumerate(boxes)}
-    by_id = {b.id: b for b in boxes}
-    producer = {w: b.id for b in boxes for w in b.outputs}
-    g = nx.DiGraph()
-    g.add_nodes_from(order)
-    for b in boxes:
-        for u in b.inputs:
-            if u.wire in producer:
-                g.add_edge(producer[u.wire], b.id)
-    return [by_id[i] for i in nx.lexicographical_topological_sort(g, key=order.get)]
+    """A topological order that keeps the given order wherever it can: of the boxes whose
+    inputs are all produced, the earliest in the given order comes next (Kahn's algorithm
+    with a heap; the lexicographical topological sort)."""
+    producer = {w: i for i, b in enumerate(boxes) for w in b.outputs}
+    readers: list[list[int]] = [[] for _ in boxes]
+    waiting = [0] * len(boxes)
+    for i, b in enumerate(boxes):
+        for j in {producer[u.wire] for u in b.inputs if u.wire in producer}:
+            readers[j].append(i)
+            waiting[i] += 1
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    out: list[Box] = []
+    while ready:
+        i = heapq.heappop(ready)
+        out.append(boxes[i])
+        for j in readers[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(out) != len(boxes):
+        raise AssertionError("the boxes of a diagram form a cycle")  # pragma: no cover
+    return out
 
 
 def rename_use(u: Use, rename: dict[str, str]) -> Use:
