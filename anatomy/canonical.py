@@ -132,12 +132,25 @@ def structure_hash(d: Diagram) -> str:
     order, not to rewriting. A Merkle hash over the DAG in one pass: each box's hash
     covers its op, its attributes and its inputs' hashes; each axis of each box is
     identified by where it flows from (the producers' axes), its role there (kept, summed,
-    named by an attribute such as `along`) and its size, never by its name."""
-    size = d.shapes.size if d.shapes is not None else (lambda a: None)
+    named by an attribute such as `along`) and its size, never by its name.
+
+    Parameters are variables, not values: two parameter boxes of one shape are different
+    weights. A Merkle hash alone would give them one hash (and MHA the hash of attention
+    with tied keys and values), so each parameter is also identified by where its value
+    goes (`_uses`), and the multiset of parameters is part of the hash."""
+    sizes: dict[str, int | None] = {}
+
+    def size(a: str) -> int | None:
+        if a not in sizes:
+            sizes[a] = d.shapes.size(a) if d.shapes is not None else None
+        return sizes[a]
     sig_order: dict[str, int] = {}
     for p in d.inputs + d.outputs:
         for a in p.axes:
             sig_order.setdefault(a, len(sig_order))
+    labels = {b.id: _box_label(b) for b in d.boxes}
+    uses = _uses(d, labels)
+    params: list[str] = []
     wire_hash: dict[str, str] = {}
     axis_hash: dict[tuple[str, str], str] = {}
     for i, p in enumerate(d.inputs):
@@ -168,7 +181,10 @@ def structure_hash(d: Diagram) -> str:
             args.append((wire_hash[u.wire], pairs))
         if b.op in COMMUTATIVE:
             args.sort()
-        box = _h(_box_label(b), args, sorted(local[a] for a in local if a not in out))
+        box = _h(labels[b.id], args, sorted(local[a] for a in local if a not in out))
+        if b.op == "param":
+            box = _h(box, uses[b.id])
+            params.append(box)
         for k, w in enumerate(b.outputs):
             wire_hash[w] = _h(box, k)
             for a in d.wires[w].axes:
@@ -177,7 +193,29 @@ def structure_hash(d: Diagram) -> str:
     for p in d.outputs:
         axes = tuple((axis_hash[p.name, a], sig_order[a]) for a in d.wires[p.name].axes)
         ports.append((wire_hash[p.name], tuple(sorted(axes))))
-    return _h("diagram", ports)
+    return _h("diagram", ports, sorted(params))
+
+
+def _uses(d: Diagram, labels: dict[str, str]) -> dict[str, str]:
+    """For each box, a name-free hash of where its outputs go: the boxes that read them
+    (their labels, the argument they are, and where those boxes' outputs go in turn) and
+    the output ports they are. Boxes are in a topological order, so one backward pass."""
+    port_index: dict[str, list[int]] = {}
+    for j, p in enumerate(d.outputs):
+        port_index.setdefault(p.name, []).append(j)
+    producer = {w: (b.id, k) for b in d.boxes for k, w in enumerate(b.outputs)}
+    reads: dict[str, list[tuple[str, ...]]] = {}
+    out: dict[str, str] = {}
+    for b in reversed(d.boxes):
+        ports = [("port", str(j), str(k)) for k, w in enumerate(b.outputs)
+                 for j in port_index.get(w, ())]
+        out[b.id] = _h(sorted(reads.get(b.id, []) + ports))
+        for i, u in enumerate(b.inputs):
+            if u.wire in producer:
+                src, k = producer[u.wire]
+                arg = "arg" if b.op in COMMUTATIVE else f"arg{i}"
+                reads.setdefault(src, []).append((out[b.id], labels[b.id], arg, str(k)))
+    return out
 
 
 def same_structure(a: Diagram, b: Diagram) -> bool:
