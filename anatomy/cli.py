@@ -1,5 +1,5 @@
 """The `anatomy` command line: check, print, compile, prove and render .anat programs, list
-the zoo.
+the zoo, and enumerate and search the fillings of templates.
 
 Errors in user input print as `file:line:col: error: ...` with the line and a caret, and
 exit with status 2; no traceback.
@@ -222,6 +222,94 @@ def cmd_zoo(args) -> int:
     return 0
 
 
+def parse_picks(picks: list[str] | None) -> dict[str, list[str]]:
+    """`--pick mask=causal_mask,fixed_decay` (repeatable) -> {"mask": [...]}."""
+    out: dict[str, list[str]] = {}
+    for text in picks or []:
+        slot, eq, fillers = text.partition("=")
+        names = [f.strip() for f in fillers.split(",") if f.strip()]
+        if not eq or not slot.strip().isidentifier() or not names:
+            raise AnatError(f"bad --pick `{text}`",
+                            hint="write --pick SLOT=FILLER[,FILLER...], e.g. mask=causal_mask")
+        out.setdefault(slot.strip(), []).extend(names)
+    return out
+
+
+def load_space(args):
+    from .search.space import SearchSpace
+    file, name = split_target(args.template)
+    return SearchSpace.load(file, name, parse_dims(args.dims), parse_picks(args.pick))
+
+
+def cmd_enumerate(args) -> int:
+    """List every type-correct filling of a template, one line per canonical class."""
+    space = load_space(args)
+    sizes = ", ".join(f"{s} ({len(space.fillers[s])})" for s in space.slots)
+    print(f"template {space.template.name}: {space.size} fillings of slots {sizes}")
+    result = space.enumerate(workers=args.workers)
+    if not args.quiet:
+        for i, c in enumerate(result.classes.values(), 1):
+            same = [m.name for m in c.members[1:]]
+            also = f"  = {', '.join(same)}" if same else ""
+            print(f"{i:5d}  {c.key[:12]}  {c.name}{also}")
+        for f in result.rejected:
+            print(f"refused  {f.name}: {f.error}")
+    print(result.summary())
+    return 0
+
+
+def parse_tokens(text: str) -> int:
+    """A token count: `300000`, `300k`, `1.5M`."""
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:].lower(), 1)
+    number = text[:-1] if scale > 1 else text
+    try:
+        value = int(float(number) * scale)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a token count such as 300000 or 1.5M, "
+                                         f"got {text!r}")
+    return value
+
+
+def cmd_search(args) -> int:
+    """Train every picked variant of a template on a task; print the leaderboard."""
+    from .search.runner import SearchConfig, run_search
+    from .search.tasks import TaskSettings
+    file, name = split_target(args.template)
+    variants = list(args.variant or [])
+    if args.variants:
+        try:
+            lines = Path(args.variants).read_text().splitlines()
+        except OSError as e:
+            raise AnatError(f"cannot read --variants {args.variants}: {e}") from None
+        variants += [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+    task = TaskSettings(args.task, seq_len=args.seq_len, batch=args.batch, vocab=args.vocab,
+                        pairs=args.pairs, corpus=args.corpus)
+    if args.task == "mqar":
+        if args.corpus:
+            raise AnatError("--corpus is for --task lm")
+        if 2 * args.pairs + 1 > args.vocab or 4 * args.pairs > args.seq_len:
+            raise AnatError(f"MQAR with {args.pairs} pairs needs --vocab >= {2 * args.pairs + 1}"
+                            f" and --seq-len >= {4 * args.pairs}")
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(file).stem}-{args.task}"
+    config = SearchConfig(template_file=file, template=name, task=task,
+                          dims=parse_dims(args.dims), picks=parse_picks(args.pick),
+                          variants=variants, limit=args.limit, sample=args.sample,
+                          seeds=args.seeds, budget=args.budget, layers=args.layers, lr=args.lr,
+                          out=out, db=Path(args.db) if args.db else None,
+                          executor=args.executor, workers=args.workers, threads=args.threads,
+                          address=args.address, progress=not args.no_progress)
+    if args.task == "lm":  # a bad corpus is reported before any training
+        from .search.corpus import load_corpus
+        load_corpus(args.corpus)
+    outcome = run_search(config)
+    print(outcome.markdown, end="")
+    print(f"results in {outcome.out}/ (leaderboard.md, .csv, .json, loss_curves.png, "
+          f"metric.png); {outcome.seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -268,6 +356,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true",
                    help="print docs/zoo.md (generated from the files' headers)")
     p.set_defaults(func=cmd_zoo)
+    p = sub.add_parser("enumerate", help="list the type-correct fillings of a template, "
+                                          "grouped by canonical form")
+    p.add_argument("template", help="FILE or FILE:NAME of a template with slot boxes")
+    p.add_argument("--dims", help="override dims, e.g. d=64,h=4")
+    p.add_argument("--pick", action="append", metavar="SLOT=FILLER[,FILLER...]",
+                   help="only these fillers for a slot (repeatable)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="processes (default: one per core for large spaces)")
+    p.add_argument("--quiet", action="store_true", help="print the summary only")
+    p.set_defaults(func=cmd_enumerate)
+    p = sub.add_parser("search", help="train the variants of a template on a task and rank "
+                                       "them (resumable)")
+    p.add_argument("template", help="FILE or FILE:NAME of a template with slot boxes")
+    p.add_argument("--task", required=True, choices=["mqar", "lm"],
+                   help="mqar: multi-query associative recall; lm: byte-level language model")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per variant")
+    p.add_argument("--budget", type=parse_tokens, default=200_000,
+                   help="training tokens per trial, e.g. 300k or 1M (default 200k)")
+    p.add_argument("--dims", help="override the template's dims, e.g. d=32,h=4")
+    p.add_argument("--pick", action="append", metavar="SLOT=FILLER[,FILLER...]",
+                   help="only these fillers for a slot (repeatable)")
+    p.add_argument("--variant", action="append", metavar="FILLERS",
+                   help="train this filling: one filler per slot in slot order, or "
+                        "slot=filler pairs (repeatable)")
+    p.add_argument("--variants", metavar="FILE", help="fillings to train, one per line")
+    p.add_argument("--limit", type=_positive_int, help="only the first N variants")
+    p.add_argument("--sample", type=_positive_int, help="N variants drawn at random (seed 0)")
+    p.add_argument("--layers", type=_positive_int, default=2, help="blocks (default 2)")
+    p.add_argument("--lr", type=float, default=3e-3, help="AdamW peak learning rate")
+    p.add_argument("--seq-len", type=_positive_int, default=64, help="tokens per sequence")
+    p.add_argument("--batch", type=_positive_int, default=32, help="sequences per step")
+    p.add_argument("--vocab", type=_positive_int, default=64, help="MQAR vocabulary size")
+    p.add_argument("--pairs", type=_positive_int, default=8, help="MQAR key-value pairs")
+    p.add_argument("--corpus", help="lm: a text file (default: the pinned stdlib corpus)")
+    p.add_argument("--out", help="results folder (default runs/TEMPLATE-TASK)")
+    p.add_argument("--db", help="the search database (default OUT/search.db)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local worker processes (default) or a Ray cluster")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: cores / threads; 0: in this process)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads per trial")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_search)
     p = sub.add_parser("print", help="print a program (or FILE:NAME) as canonical .anat text")
     p.add_argument("target", help="FILE or FILE:NAME")
     p.set_defaults(func=cmd_print)
