@@ -1,0 +1,121 @@
+"""The leaderboard of a search: one row per variant, aggregated over its seeds, ranked by the
+task's metric; written as markdown, CSV and JSON.
+
+A variant's score is the mean of its finished seeds' metrics, with the sample standard
+deviation (n - 1 in the denominator; none for a single seed) and the range. Diverged and
+failed seeds are counted, never averaged in. Variants rank by mean score; variants with no
+finished seed come after, then those excluded before training (with the reason).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Row:
+    """One variant's line of the leaderboard."""
+
+    rank: int | None
+    name: str
+    key: str
+    seeds: int = 0              # trials planned
+    done: int = 0
+    diverged: int = 0
+    failed: int = 0
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    eval_loss: float | None = None
+    params: int | None = None
+    seconds: float | None = None  # mean wall time of a finished trial
+    same_as: list[str] = field(default_factory=list)  # fillings in the same canonical class
+    note: str = ""
+
+
+def aggregate(variants: list[dict], trials: list[dict], higher_is_better: bool) -> list[Row]:
+    """Rows for `variants` (SearchStore.variants()) from their `trials` (SearchStore.trials())."""
+    by_variant: dict[str, list[dict]] = {}
+    for t in trials:
+        by_variant.setdefault(t["variant"], []).append(t)
+    rows = []
+    for v in variants:
+        ts = by_variant.get(v["key"], [])
+        row = Row(None, v["name"], v["key"], seeds=len(ts), same_as=v["members"][1:])
+        done = [t for t in ts if t["status"] == "done"]
+        row.done, row.diverged = len(done), sum(t["status"] == "diverged" for t in ts)
+        row.failed = sum(t["status"] == "failed" for t in ts)
+        if done:
+            scores = [t["metric"] for t in done]
+            row.mean = sum(scores) / len(scores)
+            row.std = _sample_std(scores)
+            row.min, row.max = min(scores), max(scores)
+            row.eval_loss = sum(t["eval_loss"] for t in done) / len(done)
+            row.seconds = sum(t["seconds"] for t in done) / len(done)
+        row.params = next((t["params"] for t in ts if t["params"]), None)
+        if v["excluded"]:
+            row.note = f"excluded: {v['excluded']}"
+        elif not done and (row.diverged or row.failed):
+            errors = [t["error"] for t in ts if t["error"]]
+            row.note = ("diverged" if row.diverged else "failed") + \
+                (f": {errors[0]}" if errors else "")
+        elif row.done < row.seeds:
+            row.note = f"{row.seeds - row.done - row.diverged - row.failed} trials to run"
+        rows.append(row)
+    sign = -1 if higher_is_better else 1
+    scored = sorted((r for r in rows if r.mean is not None), key=lambda r: sign * r.mean)
+    for i, r in enumerate(scored, 1):
+        r.rank = i
+    rest = [r for r in rows if r.mean is None]
+    rest.sort(key=lambda r: r.note.startswith("excluded"))
+    return scored + rest
+
+
+def _sample_std(xs: list[float]) -> float | None:
+    if len(xs) < 2:
+        return None
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def to_markdown(rows: list[Row], metric: str, higher_is_better: bool) -> str:
+    arrow = "higher is better" if higher_is_better else "lower is better"
+    lines = [(f"| rank | variant | {metric} (mean) | std | min | max | seeds ok / run | "
+              "diverged | params | s / trial | note |"),
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        note = r.note
+        if r.same_as:
+            note = (note + "; " if note else "") + "same as " + ", ".join(r.same_as)
+        lines.append(f"| {r.rank or '–'} | {r.name} | {_num(r.mean)} | {_num(r.std)} | "
+                     f"{_num(r.min)} | {_num(r.max)} | {r.done} / {r.seeds} | {r.diverged} | "
+                     f"{r.params if r.params is not None else '–'} | {_num(r.seconds, 1)} | "
+                     f"{note} |")
+    return f"{metric}: {arrow}; std is the sample standard deviation across seeds\n\n" + \
+        "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[Row]) -> str:
+    out = io.StringIO()
+    names = [f for f in asdict(rows[0])] if rows else list(Row.__dataclass_fields__)
+    writer = csv.DictWriter(out, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        d = asdict(r)
+        d["same_as"] = ";".join(d["same_as"])
+        writer.writerow(d)
+    return out.getvalue()
+
+
+def to_json(rows: list[Row], metric: str, higher_is_better: bool, extra: dict) -> str:
+    return json.dumps({"metric": metric, "higher_is_better": higher_is_better, **extra,
+                       "rows": [asdict(r) for r in rows]}, indent=2) + "\n"

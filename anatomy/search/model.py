@@ -1,0 +1,71 @@
+"""The model a search trains for each variant: a token embedding, `layers` blocks, a final
+RMS norm and a linear head. The block is the .anat template zoo/search/block.anat (norm,
+mixer, residual; norm, MLP, residual) with the variant filled in as its mixer, compiled by
+`anatomy.compile`: each block is the variant's diagram, lowered, with its own weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from anatomy.ir import Diagram
+from anatomy.program import load, zoo_dir
+
+from .template import instantiate, with_anatomy
+
+BLOCK_FILE = zoo_dir() / "search" / "block.anat"
+
+
+def block_diagram(variant: Diagram, block_file: str | Path = BLOCK_FILE) -> Diagram:
+    """The block template with `variant` (a filled template, x[t, d] -> y[t, d]) as its
+    mixer, at the variant's width d."""
+    d = variant.shapes.size(variant.inputs[0].axes[-1])
+    program = load(block_file, strict_dims=False, d=d)
+    templates = [a for a in program if any(b.op == "slot" for b in a.boxes)]
+    block = templates[0]
+    (slot,) = {b.attr("slot") for b in block.boxes if b.op == "slot"}
+    merged = with_anatomy(program, variant, "variant", slot)
+    return instantiate(merged[block.name], {slot: "variant"})
+
+
+class LanguageModel(nn.Module):
+    """embedding -> blocks -> RMS norm -> head; tokens [batch, time] to logits."""
+
+    def __init__(self, block: Diagram, vocab: int, layers: int):
+        super().__init__()
+        from anatomy.lowering import compile as compile_diagram
+        width = block.shapes.size(block.inputs[0].axes[-1])
+        self.embed = nn.Embedding(vocab, width)
+        self.blocks = nn.ModuleList(compile_diagram(block, **dict(block.shapes.dims))
+                                    for _ in range(layers))
+        self.norm = nn.RMSNorm(width)
+        self.head = nn.Linear(width, vocab, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+
+def causality_leak(variant: Diagram, seq_len: int = 16) -> float:
+    """How much the variant's outputs at the first half of a sequence depend on inputs in
+    the second half, relative to their dependence on the first half (0 for a causal mixer):
+    the largest gradient of the early outputs' sum with respect to a late input, over the
+    largest with respect to an early one, at random weights and inputs."""
+    from anatomy.lowering import compile as compile_diagram
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(0)
+        mixer = compile_diagram(variant, **dict(variant.shapes.dims))
+        width = variant.shapes.size(variant.inputs[0].axes[-1])
+        x = torch.randn(1, seq_len, width, requires_grad=True)
+        half = seq_len // 2
+        (grad,) = torch.autograd.grad(mixer(x)[:, :half].sum(), x)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    late, early = grad[:, half:].abs().max().item(), grad[:, :half].abs().max().item()
+    return late / early if early > 0 else float(late > 0)

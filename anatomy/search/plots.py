@@ -1,0 +1,63 @@
+"""Plots of a search (matplotlib, written as PNG): the training-loss curve of each variant
+(mean over its finished seeds), and each variant's final metric, one dot per seed, with the
+mean and the spread across seeds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .leaderboard import Row
+
+
+def plot_curves(trials: list[dict], rows: list[Row], path: Path, title: str) -> None:
+    """Training loss against tokens, one line per variant in leaderboard order."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=100)
+    for r in rows:
+        curves = [t["curve"] for t in trials if t["variant"] == r.key and t["status"] == "done"
+                  and t["curve"]]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        tokens = [c[0] for c in curves[0][:n]]
+        mean = [sum(c[i][1] for c in curves) / len(curves) for i in range(n)]
+        ax.plot(tokens, mean, label=r.name, linewidth=1.2)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("training loss (mean over seeds)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=6, loc="upper right", ncol=1 if len(ax.lines) <= 12 else 2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_metric(trials: list[dict], rows: list[Row], metric: str, path: Path,
+                title: str) -> None:
+    """The final metric per variant: one dot per finished seed, a bar from min to max, and
+    the mean as a vertical tick."""
+    plt = _pyplot()
+    ranked = [r for r in rows if r.mean is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.28 * max(1, len(ranked))), dpi=100)
+    for y, r in enumerate(reversed(ranked)):
+        scores = [t["metric"] for t in trials if t["variant"] == r.key and t["status"] == "done"]
+        ax.plot([r.min, r.max], [y, y], color="0.7", linewidth=3, solid_capstyle="butt")
+        ax.scatter(scores, [y] * len(scores), s=12, color="C0", zorder=3)
+        ax.plot([r.mean], [y], marker="|", markersize=12, color="C3", zorder=4)
+    ax.set_yticks(range(len(ranked)))
+    ax.set_yticklabels([r.name for r in reversed(ranked)], fontsize=7)
+    ax.set_xlabel(f"{metric} (dots: seeds; red tick: mean; bar: range)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
