@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job: install everything, then run anatomy over the whole zoo: parse and check
 # every anatomy, compile each to a PyTorch module and run it once, prove SSD equal to masked
-# linear attention (and check the saved proof), and draw the gallery (site/index.html:
-# every anatomy's picture, source and summary). Searching joins as it lands.
+# linear attention (and check the saved proof), draw the gallery (site/index.html:
+# every anatomy's picture, source and summary), enumerate the default search space and run
+# a small search (three variants, one seed, a tiny budget) whose leaderboard it prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -17,3 +18,13 @@ mkdir -p site
 .venv/bin/anatomy verify-proof site/ssd-proof.json
 echo "== render: the gallery of every zoo anatomy -> site/index.html"
 .venv/bin/anatomy render zoo/ -o site/
+echo "== enumerate: the default search space, deduplicated by canonical form"
+.venv/bin/anatomy enumerate zoo/search/attention.anat --quiet
+echo "== search: three variants on multi-query associative recall (1 seed, 100k tokens each)"
+rm -rf runs/main-search
+.venv/bin/anatomy search zoo/search/attention.anat --task mqar --dims d=32,h=4 \
+  --seq-len 32 --vocab 32 --pairs 4 --budget 100k --seeds 1 --no-progress \
+  --variant "mha identity scaled_dot causal_mask softmax_normaliser" \
+  --variant "mha identity scaled_dot causal_mask no_normaliser" \
+  --variant "mha identity scaled_dot selective_decay no_normaliser" \
+  --out runs/main-search
