@@ -13,8 +13,9 @@ from .leaderboard import Row
 def plot_curves(trials: list[dict], rows: list[Row], path: Path, title: str) -> None:
     """Training loss against tokens, one line per variant in leaderboard order."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=100)
-    for r in rows:
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    colours = plt.get_cmap("tab20").colors
+    for i, r in enumerate(rows):
         curves = [t["curve"] for t in trials if t["variant"] == r.key and t["status"] == "done"
                   and t["curve"]]
         if not curves:
@@ -22,13 +23,14 @@ def plot_curves(trials: list[dict], rows: list[Row], path: Path, title: str) -> 
         n = min(len(c) for c in curves)
         tokens = [c[0] for c in curves[0][:n]]
         mean = [sum(c[i][1] for c in curves) / len(curves) for i in range(n)]
-        ax.plot(tokens, mean, label=r.name, linewidth=1.2)
+        ax.plot(tokens, mean, label=r.name, linewidth=1.2, color=colours[i % len(colours)],
+                linestyle="-" if i < len(colours) else "--")
     ax.set_xlabel("training tokens")
     ax.set_ylabel("training loss (mean over seeds)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if ax.lines:
-        ax.legend(fontsize=6, loc="upper right", ncol=1 if len(ax.lines) <= 12 else 2)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

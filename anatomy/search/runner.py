@@ -86,7 +86,8 @@ def settings(space: SearchSpace, config: SearchConfig) -> dict:
     text = Path(space.template.program.file).read_bytes() \
         if Path(space.template.program.file).is_file() else b""
     return {"template": space.template.name, "template_sha256": hashlib.sha256(text).hexdigest(),
-            "dims": space.dims, "task": asdict(config.task), "budget": config.budget,
+            "dims": space.dims, "load_dims": dict(sorted(config.dims.items())),
+            "task": asdict(config.task), "budget": config.budget,
             "layers": config.layers, "lr": config.lr}
 
 
@@ -143,7 +144,7 @@ def _spec(space: SearchSpace, config: SearchConfig, trial: int, variant: str, se
     return TrialSpec(trial=trial, variant=variant, template_file=str(path.resolve()),
                      template_text=path.read_text() if path.is_file() else "",
                      template=space.template.name, choice=tuple(map(tuple, choice)),
-                     dims=tuple(sorted(space.dims.items())), task=config.task, seed=seed,
+                     dims=tuple(sorted(config.dims.items())), task=config.task, seed=seed,
                      budget=config.budget, layers=config.layers, lr=config.lr,
                      threads=config.threads)
 

@@ -31,7 +31,7 @@ class TrialSpec:
     template_text: str         # its text (workers without the file load this)
     template: str              # the template's name
     choice: tuple[tuple[str, str], ...]
-    dims: tuple[tuple[str, int], ...]
+    dims: tuple[tuple[str, int], ...]   # the dims the space was loaded with (--dims)
     task: TaskSettings
     seed: int
     budget: int                # training tokens
