@@ -24,7 +24,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 
 from anatomy.errors import AnatError
@@ -223,7 +222,3 @@ class _Immediate:
     def __exit__(self, kind, value, tb):
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
         return False
-
-
-def result_dict(result: TrialResult) -> dict:
-    return asdict(result)
