@@ -192,3 +192,21 @@ def test_kill_9_and_resume(tmp_path):
         assert rows[trial] == before, "a trial finished before the kill is kept as it was"
     assert len(finishes) == 12 and all(n == 1 for _, n in finishes), "no trial finished twice"
     assert "| rank | variant |" in again.stdout
+
+
+def test_load_dims_reach_the_fillers_of_a_trial():
+    """`--dims g=4` makes gqa2 a four-group GQA in the trial's model too. With d = 16,
+    h = 4 (n = 4), keys and values of g groups have 2 * d * g * n weights: g = 4 has
+    2 * 16 * 2 * 4 = 256 more than g = 2, and as many as MHA (g = h)."""
+    from anatomy.search.train import build_model
+
+    def params(kv: str, dims: tuple) -> int:
+        s = spec()
+        s = TrialSpec(**{**s.__dict__, "dims": dims,
+                         "choice": (("kv_sharing", kv),) + s.choice[1:]})
+        return sum(p.numel() for p in build_model(s, 16).parameters())
+
+    two = params("gqa2", (("d", 16), ("h", 4)))
+    four = params("gqa2", (("d", 16), ("g", 4), ("h", 4)))
+    assert four - two == 256
+    assert four == params("mha", (("d", 16), ("h", 4)))
