@@ -131,6 +131,8 @@ def _exclusion(space: SearchSpace, c: VariantClass) -> str | None:
         leak = causality_leak(space.instantiate(c.representative.choice))
     except AnatError as e:
         return f"does not compile: {e.message}"
+    except Exception as e:  # noqa: BLE001 - a variant that cannot run is excluded, not fatal
+        return f"does not run: {type(e).__name__}: {e}"
     if leak > CAUSALITY_TOLERANCE:
         return (f"not causal (early outputs depend on later inputs, relative gradient "
                 f"{leak:.2g}): it would see the answers of a causal task")
@@ -233,7 +235,7 @@ def write_results(store: SearchStore, config: SearchConfig, enumeration: Enumera
     from .plots import plot_curves, plot_metric
     from .tasks import TASKS
     task = TASKS[config.task.name]
-    trials, rows = store.trials(), None
+    trials = store.trials()
     rows = aggregate(store.variants(), trials, task.higher_is_better)
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
