@@ -36,10 +36,6 @@ def summed(d: Diagram, b: Box) -> set[str]:
     return {a for u in b.inputs for a in u.axes} - set(out_axes(d, b))
 
 
-def tensor_inputs(b: Box) -> list[int]:
-    return [i for i, u in enumerate(b.inputs) if u.axes]
-
-
 def const_value(d: Diagram, u: Use):
     """The number a wire holds when it is a `const` box's output, else None."""
     p = d.producer(u.wire)
