@@ -1,8 +1,12 @@
-"""Chunked SSD in PyTorch (any device): batched matmuls over chunks, hand-written backward.
+"""Chunked SSD in PyTorch (any device): batched matmuls over blocks of chunks, own backward.
 
-Split T into chunks of Q steps: (1) intra-chunk output by the masked quadratic form, (2) each
-chunk's state, (3) a scan of states across chunks with the chunk's total decay, (4) the
-inter-chunk output q_t exp(cumsum_t) S_in. Cost O(T Q (N + P) + T N P); memory O(T Q).
+T is split into chunks of Q steps, and chunks into blocks of c chunks. Blocks run in time order
+(reverse order in the backward), all heads at once, so that a block's operands stay in cache.
+Per chunk: (1) the intra-chunk output A v with the masked, decayed attention block A;
+(2) the chunk's state contribution W = k^T v; (3) the states entering each chunk of the block,
+from the state entering the block and the block's W by one small matmul (the scan);
+(4) the inter-chunk output q S. Cost O(T Q (N + P) + T N P); memory O(T Q) with gradients,
+O(Q c H (Q + N + P)) without. docs/kernels.md derives the backward and records the measurements.
 """
 
 from __future__ import annotations
@@ -12,6 +16,14 @@ import torch.nn.functional as F
 
 from .validate import SSDDims, accumulate_dtype, check_ssd_inputs
 
+# Largest in-chunk spread of cumsum(log_a) for which the factorised decay is used: the factors
+# exp(cs_t - m), exp(m - cs_s) then stay within exp(+-MAX_FACTORISED_SPAN / 2) (no overflow,
+# no subnormals in float32).
+MAX_FACTORISED_SPAN = 40.0
+# Steps per block: a block's operands (q, k, v, A, y, W, S of c*Q steps, all heads) should fit
+# in the CPU's L2/L3 caches; measured at T = 8192, H = 8, N = P = 64 (docs/kernels.md).
+BLOCK_STEPS = 512
+
 
 def _pad_time(x: torch.Tensor, pad: int) -> torch.Tensor:
     """Zero-pad axis 1 (time) at the end; padded steps have k = v = 0 and log_a = 0."""
@@ -20,342 +32,400 @@ def _pad_time(x: torch.Tensor, pad: int) -> torch.Tensor:
     return F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
 
 
-def _reverse_cumsum(x: torch.Tensor) -> torch.Tensor:
-    """out_i = sum_{t >= i} x_t along the last axis."""
-    return x.flip(-1).cumsum(-1).flip(-1)
+def _assign(dest: torch.Tensor, op, *args, **kwargs) -> None:
+    """dest = op(*args, **kwargs), written in place by ``out=`` (no temporary). Dynamo cannot
+    trace a non-contiguous ``out=``, so under torch.compile it goes through a temporary."""
+    if torch.compiler.is_compiling():
+        dest.copy_(op(*args, **kwargs))
+    else:
+        op(*args, **kwargs, out=dest)
 
 
-class _ChunkLayout:
-    """Views of [B, T, G|H, D] tensors as per-head [B*n, Q, D] chunk batches, without copies.
+def _exp_masked(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """exp(x) where ``keep``, 0 elsewhere."""
+    return x.masked_fill(~keep, float("-inf")).exp_()
 
-    Working head by head keeps every matmul on a strided view of the caller's tensor, so no
-    [B, H, T, D] transposed copy is ever made (those copies cost as much as the matmuls on CPU).
+
+class _Layout:
+    """Chunks of Q steps grouped in nb blocks of c chunks; a block's buffers are [H, B, c, Q, D].
+
+    Blocks of the caller's [B, T, X, D] tensors (X = G or H) are views [B, c, Q, X, 1, D];
+    ``gather`` and ``scatter`` move a block between the two layouts, fused with a per-step
+    factor where one is needed. Per-step tensors of the whole call (cs, factors) are
+    [H, n, B, Q] with n = nb * c chunks; T is zero-padded to n * Q steps.
     """
 
     def __init__(self, dims: SSDDims, chunk_size: int) -> None:
-        self.dims = dims
-        self.Q = chunk_size
-        self.n = -(-dims.T // chunk_size)
+        self.dims, self.Q = dims, chunk_size
+        chunks = -(-dims.T // chunk_size)
+        self.nb = -(-chunks // max(1, BLOCK_STEPS // chunk_size))
+        self.c = -(-chunks // self.nb)  # chunks per block, balanced over the blocks
+        self.n = self.nb * self.c
         self.pad = self.n * chunk_size - dims.T
+        self.rows = dims.H * dims.B * self.c  # matrices per block and head-set: bmm batch
 
-    def prepare(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return _pad_time(x.to(dtype), self.pad)
+    def blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """[B, T, X, D] -> nb views [B, c, Q, X, 1, D] of the tensor zero-padded to n Q steps
+        (the unit axis stands for the heads sharing a group, see ``slots``)."""
+        B, T, X, D = x.shape
+        x = _pad_time(x, self.n * self.Q - T)
+        return x.reshape(B, self.nb, self.c, self.Q, X, 1, D).unbind(1)
 
-    def head(self, x: torch.Tensor, h: int) -> torch.Tensor:
-        """[B, Tpad, X, D] -> [B*n, Q, D] view of head/group h; [B, Tpad, X] -> [B*n, Q]."""
-        return x[:, :, h].reshape(self.dims.B * self.n, self.Q, *x.shape[3:])
+    def factor_blocks(self, f: torch.Tensor, groups: int) -> tuple[torch.Tensor, ...]:
+        """Per-step factors [H, n, B, Q] -> nb views [B, c, Q, G, R, 1] (H = G R)."""
+        d = self.dims
+        f = f.view(groups, d.H // groups, self.nb, self.c, d.B, self.Q)
+        return f.permute(2, 4, 3, 5, 0, 1)[..., None].unbind(0)
 
-    def state_view(self, x: torch.Tensor, h: int) -> torch.Tensor:
-        """[H, B, n, N, P] buffer -> [B*n, N, P] contiguous view of head h."""
-        return x[h].view(self.dims.B * self.n, self.dims.N, self.dims.P)
+    def buffer(self, D: int, dtype: torch.dtype, device: torch.device, slots: int = 0):
+        """A new block buffer [H (or ``slots``) * B * c, Q, D]."""
+        d = self.dims
+        return torch.empty((slots or d.H) * d.B * self.c, self.Q, D, dtype=dtype, device=device)
 
-
-def _state_passing(
-    chunk_state: torch.Tensor, chunk_decay: torch.Tensor, state: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scan S_{c+1} = exp(total_c) S_c + U_c over chunks (axis 2 of [H, B, n, N, P]).
-
-    Returns (S_c entering each chunk, final S_n).
-    """
-    states_in = torch.empty_like(chunk_state)
-    for c in range(chunk_state.shape[2]):
-        states_in[:, :, c] = state
-        state = torch.addcmul(chunk_state[:, :, c], chunk_decay[:, :, c, None, None], state)
-    return states_in, state
-
-
-def _reverse_state_passing(
-    d_states_inter: torch.Tensor, chunk_decay: torch.Tensor, d_state: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adjoint of :func:`_state_passing`: returns (dL/dU_c = dL/dS_{c+1}, dL/dS_0)."""
-    d_chunk_state = torch.empty_like(d_states_inter)
-    for c in reversed(range(d_states_inter.shape[2])):
-        d_chunk_state[:, :, c] = d_state
-        d_state = torch.addcmul(d_states_inter[:, :, c], chunk_decay[:, :, c, None, None], d_state)
-    return d_chunk_state, d_state
-
-
-def _decay_matrix(cs: torch.Tensor, upper: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """exp(cs_t - cs_s) for s <= t, 0 above the diagonal, written into ``out`` [B*n, Q, Q]."""
-    torch.sub(cs[:, :, None], cs[:, None, :], out=out)
-    return out.masked_fill_(upper, float("-inf")).exp_()
-
-
-class _SSDChunkedExact(torch.autograd.Function):
-    """Chunked SSD with the exact masked decay exp(cs_t - cs_s); hand-derived backward.
-
-    Used when some chunk's cumsum spread is too large to factorise (strong decay).
-    Derivation of the backward in docs/kernels.md.
-    """
+    def slots(self, buf: torch.Tensor, groups: int) -> torch.Tensor:
+        """View of a [G R B c, Q, D] buffer as [B, c, Q, G, R, D] (the caller's order)."""
+        d = self.dims
+        R = buf.shape[0] // (groups * d.B * self.c)
+        return buf.view(groups, R, d.B, self.c, self.Q, buf.shape[-1]).permute(2, 3, 4, 0, 1, 5)
 
     @staticmethod
-    def forward(ctx, q, k, v, log_a, initial_state, scale, chunk_size, dims):
-        acc = accumulate_dtype(q, k, v, log_a, initial_state)
-        lay = _ChunkLayout(dims, chunk_size)
-        B, H, N, P, n, Q = dims.B, dims.H, dims.N, dims.P, lay.n, lay.Q
-        R = dims.heads_per_group
-        qp, kp, vp, ap = (lay.prepare(x, acc) for x in (q, k, v, log_a))
-        Bn = B * n
-        upper = torch.ones(Q, Q, dtype=torch.bool, device=v.device).triu(1)
-
-        cs = torch.empty(H, Bn, Q, dtype=acc, device=v.device)  # in-chunk cumsum of log_a
-        scores = torch.empty(dims.G, Bn, Q, Q, dtype=acc, device=v.device)  # q_t . k_s
-        decay = torch.empty(H, Bn, Q, Q, dtype=acc, device=v.device)
-        chunk_state = torch.empty(H, B, n, N, P, dtype=acc, device=v.device)
-        y_intra = []
-        for h in range(H):
-            g = h // R
-            qg, kg, vh = lay.head(qp, g), lay.head(kp, g), lay.head(vp, h)
-            if h % R == 0:
-                torch.bmm(qg, kg.transpose(1, 2), out=scores[g])
-            torch.cumsum(lay.head(ap, h), dim=-1, out=cs[h])
-            _decay_matrix(cs[h], upper, decay[h])
-            y_intra.append(torch.bmm(decay[h] * scores[g], vh))
-            to_end = torch.exp(cs[h, :, -1:] - cs[h])
-            u = lay.state_view(chunk_state, h)
-            torch.bmm(kg.transpose(1, 2), vh * to_end[..., None], out=u)
-
-        if initial_state is None:
-            s0 = chunk_state.new_zeros(H, B, N, P)
+    def gather(dest: torch.Tensor, src: torch.Tensor, factor: torch.Tensor | None) -> None:
+        """dest [B, c, Q, G, R, D] = src [B, c, Q, G, 1, D] (times factor [B, c, Q, G, R, 1])."""
+        if factor is None:
+            dest.copy_(src)
         else:
-            s0 = initial_state.to(acc).transpose(0, 1)
-        chunk_decay = torch.exp(cs[:, :, -1]).view(H, B, n)
-        states_in, final_state = _state_passing(chunk_state, chunk_decay, s0)
-
-        y = torch.empty(B, n * Q, H, P, dtype=v.dtype, device=v.device)
-        for h in range(H):
-            q_from_start = lay.head(qp, h // R) * torch.exp(cs[h])[..., None]
-            y_h = torch.baddbmm(y_intra[h], q_from_start, lay.state_view(states_in, h))
-            y[:, :, h] = y_h.view(B, n * Q, P).mul_(scale)
-
-        ctx.save_for_backward(qp, kp, vp, cs, decay, scores, states_in, chunk_decay)
-        ctx.layout, ctx.scale = lay, scale
-        ctx.dtypes = (q.dtype, k.dtype, v.dtype, log_a.dtype)
-        ctx.state_dtype = None if initial_state is None else initial_state.dtype
-        return y[:, : dims.T], final_state.transpose(0, 1)
+            _assign(dest, torch.mul, src, factor)
 
     @staticmethod
-    def backward(ctx, dy, d_final):
-        qp, kp, vp, cs, decay, scores, states_in, chunk_decay = ctx.saved_tensors
-        lay, scale = ctx.layout, ctx.scale
-        dims = lay.dims
-        B, G, H, N, P, n, Q = dims.B, dims.G, dims.H, dims.N, dims.P, lay.n, lay.Q
-        R = dims.heads_per_group
-        acc = vp.dtype
-        dyp = lay.prepare(dy, acc)
-        from_start = torch.exp(cs)  # [H, B*n, Q]
-        to_end = torch.exp(cs[:, :, -1:] - cs)
-
-        # Gradient reaching each chunk's incoming state from its own inter-chunk output.
-        d_states_inter = torch.empty_like(states_in)
-        dyc = []
-        for h in range(H):
-            dyc.append(lay.head(dyp, h) * scale)
-            q_from_start = lay.head(qp, h // R) * from_start[h, :, :, None]
-            torch.bmm(
-                q_from_start.transpose(1, 2), dyc[h], out=lay.state_view(d_states_inter, h)
-            )
-        if d_final is None:
-            d_state = states_in.new_zeros(H, B, N, P)
+    def scatter(
+        dest: torch.Tensor,
+        src: torch.Tensor,
+        factor: torch.Tensor | None = None,
+        extra: torch.Tensor | None = None,
+    ) -> None:
+        """dest [B, c, Q, G, 1, D] = sum over R of src [B, c, Q, G, R, D] (times ``factor``),
+        plus ``extra`` [B, c, Q, G, 1, D] if given."""
+        if src.shape[4] > 1:  # several heads per group: sum them
+            _assign(dest, torch.sum, src if factor is None else src * factor, dim=4, keepdim=True)
+        elif factor is None:
+            dest.copy_(src)
         else:
-            d_state = d_final.to(acc).transpose(0, 1)
-        d_chunk_state, d_initial = _reverse_state_passing(d_states_inter, chunk_decay, d_state)
-        d_total = chunk_decay * (d_chunk_state * states_in).sum((-1, -2))  # [H, B, n]
-        d_total = d_total.view(H, B * n)
+            _assign(dest, torch.mul, src, factor)
+        if extra is not None:
+            dest.add_(extra)
 
-        dq = torch.empty(B, n * Q, G, N, dtype=acc, device=vp.device)
-        dk = torch.empty_like(dq)
-        dv = torch.empty(B, n * Q, H, P, dtype=ctx.dtypes[2], device=vp.device)
-        d_log_a = torch.empty(B, n * Q, H, dtype=ctx.dtypes[3], device=vp.device)
-        for g in range(G):
-            qg, kg = lay.head(qp, g), lay.head(kp, g)
-            dq_g = torch.zeros(B * n, Q, N, dtype=acc, device=vp.device)
-            dk_g = torch.zeros_like(dq_g)
-            d_scores = torch.zeros(B * n, Q, Q, dtype=acc, device=vp.device)
-            for h in range(g * R, (g + 1) * R):
-                vh, d_u = lay.head(vp, h), lay.state_view(d_chunk_state, h)
-                attn = decay[h] * scores[g]
-                dv_h = torch.bmm(attn.transpose(1, 2), dyc[h])
-                dv_h.baddbmm_(kg * to_end[h, :, :, None], d_u)
-                dv[:, :, h] = dv_h.view(B, n * Q, P)
-                d_scores_h = torch.bmm(dyc[h], vh.transpose(1, 2)).mul_(decay[h])
-                z = d_scores_h * scores[g]  # dL/d(log-decay) of each (t, s) pair
-                d_scores += d_scores_h
-                dy_state = torch.bmm(dyc[h], lay.state_view(states_in, h).transpose(1, 2))
-                dq_g.addcmul_(dy_state, from_start[h, :, :, None])
-                v_d_state = torch.bmm(vh, d_u.transpose(1, 2))
-                dk_g.addcmul_(v_d_state, to_end[h, :, :, None])
-                state_term = to_end[h] * (kg * v_d_state).sum(-1)
-                d_cs = z.sum(-1) - z.sum(-2) - state_term
-                d_cs.addcmul_(from_start[h], (qg * dy_state).sum(-1))
-                d_cs[:, -1] += state_term.sum(-1) + d_total[h]
-                d_log_a[:, :, h] = _reverse_cumsum(d_cs).view(B, n * Q)
-            dq_g.baddbmm_(d_scores, kg)
-            dk_g.baddbmm_(d_scores.transpose(1, 2), qg)
-            dq[:, :, g] = dq_g.view(B, n * Q, N)
-            dk[:, :, g] = dk_g.view(B, n * Q, N)
-
-        q_dt, k_dt, _, _ = ctx.dtypes
-        T = dims.T
-        d_s0 = None if ctx.state_dtype is None else d_initial.transpose(0, 1).to(ctx.state_dtype)
-        return (
-            dq[:, :T].to(q_dt),
-            dk[:, :T].to(k_dt),
-            dv[:, :T],
-            d_log_a[:, :T],
-            d_s0,
-            None,
-            None,
-            None,
-        )
+    def time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-step [H, n, B, Q] -> [B, n*Q, H] (a copy)."""
+        H, n, B, Q = x.shape
+        return x.permute(2, 1, 3, 0).reshape(B, n * Q, H)
 
 
-# Largest in-chunk spread of cumsum(log_a) for which the factorised decay is used: the factors
-# exp(cs_t - m), exp(m - cs_s) then stay within exp(+-MAX_FACTORISED_SPAN / 2) (no overflow,
-# no subnormals in float32).
-MAX_FACTORISED_SPAN = 40.0
+def chunk_cumsum(log_a: torch.Tensor, chunk_size: int, dtype: torch.dtype,
+                 chunks: int | None = None) -> torch.Tensor:
+    """In-chunk cumulative sums of log_a [B, T, H] -> cs [H, n, B, Q] in ``dtype``.
+
+    cs[h, c, b, t] = sum_{i <= t} log_a[b, c*Q + i, h]; padded steps (beyond T) add 0.
+    ``chunks``: pad to this many chunks (default: just enough for T).
+    """
+    B, T, H = log_a.shape
+    n = chunks or -(-T // chunk_size)
+    x = _pad_time(log_a.to(dtype), n * chunk_size - T).view(B, n, chunk_size, H)
+    return x.permute(3, 1, 0, 2).contiguous().cumsum_(-1)
 
 
 def max_chunk_span(log_a: torch.Tensor, chunk_size: int) -> float:
     """max over chunks and heads of (max - min) of the in-chunk cumsum of log_a [B, T, H]."""
-    B, T, H = log_a.shape
-    n = -(-T // chunk_size)
-    x = _pad_time(log_a.to(torch.float32), n * chunk_size - T).view(B, n, chunk_size, H)
-    cs = torch.cumsum(x, dim=2)
-    return float((cs.amax(2) - cs.amin(2)).max())
+    return _span(chunk_cumsum(log_a, chunk_size, torch.float32))
 
 
-class _SSDChunkedFactorised(torch.autograd.Function):
-    """Chunked SSD with the decay factorised per chunk: exp(cs_t - cs_s) = e^(cs_t-m) e^(m-cs_s).
+def _span(cs: torch.Tensor) -> float:
+    return float((cs.amax(-1) - cs.amin(-1)).max())
 
-    The intra-chunk block is then tril(q~ k~^T) with q~ = q e^(cs-m), k~ = k e^(m-cs): one
-    matmul and O(Q) exponentials per chunk instead of Q^2. Only valid when every chunk's
-    cumsum spread is <= MAX_FACTORISED_SPAN (checked by the caller); m is the mid-range of the
-    chunk's cumsum, a constant of the factorisation (the result does not depend on it).
+
+class _Factors:
+    """Per-step and per-chunk decay factors of one call, all exponentials of log-space sums.
+
+    With reference points r_q, r_k per chunk (constants of the factorisation: the result does
+    not depend on them), the inter-chunk query and the state key are
+        q^ = scale * q * exp(cs - r_q),   k^ = k * exp(r_k - cs),
+    the state entering chunk c is kept as S~_c = exp(r_q,c) S_c, and the chunk's contribution
+    W_c = k^_c^T v_c enters the recurrence
+        S~_{c+1} = gamma_c S~_c + delta_c W_c,
+        log gamma_c = r_q,c+1 - r_q,c + cs_end,c,   log delta_c = r_q,c+1 - r_k,c + cs_end,c,
+    with r_q,n = 0, so that the state after the last chunk is the true final state S_n.
+
+    factorised: r_q = r_k = m, the mid-range of the chunk's cumsum, so that exp(cs_t - cs_s) =
+    exp(cs_t - m) exp(m - cs_s) and the intra-chunk block is tril(q^ k^^T); delta = gamma.
+    exact: r_q = 0, r_k = cs_end (both factors <= 1 for decaying inputs, whatever the decay
+    strength), delta = 1; the intra-chunk block uses the masked matrix exp(cs_t - cs_s).
+    """
+
+    def __init__(self, cs: torch.Tensor, factorised: bool, scale: float) -> None:
+        end = cs[..., -1:]  # [H, n, B, 1]
+        if factorised:
+            ref_q = ref_k = 0.5 * (cs.amax(-1, keepdim=True) + cs.amin(-1, keepdim=True))
+        else:
+            ref_q, ref_k = torch.zeros_like(end), end
+        next_ref_q = torch.cat([ref_q[:, 1:], torch.zeros_like(ref_q[:, :1])], dim=1)
+        self.q = torch.exp(cs - ref_q).mul_(scale)  # [H, n, B, Q]
+        self.k = torch.exp(ref_k - cs)
+        self.log_gamma = (next_ref_q - ref_q + end)[..., 0]  # [H, n, B]
+        self.log_delta = (next_ref_q - ref_k + end)[..., 0]
+        self.initial = torch.exp(ref_q[:, 0, :, 0])  # [H, B]: S~_0 = exp(r_q,0) S_0
+
+
+class _BlockScan:
+    """The recurrence S~_{i+1} = gamma_i S~_i + delta_i W_i over the c chunks of each block,
+    as one small matmul per block (and its adjoint), from log-space sums of log gamma.
+
+    With L_i = sum_{l<i} log gamma_l (within the block):
+        S~_i = exp(L_i) S~_in + sum_{j<i} exp(L_i - L_{j+1} + log delta_j) W_j.
+    Adjoint, with G_i = dL/dS~_i and Gn_i = G_{i+1} (Gn_{c-1} = the gradient of the state
+    leaving the block):  Gn_i = sum_{j>i} exp(L_j - L_{i+1}) dS_j + exp(L_c - L_{i+1}) Gn_{c-1}
+    where dS_j is the gradient reaching S~_j directly, and G_0 = dS_0 + gamma_0 Gn_0.
+    All per-block tensors are [nb, H*B, ...].
+    """
+
+    def __init__(self, fac: _Factors, lay: _Layout, backward: bool = False) -> None:
+        d, c = lay.dims, lay.c
+
+        def per_block(x):  # [H, n, B] -> [nb, H*B, c]
+            return x.view(d.H, lay.nb, c, d.B).permute(1, 0, 3, 2).reshape(lay.nb, -1, c)
+
+        log_g, log_d = per_block(fac.log_gamma), per_block(fac.log_delta)
+        lam = torch.cat([torch.zeros_like(log_g[..., :1]), log_g.cumsum(-1)], dim=-1)
+        i = torch.arange(c, device=lam.device)
+        gamma, self.delta = log_g.exp()[..., None], log_d.exp()[..., None]  # [nb, HB, c, 1]
+        seg = lam[..., :c, None] - lam[..., None, 1:] + log_d[..., None, :]
+        into = _exp_masked(seg, i[None, :] < i[:, None])  # [nb, HB, c(i), c(j)]
+        from_start = lam[..., :c, None].exp()  # exp(L_i)
+        # per block (lists: indexing them costs nothing in the loop over blocks)
+        self.into, self.from_start = into.unbind(0), from_start.unbind(0)
+        self.gamma_last, self.delta_last = gamma[:, :, -1].unbind(0), self.delta[:, :, -1].unbind(0)
+        if backward:
+            seg = lam[..., None, :c] - lam[..., 1:, None]
+            back = _exp_masked(seg, i[None, :] > i[:, None])  # exp(L_j - L_{i+1}), j > i
+            to_end = (lam[..., c:] - lam[..., 1:]).exp()[..., None]  # exp(L_c - L_{i+1})
+            self.back, self.to_end = back.unbind(0), to_end.unbind(0)
+            self.gamma_first = gamma[:, :, 0].unbind(0)
+
+    def forward(self, j: int, w: torch.Tensor, carry: torch.Tensor, out: torch.Tensor,
+                leaving: torch.Tensor | None = None) -> None:
+        """States entering block j's chunks into out [HB, c, NP], and the state leaving the
+        block into ``leaving`` [HB, NP] if given.
+
+        w: the block's W [HB, c, NP]; carry: the state entering the block [HB, NP].
+        """
+        torch.bmm(self.into[j], w, out=out).addcmul_(self.from_start[j], carry[:, None])
+        if leaving is not None:
+            torch.mul(w[:, -1], self.delta_last[j], out=leaving)
+            leaving.addcmul_(out[:, -1], self.gamma_last[j])
+
+    def backward(self, j: int, d_direct: torch.Tensor, carry: torch.Tensor, out: torch.Tensor):
+        """Gn_i = dL/dS~_{i+1} for block j's chunks into out [HB, c, NP]; returns G_0.
+
+        d_direct: gradients reaching each S~_i from its chunk's output [HB, c, NP];
+        carry: the gradient of the state leaving the block [HB, NP].
+        """
+        torch.bmm(self.back[j], d_direct, out=out).addcmul_(self.to_end[j], carry[:, None])
+        return torch.addcmul(d_direct[:, 0], self.gamma_first[j], out[:, 0])
+
+
+def _rowdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """sum over the last axis of x * y."""
+    return torch.einsum("...d,...d->...", x, y)
+
+
+class _Blocks:
+    """One call's per-block work: block buffers (reused from block to block) and the steps
+    shared by the forward and the backward (which recomputes states and A block by block).
+
+    Buffers are [H B c, Q, D] for bmm, with ``*_slots`` views [B, c, Q, G, R, D] for
+    gathering and scattering in the caller's layout.
+    """
+
+    def __init__(self, q, k, v, cs, factorised, scale, lay: _Layout, backward: bool) -> None:
+        d, acc, dev = lay.dims, cs.dtype, v.device
+        self.lay, self.d = lay, d
+        self.fac = _Factors(cs, factorised, scale)
+        self.scan = _BlockScan(self.fac, lay, backward)
+        self.intra = _Intra(cs, factorised, scale, lay, q, k)
+        self.inputs = list(zip(lay.blocks(q), lay.blocks(k), lay.blocks(v),
+                               lay.factor_blocks(self.fac.q, d.G),
+                               lay.factor_blocks(self.fac.k, d.G)))
+        self.q_hat, self.k_hat, self.v = (lay.buffer(x, acc, dev) for x in (d.N, d.N, d.P))
+        self.slots = [lay.slots(x, g) for x, g in
+                      ((self.q_hat, d.G), (self.k_hat, d.G), (self.v, d.H))]
+        self.w = torch.empty(lay.rows, d.N, d.P, dtype=acc, device=dev)
+        self.states = torch.empty(d.H * d.B, lay.c, d.N * d.P, dtype=acc, device=dev)
+        self.attn = torch.empty(lay.rows, lay.Q, lay.Q, dtype=acc, device=dev)
+
+    def run(self, j: int, carry: torch.Tensor, leaving: torch.Tensor | None = None) -> None:
+        """Load block j (q^, k^, v), its states (from the state entering it, ``carry``) and its
+        A; write the state leaving the block into ``leaving`` if given."""
+        q_j, k_j, v_j, qf_j, kf_j = self.inputs[j]
+        q_s, k_s, v_s = self.slots
+        self.lay.gather(q_s, q_j, qf_j)
+        self.lay.gather(k_s, k_j, kf_j)
+        self.lay.gather(v_s, v_j, None)
+        torch.bmm(self.k_hat.mT, self.v, out=self.w)
+        self.scan.forward(j, self.w.view(self.states.shape), carry, self.states, leaving)
+        self.intra.attention(j, self.q_hat, self.k_hat, out=self.attn)
+
+    def states_per_chunk(self) -> torch.Tensor:
+        return self.states.view(self.lay.rows, self.d.N, self.d.P)
+
+
+class _SSDChunked(torch.autograd.Function):
+    """Chunked SSD, forward and hand-derived backward, for both decay paths.
+
+    ``factorised`` selects how the intra-chunk block A is built (see :class:`_Factors`); the
+    states, the inter-chunk output and the backward outside A are shared. ``cs`` is the
+    in-chunk cumsum of log_a in the layout's chunking (the caller chose the path from it).
+    Only the states entering each block are saved; the backward recomputes the rest.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, log_a, initial_state, scale, chunk_size, dims):
-        acc = accumulate_dtype(q, k, v, log_a, initial_state)
-        lay = _ChunkLayout(dims, chunk_size)
-        B, H, N, P, n, Q = dims.B, dims.H, dims.N, dims.P, lay.n, lay.Q
-        R = dims.heads_per_group
-        qp, kp, vp, ap = (lay.prepare(x, acc) for x in (q, k, v, log_a))
-        Bn = B * n
+    def forward(ctx, q, k, v, log_a, initial_state, cs, factorised, scale, chunk_size, dims):
+        lay = _Layout(dims, chunk_size)
+        d, acc, dev = dims, cs.dtype, v.device
+        HB, NP = d.H * d.B, d.N * d.P
+        blk = _Blocks(q, k, v, cs, factorised, scale, lay, backward=False)
+        y = torch.empty(d.B, lay.n * lay.Q, d.H, d.P, dtype=v.dtype, device=dev)
+        y_b = lay.buffer(d.P, acc, dev)
+        carries = torch.zeros(lay.nb + 1, d.H, d.B, d.N, d.P, dtype=acc, device=dev)
+        if initial_state is not None:
+            carries[0] = initial_state.transpose(0, 1)
+        carries = carries.view(lay.nb + 1, HB, NP)
+        carries[0] *= blk.fac.initial.view(HB, 1)
+        for j, y_j in enumerate(lay.blocks(y)):
+            blk.run(j, carries[j], leaving=carries[j + 1])
+            torch.bmm(blk.attn, blk.v, out=y_b).baddbmm_(blk.q_hat, blk.states_per_chunk())
+            lay.scatter(y_j, lay.slots(y_b, d.H))
 
-        cs = torch.empty(H, Bn, Q, dtype=acc, device=v.device)
-        for h in range(H):
-            torch.cumsum(lay.head(ap, h), dim=-1, out=cs[h])
-        mid = 0.5 * (cs.amax(-1, keepdim=True) + cs.amin(-1, keepdim=True))  # [H, Bn, 1]
-        q_factor, k_factor = torch.exp(cs - mid), torch.exp(mid - cs)  # [H, Bn, Q]
-        end_factor = torch.exp(cs[:, :, -1:] - mid)  # e^(cs_end - m): k~ -> chunk state
-        mid_factor = torch.exp(mid)  # e^m: q~ -> inter-chunk output
-
-        chunk_state = torch.empty(H, B, n, N, P, dtype=acc, device=v.device)
-        # Without gradients one cache-resident [B*n, Q, Q] block is reused across heads.
-        saving = any(ctx.needs_input_grad)
-        attn = torch.empty(H if saving else 1, Bn, Q, Q, dtype=acc, device=v.device)
-        y_intra = []
-        for h in range(H):
-            g = h // R
-            q_t = lay.head(qp, g) * q_factor[h, :, :, None]
-            k_t = lay.head(kp, g) * k_factor[h, :, :, None]
-            vh = lay.head(vp, h)
-            attn_h = attn[h if saving else 0]
-            torch.bmm(q_t, k_t.transpose(1, 2), out=attn_h).tril_()
-            y_intra.append(torch.bmm(attn_h, vh))
-            u = lay.state_view(chunk_state, h)
-            torch.bmm(k_t.transpose(1, 2), vh, out=u).mul_(end_factor[h, :, :, None])
-
-        if initial_state is None:
-            s0 = chunk_state.new_zeros(H, B, N, P)
-        else:
-            s0 = initial_state.to(acc).transpose(0, 1)
-        chunk_decay = torch.exp(cs[:, :, -1]).view(H, B, n)
-        states_in, final_state = _state_passing(chunk_state, chunk_decay, s0)
-
-        y = torch.empty(B, n * Q, H, P, dtype=v.dtype, device=v.device)
-        for h in range(H):
-            q_from_start = lay.head(qp, h // R) * (q_factor[h] * mid_factor[h])[..., None]
-            y_h = torch.baddbmm(y_intra[h], q_from_start, lay.state_view(states_in, h))
-            y[:, :, h] = y_h.view(B, n * Q, P).mul_(scale)
-
-        ctx.save_for_backward(qp, kp, vp, cs, mid, attn, states_in, chunk_state)
-        ctx.layout, ctx.scale = lay, scale
-        ctx.dtypes = (q.dtype, k.dtype, v.dtype, log_a.dtype)
+        ctx.save_for_backward(q, k, v, cs, carries)
+        ctx.args = (lay, factorised, scale)
+        ctx.dtypes = (q.dtype, k.dtype, log_a.dtype)
         ctx.state_dtype = None if initial_state is None else initial_state.dtype
-        return y[:, : dims.T], final_state.transpose(0, 1)
+        final = carries[-1].view(d.H, d.B, d.N, d.P).transpose(0, 1)
+        return y[:, : d.T], final.clone()
 
     @staticmethod
     def backward(ctx, dy, d_final):
-        qp, kp, vp, cs, mid, attn, states_in, chunk_state = ctx.saved_tensors
-        lay, scale = ctx.layout, ctx.scale
-        dims = lay.dims
-        B, G, H, N, P, n, Q = dims.B, dims.G, dims.H, dims.N, dims.P, lay.n, lay.Q
-        R = dims.heads_per_group
-        acc = vp.dtype
-        dyp = lay.prepare(dy, acc)
-        q_factor, k_factor = torch.exp(cs - mid), torch.exp(mid - cs)
-        end_factor, mid_factor = torch.exp(cs[:, :, -1:] - mid), torch.exp(mid)
-        chunk_decay = torch.exp(cs[:, :, -1]).view(H, B, n)
-
-        d_states_inter = torch.empty_like(states_in)
-        dyc, q_ts, k_ts = [], [], []
-        for h in range(H):
-            dyc.append(lay.head(dyp, h) * scale)
-            q_ts.append(lay.head(qp, h // R) * q_factor[h, :, :, None])
-            k_ts.append(lay.head(kp, h // R) * k_factor[h, :, :, None])
-            d_s = lay.state_view(d_states_inter, h)
-            torch.bmm(q_ts[h].transpose(1, 2), dyc[h], out=d_s).mul_(mid_factor[h, :, :, None])
-        if d_final is None:
-            d_state = states_in.new_zeros(H, B, N, P)
-        else:
-            d_state = d_final.to(acc).transpose(0, 1)
-        d_chunk_state, d_initial = _reverse_state_passing(d_states_inter, chunk_decay, d_state)
-        # d cs_end: through the chunk decay and the chunk state's e^(cs_end - m) factor,
-        # together <dS_{c+1}, S_{c+1}>.
-        d_end = ((chunk_state + chunk_decay[..., None, None] * states_in) * d_chunk_state).sum(
-            (-1, -2)
-        ).view(H, B * n)
-
-        dq = torch.empty(B, n * Q, G, N, dtype=acc, device=vp.device)
+        q, k, v, cs, carries = ctx.saved_tensors
+        lay, factorised, scale = ctx.args
+        d, acc, dev = lay.dims, cs.dtype, v.device
+        HB, NP, rows, c = d.H * d.B, d.N * d.P, lay.rows, lay.c
+        blk = _Blocks(q, k, v, cs, factorised, scale, lay, backward=True)
+        scan, fac = blk.scan, blk.fac
+        dy_b = lay.buffer(d.P, acc, dev)
+        dy_slots = lay.slots(dy_b, d.H)
+        d_direct = torch.empty(rows, d.N, d.P, dtype=acc, device=dev)
+        g_next = torch.empty(HB, c, NP, dtype=acc, device=dev)
+        dq = torch.empty(d.B, lay.n * lay.Q, d.G, d.N, dtype=acc, device=dev)
         dk = torch.empty_like(dq)
-        dv = torch.empty(B, n * Q, H, P, dtype=ctx.dtypes[2], device=vp.device)
-        d_log_a = torch.empty(B, n * Q, H, dtype=ctx.dtypes[3], device=vp.device)
-        for g in range(G):
-            dq_g, dk_g = None, None
-            for h in range(g * R, (g + 1) * R):
-                vh = lay.head(vp, h)
-                d_u = lay.state_view(d_chunk_state, h) * end_factor[h, :, :, None]
-                s_in = lay.state_view(states_in, h) * mid_factor[h, :, :, None]
-                dv_h = torch.bmm(attn[h].transpose(1, 2), dyc[h]).baddbmm_(k_ts[h], d_u)
-                dv[:, :, h] = dv_h.view(B, n * Q, P)
-                d_attn = torch.bmm(dyc[h], vh.transpose(1, 2)).tril_()
-                dq_t = torch.bmm(d_attn, k_ts[h]).baddbmm_(dyc[h], s_in.transpose(1, 2))
-                dk_t = torch.bmm(d_attn.transpose(1, 2), q_ts[h]).baddbmm_(vh, d_u.transpose(1, 2))
-                d_cs = (q_ts[h] * dq_t).sum(-1) - (k_ts[h] * dk_t).sum(-1)
-                d_cs[:, -1] += d_end[h]
-                d_log_a[:, :, h] = _reverse_cumsum(d_cs).view(B, n * Q)
-                dq_h = dq_t.mul_(q_factor[h, :, :, None])
-                dk_h = dk_t.mul_(k_factor[h, :, :, None])
-                dq_g = dq_h if dq_g is None else dq_g.add_(dq_h)
-                dk_g = dk_h if dk_g is None else dk_g.add_(dk_h)
-            dq[:, :, g] = dq_g.view(B, n * Q, N)
-            dk[:, :, g] = dk_g.view(B, n * Q, N)
+        dv = torch.empty(d.B, lay.n * lay.Q, d.H, d.P, dtype=v.dtype, device=dev)
+        d_cs = torch.empty(lay.nb, rows, lay.Q, dtype=acc, device=dev)
+        d_end = torch.empty(lay.nb, HB, c, dtype=acc, device=dev)
+        carry = d_final.to(acc).transpose(0, 1).reshape(HB, NP)
 
-        q_dt, k_dt, _, _ = ctx.dtypes
-        T = dims.T
-        d_s0 = None if ctx.state_dtype is None else d_initial.transpose(0, 1).to(ctx.state_dtype)
-        return (
-            dq[:, :T].to(q_dt),
-            dk[:, :T].to(k_dt),
-            dv[:, :T],
-            d_log_a[:, :T],
-            d_s0,
-            None,
-            None,
-            None,
-        )
+        outputs = list(zip(lay.blocks(dy), lay.blocks(dq), lay.blocks(dk), lay.blocks(dv)))
+        for j in reversed(range(lay.nb)):
+            dy_j, dq_j, dk_j, dv_j = outputs[j]
+            blk.run(j, carries[j])
+            q_hat, k_hat, v_b, attn, s_j = blk.q_hat, blk.k_hat, blk.v, blk.attn, blk.states
+            _, qf_j, kf_j = blk.inputs[j][2:]
+            lay.gather(dy_slots, dy_j, None)
+            # states: gradients reaching S~ directly, then the block's reverse recurrence
+            torch.bmm(q_hat.mT, dy_b, out=d_direct)
+            carry = scan.backward(j, d_direct.view(HB, c, NP), carry, out=g_next)
+            # d cs_end,i through gamma_i and delta_i: <dL/dS~_{i+1}, S~_{i+1}>
+            d_end[j, :, :-1] = (g_next[:, :-1] * s_j[:, 1:]).sum(-1)
+            d_end[j, :, -1] = (g_next[:, -1] * carries[j + 1]).sum(-1)
+            d_w = g_next * scan.delta[j] if factorised else g_next  # exact: delta = 1
+            d_w = d_w.view(rows, d.N, d.P)  # dL/dW_i = delta_i G_{i+1}
+            # values, then the inter-chunk and state terms of q^, k^
+            d_attn = torch.bmm(dy_b, v_b.mT)
+            dv_b = torch.bmm(attn.mT, dy_b).baddbmm_(k_hat, d_w)
+            lay.scatter(dv_j, lay.slots(dv_b, d.H))
+            dq_hat = torch.bmm(dy_b, blk.states_per_chunk().mT)
+            dk_hat = torch.bmm(v_b, d_w.mT)
+            dq_raw, dk_raw, d_cs_raw = blk.intra.backward(
+                j, d_attn, attn, q_hat, k_hat, dq_hat, dk_hat
+            )
+            torch.sub(_rowdot(q_hat, dq_hat), _rowdot(k_hat, dk_hat), out=d_cs[j])
+            if d_cs_raw is not None:
+                d_cs[j] += d_cs_raw
+            lay.scatter(dq_j, lay.slots(dq_hat, d.G), qf_j, dq_raw)
+            lay.scatter(dk_j, lay.slots(dk_hat, d.G), kf_j, dk_raw)
+
+        d_cs = d_cs.view(lay.nb, d.H, d.B, c, lay.Q)
+        d_cs[..., -1] += d_end.view(lay.nb, d.H, d.B, c)
+        d_cs = d_cs.permute(1, 0, 3, 2, 4).reshape(d.H, lay.n, d.B, lay.Q)
+        d_log_a = lay.time_major(d_cs.flip(-1).cumsum(-1).flip(-1))  # reverse in-chunk cumsum
+        q_dt, k_dt, a_dt = ctx.dtypes
+        T = d.T
+        d_s0 = None
+        if ctx.state_dtype is not None:
+            d_s0 = carry.view(d.H, d.B, d.N, d.P) * fac.initial[..., None, None]
+            d_s0 = d_s0.transpose(0, 1).to(ctx.state_dtype)
+        return (dq[:, :T].to(q_dt), dk[:, :T].to(k_dt), dv[:, :T], d_log_a[:, :T].to(a_dt),
+                d_s0, None, None, None, None, None)
+
+
+class _Intra:
+    """The intra-chunk block A of each chunk, and its part of the backward.
+
+    factorised: A = tril(q^ k^^T); its gradient flows into q^ and k^ (dq^ += dA k^,
+    dk^ += dA^T q^), so the decay gradient comes with theirs. exact: A = L o (q k^T) with the
+    masked decay L = scale * exp(cs_t - cs_s) [s <= t], from the raw queries and keys; its
+    gradients are returned in raw form (added to dq, dk unscaled) and d cs_t gets
+    rowsum_t(Z) - colsum_t(Z) for Z = dA o A.
+    """
+
+    def __init__(self, cs, factorised, scale, lay: _Layout, q, k) -> None:
+        self.factorised, self.lay = factorised, lay
+        if factorised:
+            return
+        d = lay.dims
+        Q, c = lay.Q, lay.c
+        i = torch.arange(Q, device=cs.device)
+        seg = cs[..., :, None] - cs[..., None, :]  # [H, n, B, Q, Q]
+        decay = _exp_masked(seg, i[None, :] <= i[:, None]).mul_(scale)
+        decay = decay.view(d.H, lay.nb, c, d.B, Q, Q).permute(1, 0, 3, 2, 4, 5)
+        self.decay = decay.reshape(lay.nb, d.G, -1, Q, Q)  # [nb, G, R B c, Q, Q]
+        self.q_raw, self.k_raw = (lay.buffer(d.N, cs.dtype, cs.device, slots=d.G) for _ in "qk")
+        self.q_blocks, self.k_blocks = lay.blocks(q), lay.blocks(k)
+        self.scores = torch.empty(d.G, d.B * c, Q, Q, dtype=cs.dtype, device=cs.device)
+
+    def attention(self, j, q_hat, k_hat, out):
+        if self.factorised:
+            return torch.bmm(q_hat, k_hat.mT, out=out).tril_()
+        lay, d = self.lay, self.lay.dims
+        lay.gather(lay.slots(self.q_raw, d.G), self.q_blocks[j], None)
+        lay.gather(lay.slots(self.k_raw, d.G), self.k_blocks[j], None)
+        torch.bmm(self.q_raw, self.k_raw.mT, out=self.scores.flatten(0, 1))
+        dest = out.view(self.decay[j].shape)  # [G, R B c, Q, Q]
+        torch.mul(self.scores.repeat(1, d.heads_per_group, 1, 1), self.decay[j], out=dest)
+        return out
+
+    def backward(self, j, d_attn, attn, q_hat, k_hat, dq_hat, dk_hat):
+        """Adds A's gradient to dq^, dk^ (factorised) or returns it as raw extras
+        (dq [B, c, Q, G, 1, N], dk, d cs [H B c, Q]) (exact); (None, None, None) otherwise."""
+        if self.factorised:
+            d_attn.tril_()
+            dq_hat.baddbmm_(d_attn, k_hat)
+            dk_hat.baddbmm_(d_attn.mT, q_hat)
+            return None, None, None
+        lay, d = self.lay, self.lay.dims
+        z = d_attn * attn
+        d_cs = z.sum(-1) - z.sum(-2)
+        decay = self.decay[j]  # [G, R B c, Q, Q]
+        d_scores = d_attn.view(decay.shape).mul_(decay)
+        d_scores = d_scores.view(d.G, d.heads_per_group, -1, lay.Q, lay.Q).sum(1).flatten(0, 1)
+        dq_raw = torch.bmm(d_scores, self.k_raw)
+        dk_raw = torch.bmm(d_scores.mT, self.q_raw)
+        return lay.slots(dq_raw, d.G), lay.slots(dk_raw, d.G), d_cs
 
 
 def ssd_chunked(
@@ -372,16 +442,17 @@ def ssd_chunked(
     """Chunked SSD (PyTorch, differentiable in q, k, v, log_a and initial_state).
 
     Same shapes and return convention as :func:`~anatomy.kernels.ssd.naive.ssd_naive`;
-    any T (the last chunk is zero-padded). Half-precision inputs accumulate in float32.
+    any T (the last chunks are zero-padded). Half-precision inputs accumulate in float32.
     """
     dims = check_ssd_inputs(q, k, v, log_a, initial_state)
     if chunk_size < 1:
         raise ValueError(f"chunk_size: expected >= 1 but got {chunk_size}")
-    function = _SSDChunkedExact
+    acc = accumulate_dtype(q, k, v, log_a, initial_state)
+    cs = chunk_cumsum(log_a.detach(), chunk_size, acc, chunks=_Layout(dims, chunk_size).n)
     # the factorised path is chosen from the data, which a compiled graph cannot branch on:
     # under torch.compile the exact path (valid for any decay) is traced instead
-    if not torch.compiler.is_compiling() and \
-            max_chunk_span(log_a.detach(), chunk_size) <= MAX_FACTORISED_SPAN:
-        function = _SSDChunkedFactorised
-    y, final_state = function.apply(q, k, v, log_a, initial_state, scale, chunk_size, dims)
+    factorised = not torch.compiler.is_compiling() and _span(cs) <= MAX_FACTORISED_SPAN
+    y, final_state = _SSDChunked.apply(
+        q, k, v, log_a, initial_state, cs, factorised, scale, chunk_size, dims
+    )
     return (y, final_state) if output_final_state else y
