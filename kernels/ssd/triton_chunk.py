@@ -16,6 +16,13 @@ from .validate import SSDDims, check_ssd_inputs
 
 
 @triton.jit
+def _dot(a, b):
+    """float32 matmul of two tiles at full (IEEE) precision: on NVIDIA GPUs Triton's default for
+    float32 is TF32 (10-bit mantissa), too coarse for the 1e-5 tolerance of the fp32 path."""
+    return tl.dot(a, b, input_precision="ieee")
+
+
+@triton.jit
 def _offsets(T_pad, X: tl.constexpr, D, b, c, x, Q: tl.constexpr, BLOCK_D: tl.constexpr):
     """Offsets and mask of the [Q, BLOCK_D] tile of chunk c, head/group x in [B, T_pad, X, D]."""
     t = c * Q + tl.arange(0, Q)
@@ -25,27 +32,59 @@ def _offsets(T_pad, X: tl.constexpr, D, b, c, x, Q: tl.constexpr, BLOCK_D: tl.co
 
 
 @triton.jit
+def _load_tile(ptr, T_pad, X: tl.constexpr, D, b, c, x, Q: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The [Q, BLOCK_D] tile of chunk c, slot x of a [B, T_pad, X, D] tensor, in float32
+    (zero beyond D)."""
+    offs, mask = _offsets(T_pad, X, D, b, c, x, Q, BLOCK_D)
+    return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _program(H: tl.constexpr, G: tl.constexpr):
+    """(c, bh, b, h, g) of a program in a (chunk, batch*head) grid; int64, since offsets into
+    large tensors pass 2**31."""
+    c, bh = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    return c, bh, b, h, h // (H // G)
+
+
+@triton.jit
+def _state_offsets(bh, c, n_chunks, N, P, BN: tl.constexpr, BP: tl.constexpr):
+    """Offsets and mask of the [BN, BP] tile of chunk c's state in [B*H, n_chunks, N, P]."""
+    n_idx, p_idx = tl.arange(0, BN), tl.arange(0, BP)
+    offs = ((bh * n_chunks + c) * N + n_idx[:, None]) * P + p_idx[None, :]
+    return offs, (n_idx < N)[:, None] & (p_idx < P)[None, :]
+
+
+@triton.jit
+def _chunk_cumsum(cs_ptr, T_pad, H: tl.constexpr, b, c, h, Q: tl.constexpr):
+    """The in-chunk cumsum of log_a over chunk c (cs [Q]) and its last entry (cs_end)."""
+    cs = tl.load(cs_ptr + (b * T_pad + c * Q + tl.arange(0, Q)) * H + h)
+    cs_end = tl.load(cs_ptr + (b * T_pad + c * Q + Q - 1) * H + h)
+    return cs, cs_end
+
+
+@triton.jit
+def _decay(cs, Q: tl.constexpr):
+    """The masked decay matrix exp(cs_t - cs_s) for s <= t, 0 above the diagonal."""
+    rows = tl.arange(0, Q)
+    causal = rows[:, None] >= rows[None, :]
+    return tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))
+
+
+@triton.jit
 def _chunk_state_fwd(
     k_ptr, v_ptr, cs_ptr, u_ptr, T_pad, N, P,
     H: tl.constexpr, G: tl.constexpr, Q: tl.constexpr, BN: tl.constexpr, BP: tl.constexpr,
 ):
     """U_c = sum_s exp(cs_end - cs_s) k_s^T v_s for one (chunk, batch*head)."""
-    c, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    g = h // (H // G)
-    n_chunks = T_pad // Q
-    k_offs, k_mask = _offsets(T_pad, G, N, b, c, g, Q, BN)
-    v_offs, v_mask = _offsets(T_pad, H, P, b, c, h, Q, BP)
-    k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0).to(tl.float32)
-    v = tl.load(v_ptr + v_offs, mask=v_mask, other=0.0).to(tl.float32)
-    t = c * Q + tl.arange(0, Q)
-    cs = tl.load(cs_ptr + (b * T_pad + t) * H + h)
-    cs_end = tl.load(cs_ptr + (b * T_pad + c * Q + Q - 1) * H + h)
-    to_end = tl.exp(cs_end - cs)
-    u = tl.dot(tl.trans(k * to_end[:, None]), v)
-    n_idx, p_idx = tl.arange(0, BN), tl.arange(0, BP)
-    u_offs = ((bh * n_chunks + c) * N + n_idx[:, None]) * P + p_idx[None, :]
-    tl.store(u_ptr + u_offs, u, mask=(n_idx < N)[:, None] & (p_idx < P)[None, :])
+    c, bh, b, h, g = _program(H, G)
+    k = _load_tile(k_ptr, T_pad, G, N, b, c, g, Q, BN)
+    v = _load_tile(v_ptr, T_pad, H, P, b, c, h, Q, BP)
+    cs, cs_end = _chunk_cumsum(cs_ptr, T_pad, H, b, c, h, Q)
+    u = _dot(tl.trans(k * tl.exp(cs_end - cs)[:, None]), v)
+    u_offs, u_mask = _state_offsets(bh, c, T_pad // Q, N, P, BN, BP)
+    tl.store(u_ptr + u_offs, u, mask=u_mask)
 
 
 @triton.jit
@@ -57,7 +96,7 @@ def _state_passing(
 
     REVERSE (the adjoint): out[c] = dS_{c+1}, dS_c = exp(total_c) dS_{c+1} + u[c] (final = dS_0).
     """
-    bh, blk = tl.program_id(0), tl.program_id(1)
+    bh, blk = tl.program_id(0).to(tl.int64), tl.program_id(1)
     b, h = bh // H, bh % H
     n_chunks = T_pad // Q
     idx = blk * BLOCK + tl.arange(0, BLOCK)
@@ -78,25 +117,17 @@ def _chunk_output_fwd(
     H: tl.constexpr, G: tl.constexpr, Q: tl.constexpr, BN: tl.constexpr, BP: tl.constexpr,
 ):
     """y = scale * ((q k^T o L) v + exp(cs) q S_in) for one (chunk, batch*head)."""
-    c, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    g = h // (H // G)
-    n_chunks = T_pad // Q
-    k_offs, k_mask = _offsets(T_pad, G, N, b, c, g, Q, BN)
-    v_offs, v_mask = _offsets(T_pad, H, P, b, c, h, Q, BP)
-    q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0).to(tl.float32)
-    k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0).to(tl.float32)
-    v = tl.load(v_ptr + v_offs, mask=v_mask, other=0.0).to(tl.float32)
-    rows = tl.arange(0, Q)
-    cs = tl.load(cs_ptr + (b * T_pad + c * Q + rows) * H + h)
-    causal = rows[:, None] >= rows[None, :]
-    decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))
-    attn = tl.dot(q, tl.trans(k)) * decay
-    n_idx, p_idx = tl.arange(0, BN), tl.arange(0, BP)
-    s_offs = ((bh * n_chunks + c) * N + n_idx[:, None]) * P + p_idx[None, :]
-    s_in = tl.load(s_ptr + s_offs, mask=(n_idx < N)[:, None] & (p_idx < P)[None, :], other=0.0)
-    y = tl.dot(attn, v) + tl.exp(cs)[:, None] * tl.dot(q, s_in)
-    tl.store(y_ptr + v_offs, (scale * y).to(y_ptr.dtype.element_ty), mask=v_mask)
+    c, bh, b, h, g = _program(H, G)
+    q = _load_tile(q_ptr, T_pad, G, N, b, c, g, Q, BN)
+    k = _load_tile(k_ptr, T_pad, G, N, b, c, g, Q, BN)
+    v = _load_tile(v_ptr, T_pad, H, P, b, c, h, Q, BP)
+    cs, _ = _chunk_cumsum(cs_ptr, T_pad, H, b, c, h, Q)
+    s_offs, s_mask = _state_offsets(bh, c, T_pad // Q, N, P, BN, BP)
+    s_in = tl.load(s_ptr + s_offs, mask=s_mask, other=0.0)
+    attn = _dot(q, tl.trans(k)) * _decay(cs, Q)
+    y = _dot(attn, v) + tl.exp(cs)[:, None] * _dot(q, s_in)
+    y_offs, y_mask = _offsets(T_pad, H, P, b, c, h, Q, BP)
+    tl.store(y_ptr + y_offs, (scale * y).to(y_ptr.dtype.element_ty), mask=y_mask)
 
 
 @triton.jit
@@ -105,19 +136,13 @@ def _chunk_dstate_bwd(
     H: tl.constexpr, G: tl.constexpr, Q: tl.constexpr, BN: tl.constexpr, BP: tl.constexpr,
 ):
     """Gradient reaching S_in of a chunk from its own output: (q exp(cs))^T (scale dy)."""
-    c, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    g = h // (H // G)
-    n_chunks = T_pad // Q
-    q_offs, q_mask = _offsets(T_pad, G, N, b, c, g, Q, BN)
-    v_offs, v_mask = _offsets(T_pad, H, P, b, c, h, Q, BP)
-    q = tl.load(q_ptr + q_offs, mask=q_mask, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptr + v_offs, mask=v_mask, other=0.0).to(tl.float32) * scale
-    cs = tl.load(cs_ptr + (b * T_pad + c * Q + tl.arange(0, Q)) * H + h)
-    d_state = tl.dot(tl.trans(q * tl.exp(cs)[:, None]), dy)
-    n_idx, p_idx = tl.arange(0, BN), tl.arange(0, BP)
-    offs = ((bh * n_chunks + c) * N + n_idx[:, None]) * P + p_idx[None, :]
-    tl.store(out_ptr + offs, d_state, mask=(n_idx < N)[:, None] & (p_idx < P)[None, :])
+    c, bh, b, h, g = _program(H, G)
+    q = _load_tile(q_ptr, T_pad, G, N, b, c, g, Q, BN)
+    dy = _load_tile(dy_ptr, T_pad, H, P, b, c, h, Q, BP) * scale
+    cs, _ = _chunk_cumsum(cs_ptr, T_pad, H, b, c, h, Q)
+    d_state = _dot(tl.trans(q * tl.exp(cs)[:, None]), dy)
+    offs, mask = _state_offsets(bh, c, T_pad // Q, N, P, BN, BP)
+    tl.store(out_ptr + offs, d_state, mask=mask)
 
 
 @triton.jit
@@ -127,49 +152,40 @@ def _chunk_bwd(
     H: tl.constexpr, G: tl.constexpr, Q: tl.constexpr, BN: tl.constexpr, BP: tl.constexpr,
 ):
     """All input gradients of one (chunk, batch*head); dq, dk per head (group sums in torch)."""
-    c, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    g = h // (H // G)
-    n_chunks = T_pad // Q
-    k_offs, k_mask = _offsets(T_pad, G, N, b, c, g, Q, BN)
-    v_offs, v_mask = _offsets(T_pad, H, P, b, c, h, Q, BP)
-    kh_offs, _ = _offsets(T_pad, H, N, b, c, h, Q, BN)
-    q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0).to(tl.float32)
-    k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0).to(tl.float32)
-    v = tl.load(v_ptr + v_offs, mask=v_mask, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptr + v_offs, mask=v_mask, other=0.0).to(tl.float32) * scale
-    rows = tl.arange(0, Q)
-    t = c * Q + rows
-    cs = tl.load(cs_ptr + (b * T_pad + t) * H + h)
-    cs_end = tl.load(cs_ptr + (b * T_pad + c * Q + Q - 1) * H + h)
-    n_idx, p_idx = tl.arange(0, BN), tl.arange(0, BP)
-    s_offs = ((bh * n_chunks + c) * N + n_idx[:, None]) * P + p_idx[None, :]
-    s_mask = (n_idx < N)[:, None] & (p_idx < P)[None, :]
+    c, bh, b, h, g = _program(H, G)
+    q = _load_tile(q_ptr, T_pad, G, N, b, c, g, Q, BN)
+    k = _load_tile(k_ptr, T_pad, G, N, b, c, g, Q, BN)
+    v = _load_tile(v_ptr, T_pad, H, P, b, c, h, Q, BP)
+    dy = _load_tile(dy_ptr, T_pad, H, P, b, c, h, Q, BP) * scale
+    cs, cs_end = _chunk_cumsum(cs_ptr, T_pad, H, b, c, h, Q)
+    s_offs, s_mask = _state_offsets(bh, c, T_pad // Q, N, P, BN, BP)
     s_in = tl.load(s_ptr + s_offs, mask=s_mask, other=0.0)
     d_u = tl.load(du_ptr + s_offs, mask=s_mask, other=0.0)
 
-    causal = rows[:, None] >= rows[None, :]
-    decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))
+    decay = _decay(cs, Q)
     from_start, to_end = tl.exp(cs), tl.exp(cs_end - cs)
-    scores = tl.dot(q, tl.trans(k))
-    dv = tl.dot(tl.trans(scores * decay), dy) + tl.dot(k * to_end[:, None], d_u)
-    d_scores = tl.dot(dy, tl.trans(v)) * decay
+    scores = _dot(q, tl.trans(k))
+    dv = _dot(tl.trans(scores * decay), dy) + _dot(k * to_end[:, None], d_u)
+    d_scores = _dot(dy, tl.trans(v)) * decay
     z = d_scores * scores
-    dy_state = tl.dot(dy, tl.trans(s_in))
-    dq = tl.dot(d_scores, k) + from_start[:, None] * dy_state
-    v_d_u = tl.dot(v, tl.trans(d_u))
-    dk = tl.dot(tl.trans(d_scores), q) + to_end[:, None] * v_d_u
+    dy_state = _dot(dy, tl.trans(s_in))
+    dq = _dot(d_scores, k) + from_start[:, None] * dy_state
+    v_d_u = _dot(v, tl.trans(d_u))
+    dk = _dot(tl.trans(d_scores), q) + to_end[:, None] * v_d_u
     state_term = to_end * tl.sum(k * v_d_u, axis=1)
     d_cs = tl.sum(z, axis=1) - tl.sum(z, axis=0) - state_term
     d_cs += from_start * tl.sum(q * dy_state, axis=1)
     d_end = tl.sum(state_term, axis=0) + tl.exp(cs_end) * tl.sum(tl.sum(d_u * s_in, axis=1), axis=0)
+    rows = tl.arange(0, Q)
     d_cs += tl.where(rows == Q - 1, d_end, 0.0)
     d_log_a = tl.sum(d_cs, axis=0) - tl.cumsum(d_cs, axis=0) + d_cs  # reverse cumsum
 
-    tl.store(dq_ptr + kh_offs, dq, mask=k_mask)
-    tl.store(dk_ptr + kh_offs, dk, mask=k_mask)
+    kh_offs, kh_mask = _offsets(T_pad, H, N, b, c, h, Q, BN)
+    tl.store(dq_ptr + kh_offs, dq, mask=kh_mask)
+    tl.store(dk_ptr + kh_offs, dk, mask=kh_mask)
+    v_offs, v_mask = _offsets(T_pad, H, P, b, c, h, Q, BP)
     tl.store(dv_ptr + v_offs, dv.to(dv_ptr.dtype.element_ty), mask=v_mask)
-    tl.store(dla_ptr + (b * T_pad + t) * H + h, d_log_a.to(dla_ptr.dtype.element_ty))
+    tl.store(dla_ptr + (b * T_pad + c * Q + rows) * H + h, d_log_a.to(dla_ptr.dtype.element_ty))
 
 
 def _block(size: int) -> int:
