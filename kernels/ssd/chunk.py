@@ -23,6 +23,10 @@ MAX_FACTORISED_SPAN = 40.0
 # Steps per block: a block's operands (q, k, v, A, y, W, S of c*Q steps, all heads) should fit
 # in the CPU's L2/L3 caches; measured at T = 8192, H = 8, N = P = 64 (docs/kernels.md).
 BLOCK_STEPS = 512
+# Decay weights below exp(FLUSH_BELOW) ~ 2e-35 are set to exactly 0 rather than computed as
+# float32 subnormals (which cost ~100x on CPUs, and which strong decay produces in bulk). The
+# change is far below float32 resolution next to the weight-1 terms every output has.
+FLUSH_BELOW = -80.0
 
 
 def _pad_time(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -41,9 +45,11 @@ def _assign(dest: torch.Tensor, op, *args, **kwargs) -> None:
         op(*args, **kwargs, out=dest)
 
 
-def _exp_masked(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """exp(x) where ``keep``, 0 elsewhere."""
-    return x.masked_fill(~keep, float("-inf")).exp_()
+def _exp(x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """exp(x) (of a log-space sum) where ``keep``, 0 elsewhere; exponents below FLUSH_BELOW
+    give exactly 0 (see there)."""
+    drop = x < FLUSH_BELOW
+    return x.masked_fill(drop if keep is None else drop | ~keep, float("-inf")).exp_()
 
 
 class _Layout:
@@ -167,8 +173,8 @@ class _Factors:
         else:
             ref_q, ref_k = torch.zeros_like(end), end
         next_ref_q = torch.cat([ref_q[:, 1:], torch.zeros_like(ref_q[:, :1])], dim=1)
-        self.q = torch.exp(cs - ref_q).mul_(scale)  # [H, n, B, Q]
-        self.k = torch.exp(ref_k - cs)
+        self.q = _exp(cs - ref_q).mul_(scale)  # [H, n, B, Q]
+        self.k = _exp(ref_k - cs)
         self.log_gamma = (next_ref_q - ref_q + end)[..., 0]  # [H, n, B]
         self.log_delta = (next_ref_q - ref_k + end)[..., 0]
         self.initial = torch.exp(ref_q[:, 0, :, 0])  # [H, B]: S~_0 = exp(r_q,0) S_0
@@ -195,17 +201,17 @@ class _BlockScan:
         log_g, log_d = per_block(fac.log_gamma), per_block(fac.log_delta)
         lam = torch.cat([torch.zeros_like(log_g[..., :1]), log_g.cumsum(-1)], dim=-1)
         i = torch.arange(c, device=lam.device)
-        gamma, self.delta = log_g.exp()[..., None], log_d.exp()[..., None]  # [nb, HB, c, 1]
+        gamma, self.delta = _exp(log_g)[..., None], _exp(log_d)[..., None]  # [nb, HB, c, 1]
         seg = lam[..., :c, None] - lam[..., None, 1:] + log_d[..., None, :]
-        into = _exp_masked(seg, i[None, :] < i[:, None])  # [nb, HB, c(i), c(j)]
-        from_start = lam[..., :c, None].exp()  # exp(L_i)
+        into = _exp(seg, i[None, :] < i[:, None])  # [nb, HB, c(i), c(j)]
+        from_start = _exp(lam[..., :c, None])  # exp(L_i)
         # per block (lists: indexing them costs nothing in the loop over blocks)
         self.into, self.from_start = into.unbind(0), from_start.unbind(0)
         self.gamma_last, self.delta_last = gamma[:, :, -1].unbind(0), self.delta[:, :, -1].unbind(0)
         if backward:
             seg = lam[..., None, :c] - lam[..., 1:, None]
-            back = _exp_masked(seg, i[None, :] > i[:, None])  # exp(L_j - L_{i+1}), j > i
-            to_end = (lam[..., c:] - lam[..., 1:]).exp()[..., None]  # exp(L_c - L_{i+1})
+            back = _exp(seg, i[None, :] > i[:, None])  # exp(L_j - L_{i+1}), j > i
+            to_end = _exp(lam[..., c:] - lam[..., 1:])[..., None]  # exp(L_c - L_{i+1})
             self.back, self.to_end = back.unbind(0), to_end.unbind(0)
             self.gamma_first = gamma[:, :, 0].unbind(0)
 
@@ -293,11 +299,13 @@ class _SSDChunked(torch.autograd.Function):
         blk = _Blocks(q, k, v, cs, factorised, scale, lay, backward=False)
         y = torch.empty(d.B, lay.n * lay.Q, d.H, d.P, dtype=v.dtype, device=dev)
         y_b = lay.buffer(d.P, acc, dev)
-        carries = torch.zeros(lay.nb + 1, d.H, d.B, d.N, d.P, dtype=acc, device=dev)
-        if initial_state is not None:
-            carries[0] = initial_state.transpose(0, 1)
+        carries = torch.empty(lay.nb + 1, d.H, d.B, d.N, d.P, dtype=acc, device=dev)
+        if initial_state is None:
+            carries[0] = 0
+        else:  # S~_0 = exp(r_q,0) S_0
+            torch.mul(initial_state.transpose(0, 1), blk.fac.initial[..., None, None],
+                      out=carries[0])
         carries = carries.view(lay.nb + 1, HB, NP)
-        carries[0] *= blk.fac.initial.view(HB, 1)
         for j, y_j in enumerate(lay.blocks(y)):
             blk.run(j, carries[j], leaving=carries[j + 1])
             torch.bmm(blk.attn, blk.v, out=y_b).baddbmm_(blk.q_hat, blk.states_per_chunk())
@@ -391,7 +399,7 @@ class _Intra:
         Q, c = lay.Q, lay.c
         i = torch.arange(Q, device=cs.device)
         seg = cs[..., :, None] - cs[..., None, :]  # [H, n, B, Q, Q]
-        decay = _exp_masked(seg, i[None, :] <= i[:, None]).mul_(scale)
+        decay = _exp(seg, i[None, :] <= i[:, None]).mul_(scale)
         decay = decay.view(d.H, lay.nb, c, d.B, Q, Q).permute(1, 0, 3, 2, 4, 5)
         self.decay = decay.reshape(lay.nb, d.G, -1, Q, Q)  # [nb, G, R B c, Q, Q]
         self.q_raw, self.k_raw = (lay.buffer(d.N, cs.dtype, cs.device, slots=d.G) for _ in "qk")

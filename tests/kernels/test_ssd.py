@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from anatomy.kernels import segment_sum, ssd, ssd_chunked, ssd_naive, ssd_recurrent, ssd_step
+from anatomy.kernels.ssd import chunk as chunk_module
 from anatomy.kernels.ssd.chunk import MAX_FACTORISED_SPAN, max_chunk_span
 from kernel_checks import (
     FP32_TOL,
@@ -95,6 +96,19 @@ def test_fp32_forms_match_naive(form, T, chunk, G, decay):
     for name, g, w in zip(NAMES, got, want):
         assert g.dtype == torch.float32
         assert_close_rmse(g, w, FP32_TOL, f"{form} T={T} Q={chunk} G={G} {name}")
+
+
+@pytest.mark.parametrize("G,decay", [(1, 0.5), (2, 0.5), (2, 8.0)])
+def test_chunked_across_many_blocks(G, decay, monkeypatch):
+    """Blocks of 2 chunks of 16 steps: T = 100 is 7 chunks in 4 blocks (one zero-padded chunk),
+    so states cross block boundaries and the last block is ragged; both decay paths, B = 2."""
+    monkeypatch.setattr(chunk_module, "BLOCK_STEPS", 32)
+    inputs = make_inputs(2, 100, G, 4, 8, 8, decay=decay, seed=G)
+    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
+    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
+    got = outputs_and_grads(ssd_chunked, inputs, scale=0.5, chunk_size=16)
+    for name, g, w in zip(NAMES, got, want):
+        assert_close_rmse(g, w, FP32_TOL, f"blocks G={G} decay={decay} {name}")
 
 
 def test_both_chunked_decay_paths_are_exercised():
