@@ -5,9 +5,10 @@ Forward and forward+backward time and peak memory at B=1, H=8, N=P=64, fp32, per
 in the same run. Peers (optional, never runtime dependencies of the package):
 flash-linear-attention's ``naive_chunk_simple_gla`` (pip install fla-core einops) and Mamba-2's
 ``ssd_minimal_discrete`` (imported from mamba_ssm when present, else re-implemented from the
-paper listing and labelled so). On CUDA the Triton path is timed as well.
+paper listing and labelled so). On CUDA the Triton path is timed as well, against fla's Triton
+``chunk_simple_gla``. Implementations are timed round-robin (median and quartiles reported).
 
-Usage: python bench/kernels.py [--quick] [--json PATH]
+Usage: python bench/kernels.py [--quick] [--lengths T ...] [--reps R] [--json PATH]
 """
 
 from __future__ import annotations
@@ -122,9 +123,10 @@ def ssd_minimal_listing(X, A, B_, C, block_len):
     def segsum(x):
         T = x.size(-1)
         x = x[..., None].expand(*x.shape, T)
-        x = x.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool), -1), 0)
+        ones = torch.ones(T, T, dtype=torch.bool, device=x.device)
+        x = x.masked_fill(~torch.tril(ones, -1), 0)
         x = torch.cumsum(x, dim=-2)
-        return x.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool), 0), -torch.inf)
+        return x.masked_fill(~torch.tril(ones, 0), -torch.inf)
 
     b, length, h, p = X.shape
     c = length // block_len
@@ -158,6 +160,12 @@ def implementations(device: str) -> dict[str, Callable]:
         impls["fla naive_chunk_simple_gla"] = lambda q, k, v, a: naive_chunk_simple_gla(
             q, k, v, a, scale=1.0, chunk_size=CHUNK
         )[0]
+        if device == "cuda":  # on GPUs users would take fla's Triton kernel
+            from fla.ops.simple_gla import chunk_simple_gla
+
+            impls["fla chunk_simple_gla (triton)"] = lambda q, k, v, a: chunk_simple_gla(
+                q, k, v, a, scale=1.0
+            )[0]
     except ImportError:
         print("# fla-core not installed: skipping the flash-linear-attention peer")
     try:
@@ -171,30 +179,36 @@ def implementations(device: str) -> dict[str, Callable]:
     return impls
 
 
-def interleaved_medians(
+def interleaved_times(
     calls: dict[str, Callable[[], object]], reps: int, device: str
-) -> dict[str, float]:
-    """Median seconds per call, timing the implementations round-robin after one warm-up each.
+) -> dict[str, list[float] | str]:
+    """Seconds per call of each implementation, timed round-robin after one warm-up each.
 
     Interleaving spreads any background load on a shared machine over all implementations
-    alike. A call whose warm-up took more than 2 s is timed once.
+    alike. A call whose warm-up took more than 2 s is timed once. An implementation whose
+    warm-up raises is reported as the error text (and not timed), so one failing peer does not
+    stop the run.
     """
-    slow = {}
+    slow, times = {}, {}
     for name, call in calls.items():
         start = time.perf_counter()
-        call()
-        synchronize(device)
+        try:
+            call()
+            synchronize(device)
+        except Exception as error:  # noqa: BLE001 -- a peer that cannot run here is reported
+            times[name] = f"failed: {type(error).__name__}: {error}"[:200]
+            continue
         slow[name] = time.perf_counter() - start > 2.0
-    times: dict[str, list[float]] = {name: [] for name in calls}
+        times[name] = []
     for round_index in range(reps):
         for name, call in calls.items():
-            if slow[name] and round_index > 0:
+            if name not in slow or (slow[name] and round_index > 0):
                 continue
             start = time.perf_counter()
             call()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
 
 
 def forward_call(fn: Callable, inputs: list[torch.Tensor]) -> Callable[[], object]:
@@ -212,19 +226,27 @@ def backward_call(fn: Callable, inputs: list[torch.Tensor]) -> Callable[[], obje
     return call
 
 
-def run(quick: bool, json_path: Path) -> dict:
+def spread(seconds: list[float]) -> dict:
+    """Median, quartiles, min and max of repeated timings, in ms."""
+    ms = sorted(1e3 * t for t in seconds)
+    quartiles = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
+    return {"time_ms": statistics.median(ms), "time_ms_q1": quartiles[0],
+            "time_ms_q3": quartiles[2], "time_ms_min": ms[0], "time_ms_max": ms[-1],
+            "repetitions": len(ms)}
+
+
+def run(lengths: list[int], reps: int, json_path: Path) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    lengths = [256, 512] if quick else [1024, 2048, 4096, 8192, 16384]
     rate = matmul_rate(device)
     print(f"# device={device} threads={torch.get_num_threads()} fp32 matmul {rate:.1f} GFLOP/s "
           "(measured again after the sweep; the fractions use the larger of the two)")
     records = []
-    reps = 3 if quick else 7
     for T in lengths:
         gen = torch.Generator().manual_seed(T)
-        q, k = (torch.randn(B, T, H, N, generator=gen).to(device) / N**0.5 for _ in range(2))
-        v = torch.randn(B, T, H, P, generator=gen).to(device)
+        q, k = (torch.randn(B, T, H, N, generator=gen) / N**0.5 for _ in range(2))
+        v = torch.randn(B, T, H, P, generator=gen)
         log_a = (-0.1 * torch.rand(B, T, H, generator=gen)).to(device)
+        q, k, v = (x.to(device) for x in (q, k, v))
         leaves = [x.requires_grad_() for x in (q, k, v, log_a)]
         for mode in ("fwd", "fwd+bwd"):
             make_call = forward_call if mode == "fwd" else backward_call
@@ -235,14 +257,18 @@ def run(quick: bool, json_path: Path) -> dict:
                                     "skipped": "skipped (O(T^2) memory)"})
                 else:
                     calls[name] = make_call(fn, leaves)
-            times = interleaved_medians(calls, reps, device)
+            times = interleaved_times(calls, reps, device)
             for name, call in calls.items():
-                mem = peak_memory(call, device)
-                gflops = ssd_flops(T) * (1 if mode == "fwd" else 3) / times[name] / 1e9
-                records.append({"implementation": name, "T": T, "mode": mode,
-                                "time_ms": times[name] * 1e3, "peak_mib": mem, "gflops": gflops,
-                                "fraction_of_matmul": gflops / rate})
-                print(f"# {name} T={T} {mode}: {times[name] * 1e3:.1f} ms", flush=True)
+                row = {"implementation": name, "T": T, "mode": mode}
+                if isinstance(times[name], str):
+                    records.append({**row, "skipped": times[name]})
+                    continue
+                stats = spread(times[name])
+                gflops = ssd_flops(T) * (1 if mode == "fwd" else 3) / stats["time_ms"] / 1e6
+                records.append({**row, **stats, "peak_mib": peak_memory(call, device),
+                                "gflops": gflops, "fraction_of_matmul": gflops / rate})
+                print(f"# {name} T={T} {mode}: {stats['time_ms']:.1f} ms "
+                      f"[{stats['time_ms_q1']:.1f}, {stats['time_ms_q3']:.1f}]", flush=True)
             for x in leaves:
                 x.grad = None
     rate_after = matmul_rate(device)
@@ -253,7 +279,7 @@ def run(quick: bool, json_path: Path) -> dict:
     print(f"# fp32 matmul rate after the sweep: {rate_after:.1f} GFLOP/s")
     rate = max(rate, rate_after)
     print_table(records, rate)
-    summary = targets(records, T=8192 if not quick else lengths[-1])
+    summary = targets(records, T=8192 if 8192 in lengths else lengths[-1])
     for line in summary["lines"]:
         print(line)
     result = {
@@ -263,6 +289,7 @@ def run(quick: bool, json_path: Path) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "matmul_gflops": rate,
+        "repetitions": reps,
         "shape": {"B": B, "H": H, "G": H, "N": N, "P": P, "dtype": "float32"},
         "records": records,
         "targets": summary,
@@ -274,31 +301,38 @@ def run(quick: bool, json_path: Path) -> dict:
 
 
 def print_table(records: list[dict], rate: float) -> None:
-    print(f"# B={B} H={H} G={H} N={N} P={P} fp32; times are medians; MiB = peak extra memory; "
-          f"%mm = achieved GFLOP/s / {rate:.0f} GFLOP/s fp32 matmul")
-    print(f"{'implementation':<70}{'T':>6}  {'mode':<8}{'ms':>10}{'MiB':>8}"
+    print(f"# B={B} H={H} G={H} N={N} P={P} fp32; ms = median, [q1, q3] its quartiles over the "
+          f"repetitions; MiB = peak extra memory; %mm = achieved GFLOP/s / {rate:.0f} GFLOP/s "
+          "fp32 matmul")
+    print(f"{'implementation':<70}{'T':>6}  {'mode':<8}{'ms':>10}  {'[q1, q3]':<20}{'MiB':>6}"
           f"{'GFLOP/s':>9}{'%mm':>6}")
     for r in records:
         lead = f"{r['implementation']:<70}{r['T']:>6}  {r['mode']:<8}"
         if "skipped" in r:
             print(f"{lead}  {r['skipped']}")
         else:
-            print(f"{lead}{r['time_ms']:>10.1f}{r['peak_mib']:>8.0f}{r['gflops']:>9.1f}"
-                  f"{100 * r['fraction_of_matmul']:>5.0f}%")
+            quartiles = f"[{r['time_ms_q1']:.1f}, {r['time_ms_q3']:.1f}]"
+            print(f"{lead}{r['time_ms']:>10.1f}  {quartiles:<20}{r['peak_mib']:>6.0f}"
+                  f"{r['gflops']:>9.1f}{100 * r['fraction_of_matmul']:>5.0f}%")
 
 
 def targets(records: list[dict], T: int) -> dict:
-    """The issue's targets at length T: >= 2x the fastest peer and >= 40% of matmul rate."""
-    ours_name = "anatomy chunked (torch)"
+    """The issue's targets at length T: >= 2x the fastest peer and >= 40% of matmul rate.
+
+    Ours is the Triton path where it ran (CUDA), else the PyTorch chunked path.
+    """
     lines, out = [], {"T": T}
     for mode in ("fwd", "fwd+bwd"):
         at = [r for r in records if r["T"] == T and r["mode"] == mode and "time_ms" in r]
-        ours = next((r for r in at if r["implementation"] == ours_name), None)
+        ours = next((r for name in ("anatomy chunked (triton)", "anatomy chunked (torch)")
+                     for r in at if r["implementation"] == name), None)
         peers = [r for r in at if not r["implementation"].startswith("anatomy")]
         if ours is None:
             continue
-        entry = {"fraction_of_matmul": ours["fraction_of_matmul"]}
-        text = f"# T={T} {mode}: {100 * ours['fraction_of_matmul']:.0f}% of matmul rate"
+        entry = {"implementation": ours["implementation"],
+                 "fraction_of_matmul": ours["fraction_of_matmul"]}
+        text = (f"# T={T} {mode}: {ours['implementation']} "
+                f"{100 * ours['fraction_of_matmul']:.0f}% of matmul rate")
         if peers:
             best = min(peers, key=lambda r: r["time_ms"])
             entry.update(fastest_peer=best["implementation"],
@@ -314,10 +348,14 @@ def targets(records: list[dict], T: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
+    parser.add_argument("--lengths", type=int, nargs="+", help="sequence lengths T to run")
+    parser.add_argument("--reps", type=int, help="timed rounds per implementation (default 11)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" /
                         "kernels.json", help="where to write the JSON results")
     args = parser.parse_args()
-    run(args.quick, args.json)
+    lengths = args.lengths or ([256, 512] if args.quick else [1024, 2048, 4096, 8192, 16384])
+    reps = args.reps or (3 if args.quick else 11)
+    run(lengths, reps, args.json)
 
 
 if __name__ == "__main__":

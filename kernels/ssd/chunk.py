@@ -265,6 +265,9 @@ class _Blocks:
         self.w = torch.empty(lay.rows, d.N, d.P, dtype=acc, device=dev)
         self.states = torch.empty(d.H * d.B, lay.c, d.N * d.P, dtype=acc, device=dev)
         self.attn = torch.empty(lay.rows, lay.Q, lay.Q, dtype=acc, device=dev)
+        # the same memory as [HB, c, NP] (scan) and [H B c, N, P] (per-chunk matmuls)
+        self.w_per_block = self.w.view(self.states.shape)
+        self.states_per_chunk = self.states.view(self.w.shape)
 
     def run(self, j: int, carry: torch.Tensor, leaving: torch.Tensor | None = None) -> None:
         """Load block j (q^, k^, v), its states (from the state entering it, ``carry``) and its
@@ -275,11 +278,8 @@ class _Blocks:
         self.lay.gather(k_s, k_j, kf_j)
         self.lay.gather(v_s, v_j, None)
         torch.bmm(self.k_hat.mT, self.v, out=self.w)
-        self.scan.forward(j, self.w.view(self.states.shape), carry, self.states, leaving)
+        self.scan.forward(j, self.w_per_block, carry, self.states, leaving)
         self.intra.attention(j, self.q_hat, self.k_hat, out=self.attn)
-
-    def states_per_chunk(self) -> torch.Tensor:
-        return self.states.view(self.lay.rows, self.d.N, self.d.P)
 
 
 class _SSDChunked(torch.autograd.Function):
@@ -306,10 +306,11 @@ class _SSDChunked(torch.autograd.Function):
             torch.mul(initial_state.transpose(0, 1), blk.fac.initial[..., None, None],
                       out=carries[0])
         carries = carries.view(lay.nb + 1, HB, NP)
+        y_slots = lay.slots(y_b, d.H)
         for j, y_j in enumerate(lay.blocks(y)):
             blk.run(j, carries[j], leaving=carries[j + 1])
-            torch.bmm(blk.attn, blk.v, out=y_b).baddbmm_(blk.q_hat, blk.states_per_chunk())
-            lay.scatter(y_j, lay.slots(y_b, d.H))
+            torch.bmm(blk.attn, blk.v, out=y_b).baddbmm_(blk.q_hat, blk.states_per_chunk)
+            lay.scatter(y_j, y_slots)
 
         ctx.save_for_backward(q, k, v, cs, carries)
         ctx.args = (lay, factorised, scale)
@@ -326,10 +327,18 @@ class _SSDChunked(torch.autograd.Function):
         HB, NP, rows, c = d.H * d.B, d.N * d.P, lay.rows, lay.c
         blk = _Blocks(q, k, v, cs, factorised, scale, lay, backward=True)
         scan, fac = blk.scan, blk.fac
-        dy_b = lay.buffer(d.P, acc, dev)
-        dy_slots = lay.slots(dy_b, d.H)
+        q_hat, k_hat, v_b, attn, s_in = blk.q_hat, blk.k_hat, blk.v, blk.attn, blk.states
+        # per-block buffers, reused from block to block
+        dy_b, dv_b = lay.buffer(d.P, acc, dev), lay.buffer(d.P, acc, dev)
+        dq_hat, dk_hat = lay.buffer(d.N, acc, dev), lay.buffer(d.N, acc, dev)
+        d_attn = torch.empty_like(attn)
         d_direct = torch.empty(rows, d.N, d.P, dtype=acc, device=dev)
         g_next = torch.empty(HB, c, NP, dtype=acc, device=dev)
+        d_w = torch.empty_like(g_next) if factorised else g_next  # exact: delta = 1
+        dy_slots, dv_slots = lay.slots(dy_b, d.H), lay.slots(dv_b, d.H)
+        dq_slots, dk_slots = lay.slots(dq_hat, d.G), lay.slots(dk_hat, d.G)
+        d_w_per_chunk = d_w.view(rows, d.N, d.P)
+        # results
         dq = torch.empty(d.B, lay.n * lay.Q, d.G, d.N, dtype=acc, device=dev)
         dk = torch.empty_like(dq)
         dv = torch.empty(d.B, lay.n * lay.Q, d.H, d.P, dtype=v.dtype, device=dev)
@@ -340,32 +349,31 @@ class _SSDChunked(torch.autograd.Function):
         outputs = list(zip(lay.blocks(dy), lay.blocks(dq), lay.blocks(dk), lay.blocks(dv)))
         for j in reversed(range(lay.nb)):
             dy_j, dq_j, dk_j, dv_j = outputs[j]
+            _, _, _, qf_j, kf_j = blk.inputs[j]
             blk.run(j, carries[j])
-            q_hat, k_hat, v_b, attn, s_j = blk.q_hat, blk.k_hat, blk.v, blk.attn, blk.states
-            _, qf_j, kf_j = blk.inputs[j][2:]
             lay.gather(dy_slots, dy_j, None)
             # states: gradients reaching S~ directly, then the block's reverse recurrence
             torch.bmm(q_hat.mT, dy_b, out=d_direct)
             carry = scan.backward(j, d_direct.view(HB, c, NP), carry, out=g_next)
             # d cs_end,i through gamma_i and delta_i: <dL/dS~_{i+1}, S~_{i+1}>
-            d_end[j, :, :-1] = (g_next[:, :-1] * s_j[:, 1:]).sum(-1)
+            d_end[j, :, :-1] = (g_next[:, :-1] * s_in[:, 1:]).sum(-1)
             d_end[j, :, -1] = (g_next[:, -1] * carries[j + 1]).sum(-1)
-            d_w = g_next * scan.delta[j] if factorised else g_next  # exact: delta = 1
-            d_w = d_w.view(rows, d.N, d.P)  # dL/dW_i = delta_i G_{i+1}
+            if factorised:
+                torch.mul(g_next, scan.delta[j], out=d_w)  # dL/dW_i = delta_i G_{i+1}
             # values, then the inter-chunk and state terms of q^, k^
-            d_attn = torch.bmm(dy_b, v_b.mT)
-            dv_b = torch.bmm(attn.mT, dy_b).baddbmm_(k_hat, d_w)
-            lay.scatter(dv_j, lay.slots(dv_b, d.H))
-            dq_hat = torch.bmm(dy_b, blk.states_per_chunk().mT)
-            dk_hat = torch.bmm(v_b, d_w.mT)
+            torch.bmm(dy_b, v_b.mT, out=d_attn)
+            torch.bmm(attn.mT, dy_b, out=dv_b).baddbmm_(k_hat, d_w_per_chunk)
+            lay.scatter(dv_j, dv_slots)
+            torch.bmm(dy_b, blk.states_per_chunk.mT, out=dq_hat)
+            torch.bmm(v_b, d_w_per_chunk.mT, out=dk_hat)
             dq_raw, dk_raw, d_cs_raw = blk.intra.backward(
                 j, d_attn, attn, q_hat, k_hat, dq_hat, dk_hat
             )
             torch.sub(_rowdot(q_hat, dq_hat), _rowdot(k_hat, dk_hat), out=d_cs[j])
             if d_cs_raw is not None:
                 d_cs[j] += d_cs_raw
-            lay.scatter(dq_j, lay.slots(dq_hat, d.G), qf_j, dq_raw)
-            lay.scatter(dk_j, lay.slots(dk_hat, d.G), kf_j, dk_raw)
+            lay.scatter(dq_j, dq_slots, qf_j, dq_raw)
+            lay.scatter(dk_j, dk_slots, kf_j, dk_raw)
 
         d_cs = d_cs.view(lay.nb, d.H, d.B, c, lay.Q)
         d_cs[..., -1] += d_end.view(lay.nb, d.H, d.B, c)
