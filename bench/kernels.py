@@ -30,6 +30,7 @@ from anatomy.kernels import ssd
 B, H, N, P, CHUNK = 1, 8, 64, 64, 64
 NAIVE_MEMORY_BOUND = 1 << 30  # bytes of one [B, H, T, T] fp32 matrix above which naive is skipped
 PAPER_LISTING = "mamba2 ssd_minimal_discrete (re-implemented from the paper listing)"
+OURS = "anatomy chunked (torch)"
 
 
 def ssd_flops(T: int) -> float:
@@ -211,6 +212,13 @@ def interleaved_times(
     return times
 
 
+def agreement(fn: Callable, reference: Callable, inputs: list[torch.Tensor]) -> float:
+    """Relative RMSE ||fn - reference|| / ||reference|| of the two outputs on the same inputs."""
+    with torch.no_grad():
+        got, want = fn(*inputs).double(), reference(*inputs).double()
+    return float((got - want).norm() / want.norm())
+
+
 def forward_call(fn: Callable, inputs: list[torch.Tensor]) -> Callable[[], object]:
     def call() -> object:
         with torch.no_grad():
@@ -250,8 +258,8 @@ def run(lengths: list[int], reps: int, json_path: Path) -> dict:
         leaves = [x.requires_grad_() for x in (q, k, v, log_a)]
         for mode in ("fwd", "fwd+bwd"):
             make_call = forward_call if mode == "fwd" else backward_call
-            calls = {}
-            for name, fn in implementations(device).items():
+            calls, fns = {}, implementations(device)
+            for name, fn in fns.items():
                 if "naive (quadratic)" in name and 4 * B * H * T * T > NAIVE_MEMORY_BOUND:
                     records.append({"implementation": name, "T": T, "mode": mode,
                                     "skipped": "skipped (O(T^2) memory)"})
@@ -267,6 +275,8 @@ def run(lengths: list[int], reps: int, json_path: Path) -> dict:
                 gflops = ssd_flops(T) * (1 if mode == "fwd" else 3) / stats["time_ms"] / 1e6
                 records.append({**row, **stats, "peak_mib": peak_memory(call, device),
                                 "gflops": gflops, "fraction_of_matmul": gflops / rate})
+                if mode == "fwd":  # same work: every output against ours
+                    records[-1]["rel_rmse_vs_ours"] = agreement(fns[name], fns[OURS], leaves)
                 print(f"# {name} T={T} {mode}: {stats['time_ms']:.1f} ms "
                       f"[{stats['time_ms_q1']:.1f}, {stats['time_ms_q3']:.1f}]", flush=True)
             for x in leaves:
@@ -279,6 +289,11 @@ def run(lengths: list[int], reps: int, json_path: Path) -> dict:
     print(f"# fp32 matmul rate after the sweep: {rate_after:.1f} GFLOP/s")
     rate = max(rate, rate_after)
     print_table(records, rate)
+    worst = max((r for r in records if "rel_rmse_vs_ours" in r),
+                key=lambda r: r["rel_rmse_vs_ours"], default=None)
+    if worst is not None:
+        print(f"# outputs agree: largest relative RMSE against ours {worst['rel_rmse_vs_ours']:.1e} "
+              f"({worst['implementation']}, T={worst['T']})")
     summary = targets(records, T=8192 if 8192 in lengths else lengths[-1])
     for line in summary["lines"]:
         print(line)
