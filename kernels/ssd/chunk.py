@@ -5,8 +5,9 @@ T is split into chunks of Q steps, and chunks into blocks of c chunks. Blocks ru
 Per chunk: (1) the intra-chunk output A v with the masked, decayed attention block A;
 (2) the chunk's state contribution W = k^T v; (3) the states entering each chunk of the block,
 from the state entering the block and the block's W by one small matmul (the scan);
-(4) the inter-chunk output q S. Cost O(T Q (N + P) + T N P); memory O(T Q) with gradients,
-O(Q c H (Q + N + P)) without. docs/kernels.md derives the backward and records the measurements.
+(4) the inter-chunk output q S. Cost O(T Q (N + P) + T N P). Working memory is one block's
+buffers; for the backward only the inputs and the state entering each block are kept (the rest
+is recomputed per block). docs/kernels.md derives the backward and records the measurements.
 """
 
 from __future__ import annotations
@@ -67,8 +68,7 @@ class _Layout:
         self.nb = -(-chunks // max(1, BLOCK_STEPS // chunk_size))
         self.c = -(-chunks // self.nb)  # chunks per block, balanced over the blocks
         self.n = self.nb * self.c
-        self.pad = self.n * chunk_size - dims.T
-        self.rows = dims.H * dims.B * self.c  # matrices per block and head-set: bmm batch
+        self.rows = dims.H * dims.B * self.c  # matrices per block: the batch of every bmm
 
     def blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """[B, T, X, D] -> nb views [B, c, Q, X, 1, D] of the tensor zero-padded to n Q steps
@@ -145,6 +145,7 @@ def max_chunk_span(log_a: torch.Tensor, chunk_size: int) -> float:
 
 
 def _span(cs: torch.Tensor) -> float:
+    """Largest (max - min) over chunks of an in-chunk cumsum [..., Q]."""
     return float((cs.amax(-1) - cs.amin(-1)).max())
 
 
@@ -246,7 +247,7 @@ class _Blocks:
     """One call's per-block work: block buffers (reused from block to block) and the steps
     shared by the forward and the backward (which recomputes states and A block by block).
 
-    Buffers are [H B c, Q, D] for bmm, with ``*_slots`` views [B, c, Q, G, R, D] for
+    Buffers are [H B c, Q, D] for bmm, with ``slots`` views [B, c, Q, G, R, D] of them for
     gathering and scattering in the caller's layout.
     """
 
