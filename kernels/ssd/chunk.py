@@ -190,6 +190,7 @@ class _BlockScan:
     Adjoint, with G_i = dL/dS~_i and Gn_i = G_{i+1} (Gn_{c-1} = the gradient of the state
     leaving the block):  Gn_i = sum_{j>i} exp(L_j - L_{i+1}) dS_j + exp(L_c - L_{i+1}) Gn_{c-1}
     where dS_j is the gradient reaching S~_j directly, and G_0 = dS_0 + gamma_0 Gn_0.
+    In both directions the carried term is folded into one row of the matmul's right operand.
     All per-block tensors are [nb, H*B, ...].
     """
 
@@ -205,15 +206,15 @@ class _BlockScan:
         gamma, self.delta = _exp(log_g)[..., None], _exp(log_d)[..., None]  # [nb, HB, c, 1]
         seg = lam[..., :c, None] - lam[..., None, 1:] + log_d[..., None, :]
         into = _exp(seg, i[None, :] < i[:, None])  # [nb, HB, c(i), c(j)]
-        from_start = _exp(lam[..., :c, None])  # exp(L_i)
         # per block (lists: indexing them costs nothing in the loop over blocks)
-        self.into, self.from_start = into.unbind(0), from_start.unbind(0)
+        self.into = into.unbind(0)
         self.gamma_last, self.delta_last = gamma[:, :, -1].unbind(0), self.delta[:, :, -1].unbind(0)
+        # the state entering a block reaches chunk i >= 1 as W_0 does, times gamma_0 / delta_0
+        self.carry_into_w0 = _exp(log_g[..., :1] - log_d[..., :1]).unbind(0)  # [HB, 1]
         if backward:
             seg = lam[..., None, :c] - lam[..., 1:, None]
             back = _exp(seg, i[None, :] > i[:, None])  # exp(L_j - L_{i+1}), j > i
-            to_end = _exp(lam[..., c:] - lam[..., 1:])[..., None]  # exp(L_c - L_{i+1})
-            self.back, self.to_end = back.unbind(0), to_end.unbind(0)
+            self.back = back.unbind(0)
             self.gamma_first = gamma[:, :, 0].unbind(0)
 
     def forward(self, j: int, w: torch.Tensor, carry: torch.Tensor, out: torch.Tensor,
@@ -223,9 +224,14 @@ class _BlockScan:
 
         w: the block's W [HB, c, NP]; carry: the state entering the block [HB, NP].
         """
-        torch.bmm(self.into[j], w, out=out).addcmul_(self.from_start[j], carry[:, None])
-        if leaving is not None:
+        if leaving is not None:  # delta W_{c-1} + gamma S~_{c-1}: W first, it changes below
             torch.mul(w[:, -1], self.delta_last[j], out=leaving)
+        # S~_i = exp(L_i) S~_in + ...: exp(L_i) = into[i, 0] gamma_0 / delta_0 for i >= 1, so the
+        # entering state is folded into W_0 (one [HB, NP] update instead of all c states)
+        w[:, 0].addcmul_(carry, self.carry_into_w0[j])
+        torch.bmm(self.into[j], w, out=out)
+        out[:, 0] = carry
+        if leaving is not None:
             leaving.addcmul_(out[:, -1], self.gamma_last[j])
 
     def backward(self, j: int, d_direct: torch.Tensor, carry: torch.Tensor, out: torch.Tensor):
@@ -234,7 +240,14 @@ class _BlockScan:
         d_direct: gradients reaching each S~_i from its chunk's output [HB, c, NP];
         carry: the gradient of the state leaving the block [HB, NP].
         """
-        torch.bmm(self.back[j], d_direct, out=out).addcmul_(self.to_end[j], carry[:, None])
+        c = d_direct.shape[1]
+        # exp(L_c - L_{i+1}) = back[i, c-1] gamma_{c-1} for i < c-1: fold the carried gradient
+        # into dS_{c-1} (one [HB, NP] update instead of all c rows), then Gn_{c-1} = carry
+        last = d_direct[:, -1].addcmul_(carry, self.gamma_last[j])
+        torch.bmm(self.back[j], d_direct, out=out)
+        out[:, -1] = carry
+        if c == 1:  # G_0 = dS_0 + gamma_0 carry, already in d_direct
+            return last.clone()
         return torch.addcmul(d_direct[:, 0], self.gamma_first[j], out[:, 0])
 
 

@@ -98,17 +98,20 @@ def test_fp32_forms_match_naive(form, T, chunk, G, decay):
         assert_close_rmse(g, w, FP32_TOL, f"{form} T={T} Q={chunk} G={G} {name}")
 
 
-@pytest.mark.parametrize("G,decay", [(1, 0.5), (2, 0.5), (2, 8.0)])
-def test_chunked_across_many_blocks(G, decay, monkeypatch):
+@pytest.mark.parametrize(
+    "G,decay,block_steps", [(1, 0.5, 32), (2, 0.5, 32), (2, 8.0, 32), (2, 0.5, 16), (1, 8.0, 16)]
+)
+def test_chunked_across_many_blocks(G, decay, block_steps, monkeypatch):
     """Blocks of 2 chunks of 16 steps: T = 100 is 7 chunks in 4 blocks (one zero-padded chunk),
-    so states cross block boundaries and the last block is ragged; both decay paths, B = 2."""
-    monkeypatch.setattr(chunk_module, "BLOCK_STEPS", 32)
+    so states cross block boundaries and the last block is ragged; blocks of one chunk (7 blocks)
+    too; both decay paths, B = 2."""
+    monkeypatch.setattr(chunk_module, "BLOCK_STEPS", block_steps)
     inputs = make_inputs(2, 100, G, 4, 8, 8, decay=decay, seed=G)
     ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
     want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
     got = outputs_and_grads(ssd_chunked, inputs, scale=0.5, chunk_size=16)
     for name, g, w in zip(NAMES, got, want):
-        assert_close_rmse(g, w, FP32_TOL, f"blocks G={G} decay={decay} {name}")
+        assert_close_rmse(g, w, FP32_TOL, f"blocks of {block_steps} G={G} decay={decay} {name}")
 
 
 def test_both_chunked_decay_paths_are_exercised():
