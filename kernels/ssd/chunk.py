@@ -177,7 +177,8 @@ class _Factors:
         self.q = _exp(cs - ref_q).mul_(scale)  # [H, n, B, Q]
         self.k = _exp(ref_k - cs)
         self.log_gamma = (next_ref_q - ref_q + end)[..., 0]  # [H, n, B]
-        self.log_delta = (next_ref_q - ref_k + end)[..., 0]
+        # (the same tensor when r_q = r_k: code may test `log_delta is log_gamma`)
+        self.log_delta = self.log_gamma if factorised else (next_ref_q - ref_k + end)[..., 0]
         self.initial = torch.exp(ref_q[:, 0, :, 0])  # [H, B]: S~_0 = exp(r_q,0) S_0
 
 
@@ -200,17 +201,21 @@ class _BlockScan:
         def per_block(x):  # [H, n, B] -> [nb, H*B, c]
             return x.view(d.H, lay.nb, c, d.B).permute(1, 0, 3, 2).reshape(lay.nb, -1, c)
 
-        log_g, log_d = per_block(fac.log_gamma), per_block(fac.log_delta)
+        same = fac.log_delta is fac.log_gamma  # delta = gamma (factorised)
+        log_g = per_block(fac.log_gamma)
+        log_d = log_g if same else per_block(fac.log_delta)
         lam = torch.cat([torch.zeros_like(log_g[..., :1]), log_g.cumsum(-1)], dim=-1)
         i = torch.arange(c, device=lam.device)
-        gamma, self.delta = _exp(log_g)[..., None], _exp(log_d)[..., None]  # [nb, HB, c, 1]
+        gamma = _exp(log_g)[..., None]  # [nb, HB, c, 1]
+        self.delta = gamma if same else _exp(log_d)[..., None]
         seg = lam[..., :c, None] - lam[..., None, 1:] + log_d[..., None, :]
         into = _exp(seg, i[None, :] < i[:, None])  # [nb, HB, c(i), c(j)]
         # per block (lists: indexing them costs nothing in the loop over blocks)
         self.into = into.unbind(0)
         self.gamma_last, self.delta_last = gamma[:, :, -1].unbind(0), self.delta[:, :, -1].unbind(0)
         # the state entering a block reaches chunk i >= 1 as W_0 does, times gamma_0 / delta_0
-        self.carry_into_w0 = _exp(log_g[..., :1] - log_d[..., :1]).unbind(0)  # [HB, 1]
+        # (None: 1)
+        self.carry_into_w0 = None if same else _exp(log_g[..., :1] - log_d[..., :1]).unbind(0)
         if backward:
             seg = lam[..., None, :c] - lam[..., 1:, None]
             back = _exp(seg, i[None, :] > i[:, None])  # exp(L_j - L_{i+1}), j > i
@@ -228,7 +233,10 @@ class _BlockScan:
             torch.mul(w[:, -1], self.delta_last[j], out=leaving)
         # S~_i = exp(L_i) S~_in + ...: exp(L_i) = into[i, 0] gamma_0 / delta_0 for i >= 1, so the
         # entering state is folded into W_0 (one [HB, NP] update instead of all c states)
-        w[:, 0].addcmul_(carry, self.carry_into_w0[j])
+        if self.carry_into_w0 is None:
+            w[:, 0] += carry
+        else:
+            w[:, 0].addcmul_(carry, self.carry_into_w0[j])
         torch.bmm(self.into[j], w, out=out)
         out[:, 0] = carry
         if leaving is not None:
