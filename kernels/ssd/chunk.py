@@ -274,7 +274,7 @@ class _Blocks:
 
     def __init__(self, q, k, v, cs, factorised, scale, lay: _Layout, backward: bool) -> None:
         d, acc, dev = lay.dims, cs.dtype, v.device
-        self.lay, self.d = lay, d
+        self.lay = lay
         self.fac = _Factors(cs, factorised, scale)
         self.scan = _BlockScan(self.fac, lay, backward)
         self.intra = _Intra(cs, factorised, scale, lay, q, k)
