@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from timing import median_time
 
 import anatomy
 from anatomy.rewrite import RULES, Proof, Side, prove
@@ -47,15 +48,6 @@ def side(target: str, dims: dict) -> Side:
     file, name = target.split(":")
     d = anatomy.load(ZOO / file, strict_dims=False, **dims)[name]
     return Side(d, str(ZOO / file), name, {k: v for k, v in dims.items() if k in d.dims})
-
-
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
