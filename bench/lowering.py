@@ -20,19 +20,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from anatomy.kernels import ssd as ssd_kernel
+from timing import median_time
 from torch import nn
 
 import anatomy
 
 
 def timeit(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of `repeat` calls after one warm-up call."""
+    fn()
+    return median_time(fn, repeat)
 
 
 # -- hand-written modules (the same math as the zoo files, written directly) ------------------
