@@ -21,7 +21,7 @@ import torch
 from .chunk import quasiseparable_chunked, shift
 from .naive import quasiseparable_matrix, quasiseparable_naive
 
-BACKENDS = ("auto", "torch", "naive")
+BACKENDS = ("auto", "torch", "cpu", "triton", "naive")
 
 
 def quasiseparable(
@@ -42,14 +42,16 @@ def quasiseparable(
 
     q_fwd, k_fwd, q_bwd, k_bwd: [B, T, G, N]; v: [B, T, H, P]; log_a_fwd, log_a_bwd: [B, T, H];
     diag: [B, T, H] (data dependent) or [H]. Returns Y [B, T, H, P] in v's dtype.
-    backend: "auto"/"torch" (one chunked SSD call over a stacked batch of 2B) or "naive".
+    backend: "naive" (the explicit matrix), or the SSD backend ("auto", "torch", "cpu",
+    "triton"; see :func:`anatomy.kernels.ssd`) of the one chunked SSD call over a stacked batch
+    of 2B.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS} but got {backend!r}")
     args = (q_fwd, k_fwd, q_bwd, k_bwd, v, log_a_fwd, log_a_bwd, diag)
     if backend == "naive":
         return quasiseparable_naive(*args, scale=scale)
-    return quasiseparable_chunked(*args, scale=scale, chunk_size=chunk_size)
+    return quasiseparable_chunked(*args, scale=scale, chunk_size=chunk_size, ssd_backend=backend)
 
 
 __all__ = [

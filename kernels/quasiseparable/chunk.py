@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..ssd.chunk import ssd_chunked
+from ..ssd import ssd
 from .validate import check_quasiseparable_inputs
 
 
@@ -30,18 +30,21 @@ def quasiseparable_chunked(
     *,
     scale: float = 1.0,
     chunk_size: int = 64,
+    ssd_backend: str = "auto",
 ) -> torch.Tensor:
-    """Y = shift(SS_fwd(X)) + flip(shift(SS_bwd(flip(X)))) + diag o X, one batched SSD call."""
+    """Y = shift(SS_fwd(X)) + flip(shift(SS_bwd(flip(X)))) + diag o X, one batched SSD call
+    (``ssd_backend``: the backend of :func:`anatomy.kernels.ssd`)."""
     check_quasiseparable_inputs(q_fwd, k_fwd, q_bwd, k_bwd, v, log_a_fwd, log_a_bwd, diag)
     B = v.shape[0]
     flip = lambda x: x.flip(1)
-    y_both = ssd_chunked(
+    y_both = ssd(
         torch.cat([q_fwd, flip(q_bwd)]),
         torch.cat([k_fwd, flip(k_bwd)]),
         torch.cat([v, flip(v)]),
         torch.cat([log_a_fwd, flip(log_a_bwd)]),
         scale=scale,
         chunk_size=chunk_size,
+        backend=ssd_backend,
     )
     y_both = shift(y_both)
     d = diag.to(y_both.dtype)

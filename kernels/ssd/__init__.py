@@ -1,6 +1,7 @@
 """SSD (state space duality) kernels: decayed causal linear attention in every form.
 
-Naive quadratic reference, recurrent step/scan, PyTorch and Triton chunked; ``ssd`` dispatches.
+Naive quadratic reference, recurrent step/scan, PyTorch chunked (any device), a C++ chunked
+kernel for CPUs and Triton chunked kernels for GPUs; ``ssd`` dispatches.
 """
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ from __future__ import annotations
 import torch
 
 from .chunk import ssd_chunked
+from .cpu_chunk import cpu_kernel_available, ssd_chunked_cpu
 from .naive import segment_sum, ssd_naive
 from .recurrent import ssd_recurrent, ssd_step
 from .validate import check_ssd_inputs
 
-BACKENDS = ("auto", "torch", "triton", "naive", "recurrent")
+BACKENDS = ("auto", "torch", "cpu", "triton", "naive", "recurrent")
 
 
 def triton_available() -> bool:
@@ -22,6 +24,20 @@ def triton_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def auto_backend(*tensors: torch.Tensor | None) -> str:
+    """The backend ``backend="auto"`` picks for these inputs: Triton for CUDA tensors when
+    triton imports; the C++ kernel for CPU tensors in float32 or half precision when it builds
+    (not under torch.compile, which cannot trace it); the PyTorch chunked path otherwise."""
+    v = tensors[2]
+    if v.is_cuda and triton_available():
+        return "triton"
+    if (v.device.type == "cpu" and not torch.compiler.is_compiling()
+            and all(t is None or t.dtype != torch.float64 for t in tensors)
+            and cpu_kernel_available()):
+        return "cpu"
+    return "torch"
 
 
 def ssd(
@@ -43,8 +59,9 @@ def ssd(
     (y, final_state [B, H, N, P]) when ``output_final_state``. State convention:
     S_t = exp(log_a_t) S_{t-1} + k_t^T v_t, y_t = scale * q_t S_t.
 
-    backend: "auto" (Triton on CUDA tensors when triton imports, else PyTorch chunked),
-    "torch", "triton" (also on CPU tensors under TRITON_INTERPRET=1), "naive", "recurrent".
+    backend: "auto" (see :func:`auto_backend`), "torch" (PyTorch chunked, any device and
+    dtype), "cpu" (C++ chunked kernel, CPU tensors, float32 or half precision), "triton" (also
+    on CPU tensors under TRITON_INTERPRET=1), "naive", "recurrent".
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS} but got {backend!r}")
@@ -55,11 +72,13 @@ def ssd(
         "output_final_state": output_final_state,
     }
     if backend == "auto":
-        backend = "triton" if v.is_cuda and triton_available() else "torch"
+        backend = auto_backend(q, k, v, log_a, initial_state)
     if backend == "naive":
         return ssd_naive(q, k, v, log_a, **common)
     if backend == "recurrent":
         return ssd_recurrent(q, k, v, log_a, **common)
+    if backend == "cpu":
+        return ssd_chunked_cpu(q, k, v, log_a, chunk_size=chunk_size, **common)
     if backend == "triton":
         from .triton_chunk import ssd_chunked_triton
 
@@ -69,9 +88,12 @@ def ssd(
 
 __all__ = [
     "BACKENDS",
+    "auto_backend",
+    "cpu_kernel_available",
     "segment_sum",
     "ssd",
     "ssd_chunked",
+    "ssd_chunked_cpu",
     "ssd_naive",
     "ssd_recurrent",
     "ssd_step",

@@ -51,21 +51,23 @@ def test_matrix_is_quasiseparable_with_free_diagonal():
     torch.testing.assert_close(M[s, t], want_up)
 
 
+@pytest.mark.parametrize("backend", ["torch", "auto"])
 @pytest.mark.parametrize("T,chunk,G", [(1, 16, 1), (64, 16, 2), (65, 32, 4), (300, 64, 1)])
-def test_fast_path_matches_naive_outputs_and_gradients(T, chunk, G):
+def test_fast_path_matches_naive_outputs_and_gradients(T, chunk, G, backend):
+    """"torch": the PyTorch chunked SSD; "auto": on this CPU, the C++ kernel where it builds."""
     args = make_qs_inputs(2, T, G, 4, 8, 8, dtype=torch.float32, seed=T)
     ref_args = [x.detach().double().requires_grad_() for x in args]
     dy = torch.randn(2, T, 4, 8, dtype=torch.float64)
     want_y = quasiseparable_naive(*ref_args, scale=0.5)
     want = [want_y, *torch.autograd.grad((want_y * dy).sum(), ref_args, materialize_grads=True)]
-    got_y = quasiseparable(*args, scale=0.5, chunk_size=chunk)
+    got_y = quasiseparable(*args, scale=0.5, chunk_size=chunk, backend=backend)
     got = [got_y, *torch.autograd.grad((got_y.double() * dy).sum(), args, materialize_grads=True)]
     names = ["y", "dq_f", "dk_f", "dq_b", "dk_b", "dv", "dlog_a_f", "dlog_a_b", "ddiag"]
     for name, g, w in zip(names, got, want):
         if T == 1 and name in ("dq_f", "dk_f", "dq_b", "dk_b", "dlog_a_f", "dlog_a_b"):
             assert g.abs().max() == 0  # a single step has no off-diagonal entries
             continue
-        assert_close_rmse(g, w, FP32_TOL, f"T={T} {name}")
+        assert_close_rmse(g, w, FP32_TOL, f"{backend} T={T} {name}")
 
 
 def test_fast_path_half_precision():

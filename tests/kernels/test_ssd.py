@@ -6,7 +6,16 @@ import math
 
 import pytest
 import torch
-from anatomy.kernels import segment_sum, ssd, ssd_chunked, ssd_naive, ssd_recurrent, ssd_step
+from anatomy.kernels import (
+    segment_sum,
+    ssd,
+    ssd_chunked,
+    ssd_chunked_cpu,
+    ssd_naive,
+    ssd_recurrent,
+    ssd_step,
+)
+from anatomy.kernels.ssd import auto_backend, cpu_chunk, cpu_kernel_available
 from anatomy.kernels.ssd import chunk as chunk_module
 from anatomy.kernels.ssd.chunk import MAX_FACTORISED_SPAN, max_chunk_span
 from kernel_checks import (
@@ -65,9 +74,14 @@ def test_segment_sum_is_log_space_cumsum_difference():
             torch.testing.assert_close(seg[:, t, s], want.double())
 
 
+needs_cpu_kernel = pytest.mark.skipif(
+    not cpu_kernel_available(), reason="the C++ CPU kernel did not build (see its warning)"
+)
+
 # (form, T, chunk, G, decay): every T, every chunk size, every G and both chunked paths
-# (factorised decay for small in-chunk spans, exact masked-exp decay for large ones) appear.
-FP32_CASES = [
+# (factorised decay for small in-chunk spans, exact masked-exp decay for large ones) appear,
+# for the PyTorch ("chunked") and the C++ ("cpu") chunked kernels alike.
+CHUNKED_CASES = [
     ("chunked", 1, 16, 1, 0.5),
     ("chunked", 63, 16, 2, 0.5),
     ("chunked", 64, 32, 4, 0.5),
@@ -78,12 +92,16 @@ FP32_CASES = [
     ("chunked", 1000, 64, 4, 0.5),
     ("chunked", 2048, 128, 1, 0.5),
     ("chunked", 2048, 64, 2, 0.1),
+]
+FP32_CASES = CHUNKED_CASES + [
+    pytest.param("cpu", *case[1:], marks=needs_cpu_kernel) for case in CHUNKED_CASES
+] + [
     ("recurrent", 1, 16, 1, 0.5),
     ("recurrent", 63, 16, 2, 0.5),
     ("recurrent", 65, 16, 4, 0.5),
     ("recurrent", 500, 16, 1, 0.5),
 ]
-FORMS = {"chunked": ssd_chunked, "recurrent": ssd_recurrent}
+FORMS = {"chunked": ssd_chunked, "cpu": ssd_chunked_cpu, "recurrent": ssd_recurrent}
 
 
 @pytest.mark.parametrize("form,T,chunk,G,decay", FP32_CASES)
@@ -91,7 +109,7 @@ def test_fp32_forms_match_naive(form, T, chunk, G, decay):
     inputs = make_inputs(1, T, G, 4, 16, 16, decay=decay, seed=T + G)
     ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
     want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
-    kwargs = {"chunk_size": chunk} if form == "chunked" else {}
+    kwargs = {"chunk_size": chunk} if form != "recurrent" else {}
     got = outputs_and_grads(FORMS[form], inputs, scale=0.5, **kwargs)
     for name, g, w in zip(NAMES, got, want):
         assert g.dtype == torch.float32
@@ -114,6 +132,37 @@ def test_chunked_across_many_blocks(G, decay, block_steps, monkeypatch):
         assert_close_rmse(g, w, FP32_TOL, f"blocks of {block_steps} G={G} decay={decay} {name}")
 
 
+@needs_cpu_kernel
+@pytest.mark.parametrize("G,decay", [(1, 0.5), (2, 0.5), (4, 8.0), (2, 3.0)])
+def test_cpu_kernel_batches_groups_and_ragged_chunks(G, decay):
+    """B = 2 sequences of 7 chunks (the last one ragged) over H = 4 heads in G groups: the
+    kernel's tasks are (batch, head) pairs; decay 3.0 mixes factorised and exact chunks."""
+    inputs = make_inputs(2, 100, G, 4, 8, 8, decay=decay, seed=G)
+    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
+    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
+    got = outputs_and_grads(ssd_chunked_cpu, inputs, scale=0.5, chunk_size=16)
+    for name, g, w in zip(NAMES, got, want):
+        assert_close_rmse(g, w, FP32_TOL, f"cpu B=2 G={G} decay={decay} {name}")
+
+
+@pytest.mark.parametrize("form", ["chunked", pytest.param("cpu", marks=needs_cpu_kernel)])
+def test_chunked_with_growing_and_decaying_steps(form):
+    """log_a of both signs (8 steps near -6, then 8 near +4, per chunk of 16): in-chunk cumsums
+    are not monotone and spread past the factorised bound, so the exact path runs without its
+    early stop for decaying rows."""
+    q, k, v, _, s0 = make_inputs(1, 64, 2, 4, 8, 8, seed=7)
+    gen = torch.Generator().manual_seed(7)
+    sign = torch.tensor([-6.0] * 8 + [4.0] * 8).repeat(4)[None, :, None]
+    log_a = (sign * (1 + 0.1 * torch.rand(1, 64, 4, generator=gen))).requires_grad_()
+    assert max_chunk_span(log_a.detach(), 16) > MAX_FACTORISED_SPAN
+    inputs = [q, k, v, log_a, s0]
+    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
+    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
+    got = outputs_and_grads(FORMS[form], inputs, scale=0.5, chunk_size=16)
+    for name, g, w in zip(NAMES, got, want):
+        assert_close_rmse(g, w, FP32_TOL, f"{form} mixed-sign log_a {name}")
+
+
 def test_both_chunked_decay_paths_are_exercised():
     weak = make_inputs(1, 128, 1, 1, 2, 2, decay=0.5)[3]
     strong = make_inputs(1, 128, 1, 1, 2, 2, decay=8.0)[3]
@@ -132,11 +181,12 @@ def test_both_chunked_decay_paths_are_exercised():
         (torch.bfloat16, 500, 16, 4, 8.0),
     ],
 )
-def test_half_precision_chunked(dtype, T, chunk, G, decay):
+@pytest.mark.parametrize("form", ["chunked", pytest.param("cpu", marks=needs_cpu_kernel)])
+def test_half_precision_chunked(form, dtype, T, chunk, G, decay):
     inputs = make_inputs(1, T, G, 4, 16, 16, dtype=dtype, decay=decay, seed=T)
     ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
     want = outputs_and_grads(ssd_naive, ref_inputs)
-    got = outputs_and_grads(ssd_chunked, inputs, chunk_size=chunk)
+    got = outputs_and_grads(FORMS[form], inputs, chunk_size=chunk)
     assert got[0].dtype == dtype and got[1].dtype == torch.float32
     for name, g, w in zip(NAMES, got, want):
         tol = HALF_OUT_TOL if name in ("y", "final_state") else HALF_GRAD_TOL
@@ -175,15 +225,16 @@ def test_chunked_prefill_then_recurrent_decode(G):
     assert_close_rmse(torch.cat(steps, dim=1), want, FP32_TOL, "prefill + decode")
 
 
+@pytest.mark.parametrize("form", ["chunked", pytest.param("cpu", marks=needs_cpu_kernel)])
 @pytest.mark.parametrize("log_a_value", [-5.0, 0.0])
-def test_long_sequence_is_finite(log_a_value):
+def test_long_sequence_is_finite(form, log_a_value):
     T = 65536
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(1, T, 1, 4, generator=gen, requires_grad=True)
     k = torch.randn(1, T, 1, 4, generator=gen, requires_grad=True)
     v = torch.randn(1, T, 2, 4, generator=gen, requires_grad=True)
     log_a = torch.full((1, T, 2), log_a_value, requires_grad=True)
-    y, state = ssd_chunked(q, k, v, log_a, scale=0.5, output_final_state=True)
+    y, state = FORMS[form](q, k, v, log_a, scale=0.5, output_final_state=True)
     (y.sum() + state.sum()).backward()
     for name, x in [("y", y), ("state", state), ("dq", q.grad), ("dk", k.grad),
                     ("dv", v.grad), ("dlog_a", log_a.grad)]:
@@ -194,12 +245,33 @@ def test_long_sequence_is_finite(log_a_value):
         assert rel_rmse(y[:, -64:], want[:, -64:]) < 1e-4
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch", "naive", "recurrent"])
+@pytest.mark.parametrize(
+    "backend", ["auto", "torch", pytest.param("cpu", marks=needs_cpu_kernel), "naive", "recurrent"]
+)
 def test_dispatch_backends_agree(backend):
     q, k, v, log_a, s0 = (x.detach() for x in make_inputs(1, 33, 2, 4, 4, 4))
     want = ssd_naive(q, k, v, log_a, initial_state=s0)
     got = ssd(q, k, v, log_a, initial_state=s0, backend=backend, chunk_size=16)
     assert_close_rmse(got, want, FP32_TOL, backend)
+
+
+@needs_cpu_kernel
+def test_auto_backend_choice_and_fallback(monkeypatch):
+    q, k, v, log_a = (x.detach() for x in make_inputs(1, 8, 1, 2, 4, 4, initial=False))
+    assert auto_backend(q, k, v, log_a, None) == "cpu"
+    assert auto_backend(q.double(), k.double(), v.double(), log_a.double(), None) == "torch"
+    # the kernel switched off (or failing to build): "auto" falls back to PyTorch chunked, and
+    # asking for "cpu" explicitly says why it cannot
+    monkeypatch.setenv("ANATOMY_CPU_KERNEL", "0")
+    cpu_chunk._extension.cache_clear()
+    try:
+        assert auto_backend(q, k, v, log_a, None) == "torch"
+        with pytest.raises(RuntimeError, match="unavailable"):
+            ssd(q, k, v, log_a, backend="cpu")
+    finally:
+        monkeypatch.delenv("ANATOMY_CPU_KERNEL")
+        cpu_chunk._extension.cache_clear()
+    assert auto_backend(q, k, v, log_a, None) == "cpu"
 
 
 def test_retention_and_linear_attention_are_special_cases():
@@ -237,7 +309,7 @@ def test_shape_errors_name_tensor_axis_and_size(shapes, message):
     }
     sizes.update(shapes)
     t = {name: torch.zeros(shape) for name, shape in sizes.items()}
-    for fn in (ssd, ssd_naive, ssd_chunked, ssd_recurrent):
+    for fn in (ssd, ssd_naive, ssd_chunked, ssd_chunked_cpu, ssd_recurrent):
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
             fn(t["q"], t["k"], t["v"], t["log_a"], initial_state=t["s0"])
 

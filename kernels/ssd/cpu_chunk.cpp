@@ -1,0 +1,387 @@
+// Chunked SSD for CPUs: one pass over the chunks of each (batch, head) sequence, forward and
+// backward, with every per-chunk product a small BLAS gemm on the caller's strided layout.
+//
+// Built on first use by kernels/ssd/cpu_chunk.py (torch.utils.cpp_extension). The algebra is
+// that of chunk.py and docs/kernels.md. Each thread takes a range of (batch, head) sequences and
+// walks their chunks in time order (reverse order in the backward), the heads of one chunk
+// together: their rows are adjacent in memory. A sequence's state S [N, P] stays in cache from
+// chunk to chunk, so nothing is gathered, scattered or scanned in bulk; the forward saves the
+// state entering every chunk for the backward.
+//
+// Per chunk of L <= Q steps, with the in-chunk cumsum cs of log_a and end = cs[L-1]:
+//   intra block  A[t, s] = scale exp(cs_t - cs_s) (q_t . k_s)   for s <= t, 0 above
+//   output       y = A v + qd S,        qd_t = scale exp(cs_t) q_t
+//   state        S' = exp(end) S + kd^T v,   kd_s = exp(end - cs_s) k_s
+// Two ways to build A, chosen per chunk: "factorised" when the chunk's cumsum spreads over at
+// most MAX_FACTORISED_SPAN (A = tril(qh kh^T) with qh_t = scale exp(cs_t - m) q_t,
+// kh_s = exp(m - cs_s) k_s around the mid-range m, so qd = exp(m) qh and kd = exp(end - m) kh),
+// "exact" otherwise (A = M o (q k^T) with the masked decay M[t, s] = scale exp(cs_t - cs_s)).
+// Weights below exp(FLUSH_BELOW) are exactly 0, and the tasks run with denormals flushed:
+// subnormal float arithmetic costs ~100x on CPUs.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
+// Fortran BLAS single-precision gemm (MKL's, exported by libtorch_cpu on x86 builds).
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
+                       const int* k, const float* alpha, const float* a, const int* lda,
+                       const float* b, const int* ldb, const float* beta, float* c,
+                       const int* ldc);
+
+namespace {
+
+constexpr float MAX_FACTORISED_SPAN = 40.0f;
+constexpr float FLUSH_BELOW = -80.0f;
+
+// Row-major C[m, n] = alpha op(A) op(B) + beta C (op: optional transpose), A, B, C strided by
+// their leading dimensions. Column-major BLAS computes C^T = op(B)^T op(A)^T.
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc) {
+  if (m == 0 || n == 0) return;
+  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+  sgemm_(&ta, &tb, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
+}
+
+float flushed_exp(float x) { return x < FLUSH_BELOW ? 0.0f : std::exp(x); }
+
+// Sets the flush-to-zero and denormals-are-zero bits for the life of the object.
+struct FlushDenormals {
+#if defined(__SSE__)
+  unsigned int saved = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(saved | 0x8040); }
+  ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+};
+
+struct Dims {
+  int64_t B, T, G, H, N, P, Q, n;  // n = number of chunks
+  float scale;
+};
+
+// Strided pointers into one (batch, head) sequence of the caller's [B, T, X, D] tensors.
+struct Sequence {
+  const float *q, *k, *v, *log_a;
+  int ldq, ldv, lda;  // elements between consecutive steps
+  Sequence(const Dims& d, const float* q_, const float* k_, const float* v_, const float* a_,
+           int64_t b, int64_t h) {
+    const int64_t g = h / (d.H / d.G);
+    q = q_ + (b * d.T * d.G + g) * d.N;
+    k = k_ + (b * d.T * d.G + g) * d.N;
+    v = v_ + (b * d.T * d.H + h) * d.P;
+    log_a = a_ + b * d.T * d.H + h;
+    ldq = static_cast<int>(d.G * d.N);
+    ldv = static_cast<int>(d.H * d.P);
+    lda = static_cast<int>(d.H);
+  }
+};
+
+// One chunk's decay quantities and operands, in per-task buffers reused from chunk to chunk.
+struct Chunk {
+  const Dims& d;
+  int64_t t0 = 0;
+  int L = 0;
+  bool factorised = true;
+  float end = 0, alpha_q = 1, alpha_k = 1;  // qd = alpha_q qh, kd = alpha_k kh
+  std::vector<float> cs, fq, fk, qh, kh, A, M;  // cs, fq, fk [Q]; qh, kh [Q, N]; A, M [Q, Q]
+
+  explicit Chunk(const Dims& d_)
+      : d(d_), cs(d_.Q), fq(d_.Q), fk(d_.Q), qh(d_.Q * d_.N), kh(d_.Q * d_.N),
+        A(d_.Q * d_.Q), M(d_.Q * d_.Q) {}
+
+  // Load chunk c of the sequence: cs, the factors, qh, kh and the intra block A.
+  void load(const Sequence& s, int64_t c) {
+    const int64_t Q = d.Q, N = d.N;
+    t0 = c * Q;
+    L = static_cast<int>(std::min(Q, d.T - t0));
+    double acc = 0;
+    float hi = -std::numeric_limits<float>::infinity(), lo = -hi;
+    bool decaying = true;  // every log_a <= 0: cs is non-increasing
+    for (int i = 0; i < L; ++i) {
+      const float x = s.log_a[(t0 + i) * s.lda];
+      decaying = decaying && x <= 0;
+      acc += x;
+      cs[i] = static_cast<float>(acc);
+      hi = std::max(hi, cs[i]);
+      lo = std::min(lo, cs[i]);
+    }
+    end = cs[L - 1];
+    factorised = hi - lo <= MAX_FACTORISED_SPAN;
+    const float* q = s.q + t0 * s.ldq;
+    const float* k = s.k + t0 * s.ldq;
+    if (factorised) {
+      const float m = 0.5f * (hi + lo);
+      for (int i = 0; i < L; ++i) {
+        fq[i] = d.scale * std::exp(cs[i] - m);
+        fk[i] = std::exp(m - cs[i]);
+        for (int64_t j = 0; j < N; ++j) {
+          qh[i * N + j] = fq[i] * q[i * s.ldq + j];
+          kh[i * N + j] = fk[i] * k[i * s.ldq + j];
+        }
+      }
+      alpha_q = flushed_exp(m);
+      alpha_k = flushed_exp(end - m);
+      gemm(false, true, L, L, N, 1.0f, qh.data(), N, kh.data(), N, 0.0f, A.data(), Q);
+      for (int i = 0; i < L; ++i) std::fill(&A[i * Q + i + 1], &A[i * Q + L], 0.0f);
+      return;
+    }
+    for (int i = 0; i < L; ++i) {
+      fq[i] = d.scale * flushed_exp(cs[i]);
+      fk[i] = flushed_exp(end - cs[i]);
+      for (int64_t j = 0; j < N; ++j) {
+        qh[i * N + j] = fq[i] * q[i * s.ldq + j];
+        kh[i * N + j] = fk[i] * k[i * s.ldq + j];
+      }
+    }
+    alpha_q = alpha_k = 1.0f;
+    gemm(false, true, L, L, N, 1.0f, q, s.ldq, k, s.ldq, 0.0f, A.data(), Q);
+    for (int i = 0; i < L; ++i) {
+      float* row = &M[i * Q];
+      int j = i;
+      for (; j >= 0; --j) {
+        const float x = cs[i] - cs[j];
+        if (x < FLUSH_BELOW && decaying) break;  // and every earlier s: cs_s >= cs_j
+        row[j] = x < FLUSH_BELOW ? 0.0f : d.scale * std::exp(x);
+      }
+      std::fill(row, row + j + 1, 0.0f);
+      std::fill(row + i + 1, row + L, 0.0f);
+      for (int jj = 0; jj < L; ++jj) A[i * Q + jj] *= row[jj];
+    }
+  }
+};
+
+// Asks the cache for rows [rows, cols] of a strided tensor ahead of their use: the chunk after
+// the current one, whose rows are H heads apart and so not covered by the hardware prefetcher.
+void prefetch_rows(const float* p, int64_t rows, int64_t ld, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; j += 16) __builtin_prefetch(p + i * ld + j);
+}
+
+float dot(const float* x, const float* y, int64_t n) {
+  float acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += x[i] * y[i];
+  return acc;
+}
+
+Dims make_dims(const torch::Tensor& q, const torch::Tensor& v, int64_t chunk, double scale) {
+  Dims d{q.size(0), q.size(1), q.size(2), v.size(2), q.size(3), v.size(3), chunk, 0,
+         static_cast<float>(scale)};
+  d.n = (d.T + chunk - 1) / chunk;
+  return d;
+}
+
+// Runs body(b, h, c) for every chunk c of the (batch, head) sequences of this thread's range
+// of tasks [begin, stop), chunk-major within each batch: the heads' rows of a chunk are
+// adjacent in memory, so walking them together reads whole rows of the caller's tensors.
+template <typename Body>
+void for_chunks(const Dims& d, int64_t begin, int64_t stop, bool reverse, Body body) {
+  for (int64_t b = begin / d.H; b * d.H < stop; ++b) {
+    const int64_t h0 = std::max(begin, b * d.H) - b * d.H;
+    const int64_t h1 = std::min(stop, (b + 1) * d.H) - b * d.H;
+    for (int64_t i = 0; i < d.n; ++i)
+      for (int64_t h = h0; h < h1; ++h) body(b, h, reverse ? d.n - 1 - i : i);
+  }
+}
+
+void check(const torch::Tensor& x, const char* name) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.is_contiguous(),
+              name, ": expected a contiguous float32 CPU tensor");
+}
+
+}  // namespace
+
+// y [B, T, H, P] and states [B, H, n + 1, N, P] (the state entering each chunk, then the final
+// state) when save_states, else the final state [B, H, N, P].
+std::vector<torch::Tensor> ssd_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                       torch::Tensor log_a, torch::Tensor initial_state,
+                                       double scale, int64_t chunk, bool save_states) {
+  for (auto* t : {&q, &k, &v, &log_a}) check(*t, "ssd_forward");
+  const Dims d = make_dims(q, v, chunk, scale);
+  const int64_t NP = d.N * d.P, kept = save_states ? d.n + 1 : 1;
+  auto y = torch::empty({d.B, d.T, d.H, d.P}, v.options());
+  auto states = torch::empty({d.B, d.H, kept, d.N, d.P}, v.options());
+  const bool has_initial = initial_state.defined() && initial_state.numel() > 0;
+  if (has_initial) check(initial_state, "ssd_forward initial_state");
+  const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>(),
+              *ap = log_a.data_ptr<float>();
+  const float* s0 = has_initial ? initial_state.data_ptr<float>() : nullptr;
+  float *yp = y.data_ptr<float>(), *sp = states.data_ptr<float>();
+
+  at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t stop) {
+    FlushDenormals flush;
+    Chunk ch(d);
+    const int N = d.N, P = d.P, Q = d.Q;
+    for (int64_t task = begin; task < stop; ++task) {
+      float* S = sp + task * kept * NP;
+      if (has_initial) std::memcpy(S, s0 + task * NP, NP * sizeof(float));
+      else std::fill(S, S + NP, 0.0f);
+    }
+    for_chunks(d, begin, stop, false, [&](int64_t b, int64_t h, int64_t c) {
+      const Sequence s(d, qp, kp, vp, ap, b, h);
+      ch.load(s, c);
+      const int L = ch.L;
+      float* S = sp + ((b * d.H + h) * kept + (save_states ? c : 0)) * NP;
+      if (c + 1 < d.n) {  // the next chunk of this head
+        const int64_t t1 = (c + 1) * Q, rows = std::min<int64_t>(Q, d.T - t1);
+        prefetch_rows(s.q + t1 * s.ldq, rows, s.ldq, N);
+        prefetch_rows(s.k + t1 * s.ldq, rows, s.ldq, N);
+        prefetch_rows(s.v + t1 * s.ldv, rows, s.ldv, P);
+      }
+      const float* v_c = s.v + ch.t0 * s.ldv;
+      float* y_c = yp + ((b * d.T + ch.t0) * d.H + h) * P;
+      // y = A v + qd S
+      gemm(false, false, L, P, L, 1.0f, ch.A.data(), Q, v_c, s.ldv, 0.0f, y_c, s.ldv);
+      gemm(false, false, L, P, N, ch.alpha_q, ch.qh.data(), N, S, P, 1.0f, y_c, s.ldv);
+      // S' = exp(end) S + kd^T v
+      float* next = save_states ? S + NP : S;
+      const float decay = flushed_exp(ch.end);
+      for (int64_t i = 0; i < NP; ++i) next[i] = decay * S[i];
+      gemm(true, false, N, P, L, ch.alpha_k, ch.kh.data(), N, v_c, s.ldv, 1.0f, next, P);
+    });
+  });
+  return {y, save_states ? states : states.select(2, 0)};
+}
+
+// Gradients (dq, dk per head [B, T, H, N], dv [B, T, H, P], d log_a [B, T, H],
+// d initial state [B, H, N, P]) from dy, the gradient of the final state (empty: none) and
+// the states saved by ssd_forward.
+std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                        torch::Tensor log_a, torch::Tensor states,
+                                        torch::Tensor dy, torch::Tensor d_final, double scale,
+                                        int64_t chunk) {
+  for (auto* t : {&q, &k, &v, &log_a, &states, &dy}) check(*t, "ssd_backward");
+  const Dims d = make_dims(q, v, chunk, scale);
+  const int64_t NP = d.N * d.P;
+  auto dq = torch::empty({d.B, d.T, d.H, d.N}, v.options());
+  auto dk = torch::empty({d.B, d.T, d.H, d.N}, v.options());
+  auto dv = torch::empty({d.B, d.T, d.H, d.P}, v.options());
+  auto d_log_a = torch::empty_like(log_a);
+  // the gradient of the state entering chunk c, carried from chunk to chunk: at the end, the
+  // gradient of the initial state
+  auto d_state = torch::empty({d.B, d.H, d.N, d.P}, v.options());
+  const bool has_final = d_final.defined() && d_final.numel() > 0;
+  if (has_final) check(d_final, "ssd_backward d_final");
+  const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>(),
+              *ap = log_a.data_ptr<float>(), *sp = states.data_ptr<float>(),
+              *dyp = dy.data_ptr<float>();
+  const float* dfp = has_final ? d_final.data_ptr<float>() : nullptr;
+  float *dqp = dq.data_ptr<float>(), *dkp = dk.data_ptr<float>(), *dvp = dv.data_ptr<float>(),
+        *dap = d_log_a.data_ptr<float>(), *dsp = d_state.data_ptr<float>();
+
+  at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t stop) {
+    FlushDenormals flush;
+    Chunk ch(d);
+    const int N = d.N, P = d.P, Q = d.Q;
+    std::vector<float> dA(Q * Q), dq_in(Q * N), dk_in(Q * N), dq_st(Q * N), dk_st(Q * N),
+        dcs(Q);
+    for (int64_t task = begin; task < stop; ++task) {
+      float* G = dsp + task * NP;
+      if (has_final) std::memcpy(G, dfp + task * NP, NP * sizeof(float));
+      else std::fill(G, G + NP, 0.0f);
+    }
+    for_chunks(d, begin, stop, true, [&](int64_t b, int64_t h, int64_t c) {
+      const Sequence s(d, qp, kp, vp, ap, b, h);
+      ch.load(s, c);
+      const int L = ch.L;
+      const int64_t task = b * d.H + h, row = (b * d.T + ch.t0) * d.H + h;  // [B, T, H, *]
+      const float* S = sp + (task * (d.n + 1) + c) * NP;  // the state entering the chunk
+      float* G = dsp + task * NP;                          // d loss / d state leaving it
+      if (c > 0) {  // the previous chunk of this head, next in the backward
+        const int64_t t1 = (c - 1) * Q;
+        prefetch_rows(s.q + t1 * s.ldq, Q, s.ldq, N);
+        prefetch_rows(s.k + t1 * s.ldq, Q, s.ldq, N);
+        prefetch_rows(s.v + t1 * s.ldv, Q, s.ldv, P);
+        prefetch_rows(dyp + ((b * d.T + t1) * d.H + h) * P, Q, s.ldv, P);
+        prefetch_rows(S - NP, 1, 0, NP);
+      }
+      const float* v_c = s.v + ch.t0 * s.ldv;
+      const float* dy_c = dyp + row * P;
+      float* dv_c = dvp + row * P;
+      const int ldv = s.ldv;
+      // end = cs_{L-1} enters through exp(end) S and kd: d end = <G, S_next>
+      const float d_end = dot(G, S + NP, NP);
+      // dA = tril(dy v^T)
+      gemm(false, true, L, L, P, 1.0f, dy_c, ldv, v_c, ldv, 0.0f, dA.data(), Q);
+      for (int i = 0; i < L; ++i) std::fill(&dA[i * Q + i + 1], &dA[i * Q + L], 0.0f);
+      // dv = A^T dy + kd G
+      gemm(true, false, L, P, L, 1.0f, ch.A.data(), Q, dy_c, ldv, 0.0f, dv_c, ldv);
+      gemm(false, false, L, P, N, ch.alpha_k, ch.kh.data(), N, G, P, 1.0f, dv_c, ldv);
+
+      float* dq_c = dqp + row * N;
+      float* dk_c = dkp + row * N;
+      const int64_t ldg = d.H * N;
+      if (ch.factorised) {
+        // A = tril(qh kh^T), qd = alpha_q qh, kd = alpha_k kh:
+        // d qh = dA kh + alpha_q dy S^T,  d kh = dA^T qh + alpha_k v G^T
+        gemm(false, false, L, N, L, 1.0f, dA.data(), Q, ch.kh.data(), N, 0.0f, dq_in.data(), N);
+        gemm(false, true, L, N, P, ch.alpha_q, dy_c, ldv, S, P, 1.0f, dq_in.data(), N);
+        gemm(true, false, L, N, L, 1.0f, dA.data(), Q, ch.qh.data(), N, 0.0f, dk_in.data(), N);
+        gemm(false, true, L, N, P, ch.alpha_k, v_c, ldv, G, P, 1.0f, dk_in.data(), N);
+        for (int i = 0; i < L; ++i) {
+          const float *gq = &dq_in[i * N], *gk = &dk_in[i * N];
+          // cs_t enters through qh_t = fq_t q_t and kh_t = fk_t k_t
+          dcs[i] = dot(&ch.qh[i * N], gq, N) - dot(&ch.kh[i * N], gk, N);
+          float *out_q = dq_c + i * ldg, *out_k = dk_c + i * ldg;
+          for (int j = 0; j < N; ++j) {
+            out_q[j] = ch.fq[i] * gq[j];
+            out_k[j] = ch.fk[i] * gk[j];
+          }
+        }
+      } else {
+        // through the state terms: d qd = dy S^T, d kd = v G^T
+        gemm(false, true, L, N, P, 1.0f, dy_c, ldv, S, P, 0.0f, dq_st.data(), N);
+        gemm(false, true, L, N, P, 1.0f, v_c, ldv, G, P, 0.0f, dk_st.data(), N);
+        // A = M o (q k^T): Z = dA o A gives d cs; dA o M is the gradient of q k^T
+        std::fill(dcs.begin(), dcs.end(), 0.0f);
+        for (int i = 0; i < L; ++i)
+          for (int j = 0; j <= i; ++j) {
+            const float z = dA[i * Q + j] * ch.A[i * Q + j];
+            dcs[i] += z;
+            dcs[j] -= z;
+            dA[i * Q + j] *= ch.M[i * Q + j];
+          }
+        const float* q = s.q + ch.t0 * s.ldq;
+        const float* k = s.k + ch.t0 * s.ldq;
+        gemm(false, false, L, N, L, 1.0f, dA.data(), Q, k, s.ldq, 0.0f, dq_in.data(), N);
+        gemm(true, false, L, N, L, 1.0f, dA.data(), Q, q, s.ldq, 0.0f, dk_in.data(), N);
+        // qd = qh = fq q and kd = kh = fk k carry the state terms
+        for (int i = 0; i < L; ++i) {
+          const float *sq = &dq_st[i * N], *sk = &dk_st[i * N];
+          dcs[i] += dot(&ch.qh[i * N], sq, N) - dot(&ch.kh[i * N], sk, N);
+          float *out_q = dq_c + i * ldg, *out_k = dk_c + i * ldg;
+          for (int j = 0; j < N; ++j) {
+            out_q[j] = dq_in[i * N + j] + ch.fq[i] * sq[j];
+            out_k[j] = dk_in[i * N + j] + ch.fk[i] * sk[j];
+          }
+        }
+      }
+      // the gradient of the state entering the chunk: exp(end) G + qd^T dy
+      const float decay = flushed_exp(ch.end);
+      for (int64_t i = 0; i < NP; ++i) G[i] *= decay;
+      gemm(true, false, N, P, L, ch.alpha_q, ch.qh.data(), N, dy_c, ldv, 1.0f, G, P);
+      // d log_a_i = sum over t >= i of d cs_t (reverse in-chunk cumsum)
+      dcs[L - 1] += d_end;
+      float acc = 0;
+      for (int i = L - 1; i >= 0; --i) {
+        acc += dcs[i];
+        dap[row + i * d.H] = acc;
+      }
+    });
+  });
+  return {dq, dk, dv, d_log_a, d_state};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &ssd_forward, "chunked SSD forward (CPU)");
+  m.def("backward", &ssd_backward, "chunked SSD backward (CPU)");
+}
