@@ -1,8 +1,10 @@
-"""Benchmark SSD kernels: PyTorch chunked vs the naive quadratic reference and PyTorch peers.
+"""Benchmark SSD kernels: our chunked kernels vs the naive quadratic reference and PyTorch peers.
 
 Forward and forward+backward time and peak memory at B=1, H=8, N=P=64, fp32, per-head keys
 (G=H), T = 1k..16k; achieved GFLOP/s as a fraction of this machine's fp32 matmul rate measured
-in the same run. Peers (optional, never runtime dependencies of the package):
+in the same run. Ours: the PyTorch chunked path and, on CPUs, the C++ chunked kernel (what
+``ssd(backend="auto")`` runs there; built before timing). Peers (optional, never runtime
+dependencies of the package):
 flash-linear-attention's ``naive_chunk_simple_gla`` (pip install fla-core einops) and Mamba-2's
 ``ssd_minimal_discrete`` (imported from mamba_ssm when present, else re-implemented from the
 paper listing and labelled so). On CUDA the Triton path is timed as well, against fla's Triton
@@ -26,11 +28,14 @@ from pathlib import Path
 
 import torch
 from anatomy.kernels import ssd
+from anatomy.kernels.ssd import cpu_kernel_available
 
 B, H, N, P, CHUNK = 1, 8, 64, 64, 64
 NAIVE_MEMORY_BOUND = 1 << 30  # bytes of one [B, H, T, T] fp32 matrix above which naive is skipped
 PAPER_LISTING = "mamba2 ssd_minimal_discrete (re-implemented from the paper listing)"
-OURS = "anatomy chunked (torch)"
+OURS = "anatomy chunked (torch)"  # the reference every output is compared with
+CPU_KERNEL = "anatomy chunked (C++ CPU)"
+TRITON = "anatomy chunked (triton)"
 
 
 def ssd_flops(T: int) -> float:
@@ -153,8 +158,10 @@ def implementations(device: str) -> dict[str, Callable]:
         "anatomy chunked (torch)": lambda q, k, v, a: ssd(q, k, v, a, backend="torch"),
         "anatomy naive (quadratic)": lambda q, k, v, a: ssd(q, k, v, a, backend="naive"),
     }
+    if device == "cpu" and cpu_kernel_available():
+        impls[CPU_KERNEL] = lambda q, k, v, a: ssd(q, k, v, a, backend="cpu")
     if device == "cuda":
-        impls["anatomy chunked (triton)"] = lambda q, k, v, a: ssd(q, k, v, a, backend="triton")
+        impls[TRITON] = lambda q, k, v, a: ssd(q, k, v, a, backend="triton")
     try:
         from fla.ops.simple_gla.naive import naive_chunk_simple_gla
 
@@ -228,8 +235,13 @@ def forward_call(fn: Callable, inputs: list[torch.Tensor]) -> Callable[[], objec
 
 
 def backward_call(fn: Callable, inputs: list[torch.Tensor]) -> Callable[[], object]:
+    """Forward, then backward of a fixed dense random cotangent dL/dy (as a training step
+    brings; ``.sum().backward()`` would pass an expanded tensor of ones instead)."""
+    v = inputs[2]
+    cotangent = torch.randn(v.shape, generator=torch.Generator().manual_seed(1)).to(v.device)
+
     def call() -> None:
-        fn(*inputs).sum().backward()
+        fn(*inputs).backward(cotangent)
 
     return call
 
@@ -245,6 +257,8 @@ def spread(seconds: list[float]) -> dict:
 
 def run(lengths: list[int], reps: int, json_path: Path) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not cpu_kernel_available():  # builds it now, outside the timings
+        print("# the C++ CPU kernel is unavailable: timing the PyTorch chunked path only")
     rate = matmul_rate(device)
     print(f"# device={device} threads={torch.get_num_threads()} fp32 matmul {rate:.1f} GFLOP/s "
           "(measured again after the sweep; the fractions use the larger of the two)")
@@ -334,12 +348,13 @@ def print_table(records: list[dict], rate: float) -> None:
 def targets(records: list[dict], T: int) -> dict:
     """The issue's targets at length T: >= 2x the fastest peer and >= 40% of matmul rate.
 
-    Ours is the Triton path where it ran (CUDA), else the PyTorch chunked path.
+    Ours is what ``ssd(backend="auto")`` runs: the Triton path where it ran (CUDA), else the
+    C++ CPU kernel, else the PyTorch chunked path.
     """
     lines, out = [], {"T": T}
     for mode in ("fwd", "fwd+bwd"):
         at = [r for r in records if r["T"] == T and r["mode"] == mode and "time_ms" in r]
-        ours = next((r for name in ("anatomy chunked (triton)", "anatomy chunked (torch)")
+        ours = next((r for name in (TRITON, CPU_KERNEL, OURS)
                      for r in at if r["implementation"] == name), None)
         peers = [r for r in at if not r["implementation"].startswith("anatomy")]
         if ours is None:
