@@ -244,9 +244,9 @@ std::vector<torch::Tensor> ssd_forward(torch::Tensor q, torch::Tensor k, torch::
       gemm(false, false, L, P, N, ch.alpha_q, ch.qh.data(), N, S, P, 1.0f, y_c, s.ldv);
       // S' = exp(end) S + kd^T v
       float* next = save_states ? S + NP : S;
-      const float decay = flushed_exp(ch.end);
-      for (int64_t i = 0; i < NP; ++i) next[i] = decay * S[i];
-      gemm(true, false, N, P, L, ch.alpha_k, ch.kh.data(), N, v_c, s.ldv, 1.0f, next, P);
+      if (next != S) std::memcpy(next, S, NP * sizeof(float));
+      gemm(true, false, N, P, L, ch.alpha_k, ch.kh.data(), N, v_c, s.ldv, flushed_exp(ch.end),
+           next, P);
     });
   });
   return {y, save_states ? states : states.select(2, 0)};
@@ -366,9 +366,8 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
         }
       }
       // the gradient of the state entering the chunk: exp(end) G + qd^T dy
-      const float decay = flushed_exp(ch.end);
-      for (int64_t i = 0; i < NP; ++i) G[i] *= decay;
-      gemm(true, false, N, P, L, ch.alpha_q, ch.qh.data(), N, dy_c, ldv, 1.0f, G, P);
+      gemm(true, false, N, P, L, ch.alpha_q, ch.qh.data(), N, dy_c, ldv, flushed_exp(ch.end), G,
+           P);
       // d log_a_i = sum over t >= i of d cs_t (reverse in-chunk cumsum)
       dcs[L - 1] += d_end;
       float acc = 0;
