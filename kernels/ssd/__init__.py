@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .chunk import ssd_chunked
-from .cpu_chunk import cpu_kernel_available, ssd_chunked_cpu
+from .cpu_chunk import cpu_kernel_available, cpu_kernel_takes, ssd_chunked_cpu
 from .naive import segment_sum, ssd_naive
 from .recurrent import ssd_recurrent, ssd_step
 from .validate import check_ssd_inputs
@@ -33,8 +33,7 @@ def auto_backend(*tensors: torch.Tensor | None) -> str:
     v = tensors[2]
     if v.is_cuda and triton_available():
         return "triton"
-    if (v.device.type == "cpu" and not torch.compiler.is_compiling()
-            and all(t is None or t.dtype != torch.float64 for t in tensors)
+    if (not torch.compiler.is_compiling() and cpu_kernel_takes(*tensors)
             and cpu_kernel_available()):
         return "cpu"
     return "torch"

@@ -166,6 +166,22 @@ void prefetch_rows(const float* p, int64_t rows, int64_t ld, int64_t cols) {
     for (int64_t j = 0; j < cols; j += 16) __builtin_prefetch(p + i * ld + j);
 }
 
+// The rows of chunk c of a sequence's q, k and v (nothing if there is no chunk c). Inlined:
+// as a call it cost the forward ~1 ms at T = 8192 (measured).
+__attribute__((always_inline)) inline void prefetch_chunk(const Dims& d, const Sequence& s, int64_t c) {
+  if (c < 0 || c >= d.n) return;
+  const int64_t t = c * d.Q, rows = std::min(d.Q, d.T - t);
+  prefetch_rows(s.q + t * s.ldq, rows, s.ldq, d.N);
+  prefetch_rows(s.k + t * s.ldq, rows, s.ldq, d.N);
+  prefetch_rows(s.v + t * s.ldv, rows, s.ldv, d.P);
+}
+
+// dst [n] = src [n], or zeros when src is null (an absent initial state or its gradient).
+void copy_or_zero(float* dst, const float* src, int64_t n) {
+  if (src != nullptr) std::memcpy(dst, src, n * sizeof(float));
+  else std::fill(dst, dst + n, 0.0f);
+}
+
 float dot(const float* x, const float* y, int64_t n) {
   float acc = 0;
 #pragma omp simd reduction(+ : acc)
@@ -222,21 +238,14 @@ std::vector<torch::Tensor> ssd_forward(torch::Tensor q, torch::Tensor k, torch::
     Chunk ch(d);
     const int N = d.N, P = d.P, Q = d.Q;
     for (int64_t task = begin; task < stop; ++task) {
-      float* S = sp + task * kept * NP;
-      if (has_initial) std::memcpy(S, s0 + task * NP, NP * sizeof(float));
-      else std::fill(S, S + NP, 0.0f);
+      copy_or_zero(sp + task * kept * NP, has_initial ? s0 + task * NP : nullptr, NP);
     }
     for_chunks(d, begin, stop, false, [&](int64_t b, int64_t h, int64_t c) {
       const Sequence s(d, qp, kp, vp, ap, b, h);
       ch.load(s, c);
       const int L = ch.L;
       float* S = sp + ((b * d.H + h) * kept + (save_states ? c : 0)) * NP;
-      if (c + 1 < d.n) {  // the next chunk of this head
-        const int64_t t1 = (c + 1) * Q, rows = std::min<int64_t>(Q, d.T - t1);
-        prefetch_rows(s.q + t1 * s.ldq, rows, s.ldq, N);
-        prefetch_rows(s.k + t1 * s.ldq, rows, s.ldq, N);
-        prefetch_rows(s.v + t1 * s.ldv, rows, s.ldv, P);
-      }
+      prefetch_chunk(d, s, c + 1);  // the next chunk of this head
       const float* v_c = s.v + ch.t0 * s.ldv;
       float* y_c = yp + ((b * d.T + ch.t0) * d.H + h) * P;
       // y = A v + qd S
@@ -285,9 +294,7 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
     std::vector<float> dA(Q * Q), dq_in(Q * N), dk_in(Q * N), dq_st(Q * N), dk_st(Q * N),
         dcs(Q);
     for (int64_t task = begin; task < stop; ++task) {
-      float* G = dsp + task * NP;
-      if (has_final) std::memcpy(G, dfp + task * NP, NP * sizeof(float));
-      else std::fill(G, G + NP, 0.0f);
+      copy_or_zero(dsp + task * NP, has_final ? dfp + task * NP : nullptr, NP);
     }
     for_chunks(d, begin, stop, true, [&](int64_t b, int64_t h, int64_t c) {
       const Sequence s(d, qp, kp, vp, ap, b, h);
@@ -296,12 +303,9 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
       const int64_t task = b * d.H + h, row = (b * d.T + ch.t0) * d.H + h;  // [B, T, H, *]
       const float* S = sp + (task * (d.n + 1) + c) * NP;  // the state entering the chunk
       float* G = dsp + task * NP;                          // d loss / d state leaving it
-      if (c > 0) {  // the previous chunk of this head, next in the backward
-        const int64_t t1 = (c - 1) * Q;
-        prefetch_rows(s.q + t1 * s.ldq, Q, s.ldq, N);
-        prefetch_rows(s.k + t1 * s.ldq, Q, s.ldq, N);
-        prefetch_rows(s.v + t1 * s.ldv, Q, s.ldv, P);
-        prefetch_rows(dyp + ((b * d.T + t1) * d.H + h) * P, Q, s.ldv, P);
+      if (c > 0) {  // the previous chunk of this head, next in the backward, with its dy and S
+        prefetch_chunk(d, s, c - 1);
+        prefetch_rows(dyp + row * P - Q * s.ldv, Q, s.ldv, P);
         prefetch_rows(S - NP, 1, 0, NP);
       }
       const float* v_c = s.v + ch.t0 * s.ldv;

@@ -94,6 +94,13 @@ def cpu_kernel_available() -> bool:
     return _extension() is not None
 
 
+def cpu_kernel_takes(*tensors: torch.Tensor | None) -> bool:
+    """True when the kernel can compute these inputs: CPU tensors, none of them float64 (the
+    kernel computes in float32; None entries are absent optional inputs)."""
+    present = [t for t in tensors if t is not None]
+    return all(t.device.type == "cpu" and t.dtype != torch.float64 for t in present)
+
+
 def _float32(x: torch.Tensor) -> torch.Tensor:
     return x.detach().to(torch.float32).contiguous()
 
@@ -154,7 +161,7 @@ def ssd_chunked_cpu(
     dims = check_ssd_inputs(q, k, v, log_a, initial_state)
     if chunk_size < 1:
         raise ValueError(f"chunk_size: expected >= 1 but got {chunk_size}")
-    if v.device.type != "cpu" or torch.float64 in {x.dtype for x in (q, k, v, log_a)}:
+    if not cpu_kernel_takes(q, k, v, log_a):
         raise ValueError("the CPU kernel takes CPU tensors in float32 or half precision")
     if not cpu_kernel_available():
         raise RuntimeError("the CPU SSD kernel is unavailable (see the warning above, or "
