@@ -24,11 +24,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
 
-#if defined(__SSE__)
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#elif defined(__SSE__)
 #include <xmmintrin.h>
 #endif
 
@@ -182,11 +185,63 @@ void copy_or_zero(float* dst, const float* src, int64_t n) {
   else std::fill(dst, dst + n, 0.0f);
 }
 
+// x . y (a state-sized dot: four independent sums, not one chain of dependent adds)
 float dot(const float* x, const float* y, int64_t n) {
-  float acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += x[i] * y[i];
-  return acc;
+  int64_t i = 0;
+  float total = 0;
+#if defined(__AVX512F__)
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  for (; i + 64 <= n; i += 64)
+    for (int u = 0; u < 4; ++u)
+      acc[u] = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16 * u), _mm512_loadu_ps(y + i + 16 * u),
+                               acc[u]);
+  total = _mm512_reduce_add_ps(
+      _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+#endif
+  for (; i < n; ++i) total += x[i] * y[i];
+  return total;
+}
+
+// a . x - b . y over one row (the d cs of a step)
+float dot_diff(const float* a, const float* x, const float* b, const float* y, int n) {
+  int j = 0;
+  float total = 0;
+#if defined(__AVX512F__)
+  __m512 plus = _mm512_setzero_ps(), minus = _mm512_setzero_ps();
+  for (; j + 16 <= n; j += 16) {
+    plus = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(x + j), plus);
+    minus = _mm512_fmadd_ps(_mm512_loadu_ps(b + j), _mm512_loadu_ps(y + j), minus);
+  }
+  total = _mm512_reduce_add_ps(_mm512_sub_ps(plus, minus));
+#endif
+  for (; j < n; ++j) total += a[j] * x[j] - b[j] * y[j];
+  return total;
+}
+
+// out [n] = base + f x (base may be null: 0), one row of an output tensor the kernel does not
+// read back. Where out is 64-byte aligned the row is streamed past the cache: no read of the
+// output's lines first, and no eviction of the operands. Call store_fence() before returning.
+void store_row(float* out, const float* base, float f, const float* x, int n) {
+  int j = 0;
+#if defined(__AVX512F__)
+  if (reinterpret_cast<uintptr_t>(out) % 64 == 0) {
+    const __m512 vf = _mm512_set1_ps(f);
+    for (; j + 16 <= n; j += 16) {
+      __m512 r = _mm512_mul_ps(vf, _mm512_loadu_ps(x + j));
+      if (base != nullptr) r = _mm512_add_ps(r, _mm512_loadu_ps(base + j));
+      _mm512_stream_ps(out + j, r);
+    }
+  }
+#endif
+  for (; j < n; ++j) out[j] = (base != nullptr ? base[j] : 0.0f) + f * x[j];
+}
+
+// Orders this thread's streamed stores before the results are handed back.
+void store_fence() {
+#if defined(__SSE__)
+  _mm_sfence();
+#endif
 }
 
 Dims make_dims(const torch::Tensor& q, const torch::Tensor& v, int64_t chunk, double scale) {
@@ -334,12 +389,9 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
         for (int i = 0; i < L; ++i) {
           const float *gq = &dq_in[i * N], *gk = &dk_in[i * N];
           // cs_t enters through qh_t = fq_t q_t and kh_t = fk_t k_t
-          dcs[i] = dot(&ch.qh[i * N], gq, N) - dot(&ch.kh[i * N], gk, N);
-          float *out_q = dq_c + i * ldg, *out_k = dk_c + i * ldg;
-          for (int j = 0; j < N; ++j) {
-            out_q[j] = ch.fq[i] * gq[j];
-            out_k[j] = ch.fk[i] * gk[j];
-          }
+          dcs[i] = dot_diff(&ch.qh[i * N], gq, &ch.kh[i * N], gk, N);
+          store_row(dq_c + i * ldg, nullptr, ch.fq[i], gq, N);
+          store_row(dk_c + i * ldg, nullptr, ch.fk[i], gk, N);
         }
       } else {
         // through the state terms: d qd = dy S^T, d kd = v G^T
@@ -361,12 +413,9 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
         // qd = qh = fq q and kd = kh = fk k carry the state terms
         for (int i = 0; i < L; ++i) {
           const float *sq = &dq_st[i * N], *sk = &dk_st[i * N];
-          dcs[i] += dot(&ch.qh[i * N], sq, N) - dot(&ch.kh[i * N], sk, N);
-          float *out_q = dq_c + i * ldg, *out_k = dk_c + i * ldg;
-          for (int j = 0; j < N; ++j) {
-            out_q[j] = dq_in[i * N + j] + ch.fq[i] * sq[j];
-            out_k[j] = dk_in[i * N + j] + ch.fk[i] * sk[j];
-          }
+          dcs[i] += dot_diff(&ch.qh[i * N], sq, &ch.kh[i * N], sk, N);
+          store_row(dq_c + i * ldg, &dq_in[i * N], ch.fq[i], sq, N);
+          store_row(dk_c + i * ldg, &dk_in[i * N], ch.fk[i], sk, N);
         }
       }
       // the gradient of the state entering the chunk: exp(end) G + qd^T dy
@@ -380,6 +429,7 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
         dap[row + i * d.H] = acc;
       }
     });
+    store_fence();
   });
   return {dq, dk, dv, d_log_a, d_state};
 }

@@ -30,8 +30,12 @@ import torch
 from .validate import SSDDims, check_ssd_inputs
 
 SOURCE = Path(__file__).with_name("cpu_chunk.cpp")
-# -march=native: the elementwise loops use the machine's vector width (BLAS picks its own)
+# -march=native: the elementwise loops use the machine's vector width (BLAS picks its own); on
+# x86 GCC otherwise keeps to 256-bit vectors even where 512-bit ones exist (they were ~4% slower
+# here, measured)
 CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+if platform.machine().lower() in ("x86_64", "amd64"):
+    CFLAGS.append("-mprefer-vector-width=512")
 LDFLAGS = ["-fopenmp"]
 
 

@@ -145,6 +145,20 @@ def test_cpu_kernel_batches_groups_and_ragged_chunks(G, decay):
         assert_close_rmse(g, w, FP32_TOL, f"cpu B=2 G={G} decay={decay} {name}")
 
 
+@needs_cpu_kernel
+@pytest.mark.parametrize("decay", [0.5, 8.0])
+def test_cpu_kernel_rows_off_the_vector_width(decay):
+    """N = 24, P = 20: rows that are not whole 16-float vectors (vector loops with scalar tails)
+    and that start off 64-byte boundaries (the output rows the kernel streams fall back to plain
+    stores); the state-sized dot has a tail too (N P = 480)."""
+    inputs = make_inputs(2, 70, 2, 4, 24, 20, decay=decay, seed=5)
+    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
+    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
+    got = outputs_and_grads(ssd_chunked_cpu, inputs, scale=0.5, chunk_size=32)
+    for name, g, w in zip(NAMES, got, want):
+        assert_close_rmse(g, w, FP32_TOL, f"cpu N=24 P=20 decay={decay} {name}")
+
+
 @pytest.mark.parametrize("form", ["chunked", pytest.param("cpu", marks=needs_cpu_kernel)])
 def test_chunked_with_growing_and_decaying_steps(form):
     """log_a of both signs (8 steps near -6, then 8 near +4, per chunk of 16): in-chunk cumsums
