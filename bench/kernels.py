@@ -235,12 +235,21 @@ def forward_call(fn: Callable, inputs: list[torch.Tensor]) -> Callable[[], objec
 
 
 def backward_call(fn: Callable, inputs: list[torch.Tensor]) -> Callable[[], object]:
-    """Forward, then backward of a fixed dense random cotangent dL/dy (as a training step
-    brings; ``.sum().backward()`` would pass an expanded tensor of ones instead)."""
+    """One training step's work: forward, then backward of a fixed dense random cotangent dL/dy
+    into fresh gradients.
+
+    Dense: ``.sum().backward()`` would pass an expanded tensor of ones instead. Fresh: the
+    gradients are set to None first, as ``optimizer.zero_grad()`` does before each step;
+    otherwise every call after the first would also add its gradients into the previous ones
+    (three passes over [B, T, H, 64] tensors, ~4 ms at T = 8192 on our CPU, the same for every
+    implementation).
+    """
     v = inputs[2]
     cotangent = torch.randn(v.shape, generator=torch.Generator().manual_seed(1)).to(v.device)
 
     def call() -> None:
+        for x in inputs:
+            x.grad = None
         fn(*inputs).backward(cotangent)
 
     return call
