@@ -264,6 +264,19 @@ def spread(seconds: list[float]) -> dict:
             "repetitions": len(ms)}
 
 
+def malloc_setting() -> str:
+    """How this process's malloc treats freed memory, as far as the environment says.
+
+    On CPUs it moves the forward+backward times: glibc by default unmaps large freed blocks
+    (always at 32 MB and up, i.e. T >= 16384 here), so each call faults its fresh outputs in
+    again (docs/kernels.md, "Page faults").
+    """
+    names = sorted(n for n in os.environ if n.startswith("MALLOC_") or n == "LD_PRELOAD")
+    if not names:
+        return "glibc defaults"
+    return " ".join(f"{n}={os.environ[n]}" for n in names)
+
+
 def run(lengths: list[int], reps: int, json_path: Path) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not cpu_kernel_available():  # builds it now, outside the timings
@@ -271,6 +284,8 @@ def run(lengths: list[int], reps: int, json_path: Path) -> dict:
     rate = matmul_rate(device)
     print(f"# device={device} threads={torch.get_num_threads()} fp32 matmul {rate:.1f} GFLOP/s "
           "(measured again after the sweep; the fractions use the larger of the two)")
+    if device == "cpu":
+        print(f"# malloc: {malloc_setting()}")
     records = []
     for T in lengths:
         gen = torch.Generator().manual_seed(T)
@@ -326,6 +341,7 @@ def run(lengths: list[int], reps: int, json_path: Path) -> dict:
         "processor": platform.processor(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "malloc": malloc_setting(),
         "matmul_gflops": rate,
         "repetitions": reps,
         "shape": {"B": B, "H": H, "G": H, "N": N, "P": P, "dtype": "float32"},
