@@ -219,22 +219,31 @@ float dot_diff(const float* a, const float* x, const float* b, const float* y, i
   return total;
 }
 
-// out [n] = base + f x (base may be null: 0), one row of an output tensor the kernel does not
-// read back. Where out is 64-byte aligned the row is streamed past the cache: no read of the
-// output's lines first, and no eviction of the operands. Call store_fence() before returning.
-void store_row(float* out, const float* base, float f, const float* x, int n) {
+// How a row of dq or dk reaches its output: streamed (the only head of its key group: the row
+// is written once and not read back here), written (the first of a group's heads in a range)
+// or added (the others).
+enum class Put { stream, write, add };
+
+// out [n] (=, +=) base + f x (base may be null: 0). A streamed row goes past the cache where
+// out is 64-byte aligned: no read of the output's lines first, and no eviction of the
+// operands; call store_fence() before returning.
+void put_row(Put mode, float* out, const float* base, float f, const float* x, int n) {
   int j = 0;
 #if defined(__AVX512F__)
-  if (reinterpret_cast<uintptr_t>(out) % 64 == 0) {
-    const __m512 vf = _mm512_set1_ps(f);
-    for (; j + 16 <= n; j += 16) {
-      __m512 r = _mm512_mul_ps(vf, _mm512_loadu_ps(x + j));
-      if (base != nullptr) r = _mm512_add_ps(r, _mm512_loadu_ps(base + j));
-      _mm512_stream_ps(out + j, r);
-    }
+  const bool stream = mode == Put::stream && reinterpret_cast<uintptr_t>(out) % 64 == 0;
+  const __m512 vf = _mm512_set1_ps(f);
+  for (; j + 16 <= n; j += 16) {
+    __m512 r = _mm512_mul_ps(vf, _mm512_loadu_ps(x + j));
+    if (base != nullptr) r = _mm512_add_ps(r, _mm512_loadu_ps(base + j));
+    if (mode == Put::add) r = _mm512_add_ps(r, _mm512_loadu_ps(out + j));
+    if (stream) _mm512_stream_ps(out + j, r);
+    else _mm512_storeu_ps(out + j, r);
   }
 #endif
-  for (; j < n; ++j) out[j] = (base != nullptr ? base[j] : 0.0f) + f * x[j];
+  for (; j < n; ++j) {
+    const float r = (base != nullptr ? base[j] : 0.0f) + f * x[j];
+    out[j] = mode == Put::add ? out[j] + r : r;
+  }
 }
 
 // Orders this thread's streamed stores before the results are handed back.
@@ -316,7 +325,69 @@ std::vector<torch::Tensor> ssd_forward(torch::Tensor q, torch::Tensor k, torch::
   return {y, save_states ? states : states.select(2, 0)};
 }
 
-// Gradients (dq, dk per head [B, T, H, N], dv [B, T, H, P], d log_a [B, T, H],
+// The backward's split of its (batch, head) tasks into ranges, one per thread, and where each
+// range puts its dq, dk rows. Task b H + h belongs to key group gid = b G + h / R (R = H / G
+// heads per group), so a group is R consecutive tasks. A range adds the rows of a group's
+// heads into the group's row of dq [B, T, G, N] when it holds all of them; a group split
+// between ranges gets one scratch [T, N] per range holding part of it (a "slot"), and the
+// slots are summed into place once every range is done.
+struct TaskSplit {
+  int64_t R, per, ranges;  // heads per group, tasks per range, number of ranges
+  std::vector<int64_t> slot_group;             // the group of each slot
+  std::vector<int64_t> first_slot, last_slot;  // per range: the slot of its first / last group
+
+  TaskSplit(const Dims& d, int64_t threads) : R(d.H / d.G) {
+    const int64_t tasks = d.B * d.H;
+    per = (tasks + std::max<int64_t>(threads, 1) - 1) / std::max<int64_t>(threads, 1);
+    ranges = (tasks + per - 1) / per;
+    first_slot.assign(ranges, -1);
+    last_slot.assign(ranges, -1);
+    for (int64_t r = 0; r < ranges; ++r) {
+      const int64_t begin = r * per, stop = std::min(tasks, begin + per);
+      const int64_t first = begin / R, last = (stop - 1) / R;
+      if (begin % R != 0 || (first + 1) * R > stop) {
+        first_slot[r] = static_cast<int64_t>(slot_group.size());
+        slot_group.push_back(first);
+      }
+      if (last != first && stop % R != 0) {
+        last_slot[r] = static_cast<int64_t>(slot_group.size());
+        slot_group.push_back(last);
+      }
+    }
+  }
+  int64_t begin(int64_t r) const { return r * per; }
+  int64_t stop(int64_t r, const Dims& d) const { return std::min(d.B * d.H, (r + 1) * per); }
+  // the slot range r keeps group gid in, or -1 when the range holds the whole group
+  int64_t slot(int64_t r, int64_t gid) const {
+    if (first_slot[r] >= 0 && slot_group[first_slot[r]] == gid) return first_slot[r];
+    if (last_slot[r] >= 0 && slot_group[last_slot[r]] == gid) return last_slot[r];
+    return -1;
+  }
+};
+
+// out [B, T, G, N] rows of each split group = the sum of its slots (scratch [slots, T, N]).
+void sum_slots(const Dims& d, const TaskSplit& split, const float* scratch, float* out) {
+  const int64_t slots = static_cast<int64_t>(split.slot_group.size());
+  for (int64_t first = 0; first < slots;) {
+    const int64_t gid = split.slot_group[first];
+    int64_t end = first + 1;  // a group's slots are consecutive (ranges are in task order)
+    while (end < slots && split.slot_group[end] == gid) ++end;
+    const int64_t b = gid / d.G, g = gid % d.G;
+    at::parallel_for(0, d.T, 256, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        float* row = out + ((b * d.T + t) * d.G + g) * d.N;
+        std::memcpy(row, scratch + (first * d.T + t) * d.N, d.N * sizeof(float));
+        for (int64_t slot = first + 1; slot < end; ++slot) {
+          const float* part = scratch + (slot * d.T + t) * d.N;
+          for (int64_t j = 0; j < d.N; ++j) row[j] += part[j];
+        }
+      }
+    });
+    first = end;
+  }
+}
+
+// Gradients (dq, dk [B, T, G, N], summed over each key group's heads; dv [B, T, H, P], d log_a [B, T, H],
 // d initial state [B, H, N, P]) from dy, the gradient of the final state (empty: none) and
 // the states saved by ssd_forward.
 std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
@@ -326,8 +397,12 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
   for (auto* t : {&q, &k, &v, &log_a, &states, &dy}) check(*t, "ssd_backward");
   const Dims d = make_dims(q, v, chunk, scale);
   const int64_t NP = d.N * d.P;
-  auto dq = torch::empty({d.B, d.T, d.H, d.N}, v.options());
-  auto dk = torch::empty({d.B, d.T, d.H, d.N}, v.options());
+  const TaskSplit split(d, at::get_num_threads());
+  auto dq = torch::empty({d.B, d.T, d.G, d.N}, v.options());
+  auto dk = torch::empty({d.B, d.T, d.G, d.N}, v.options());
+  const int64_t slots = static_cast<int64_t>(split.slot_group.size());
+  auto dq_slots = torch::empty({slots, d.T, d.N}, v.options());
+  auto dk_slots = torch::empty({slots, d.T, d.N}, v.options());
   auto dv = torch::empty({d.B, d.T, d.H, d.P}, v.options());
   auto d_log_a = torch::empty_like(log_a);
   // the gradient of the state entering chunk c, carried from chunk to chunk: at the end, the
@@ -340,9 +415,12 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
               *dyp = dy.data_ptr<float>();
   const float* dfp = has_final ? d_final.data_ptr<float>() : nullptr;
   float *dqp = dq.data_ptr<float>(), *dkp = dk.data_ptr<float>(), *dvp = dv.data_ptr<float>(),
-        *dap = d_log_a.data_ptr<float>(), *dsp = d_state.data_ptr<float>();
+        *dap = d_log_a.data_ptr<float>(), *dsp = d_state.data_ptr<float>(),
+        *dq_slot_p = dq_slots.data_ptr<float>(), *dk_slot_p = dk_slots.data_ptr<float>();
 
-  at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t stop) {
+  // the tasks of one range (see TaskSplit), chunks in reverse order
+  const auto backward_range = [&](int64_t range) {
+    const int64_t begin = split.begin(range), stop = split.stop(range, d);
     FlushDenormals flush;
     Chunk ch(d);
     const int N = d.N, P = d.P, Q = d.Q;
@@ -376,9 +454,21 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
       gemm(true, false, L, P, L, 1.0f, ch.A.data(), Q, dy_c, ldv, 0.0f, dv_c, ldv);
       gemm(false, false, L, P, N, ch.alpha_k, ch.kh.data(), N, G, P, 1.0f, dv_c, ldv);
 
-      float* dq_c = dqp + row * N;
-      float* dk_c = dkp + row * N;
-      const int64_t ldg = d.H * N;
+      // where this head's dq, dk rows go: its key group's rows, in place or in this range's slot
+      const int64_t gid = task / split.R, slot = split.slot(range, gid);
+      const Put put = split.R == 1 ? Put::stream
+                      : task == std::max(begin, gid * split.R) ? Put::write : Put::add;
+      float *dq_c, *dk_c;
+      int64_t ldg;
+      if (slot >= 0) {
+        dq_c = dq_slot_p + (slot * d.T + ch.t0) * N;
+        dk_c = dk_slot_p + (slot * d.T + ch.t0) * N;
+        ldg = N;
+      } else {
+        dq_c = dqp + ((b * d.T + ch.t0) * d.G + gid % d.G) * N;
+        dk_c = dkp + ((b * d.T + ch.t0) * d.G + gid % d.G) * N;
+        ldg = d.G * N;
+      }
       if (ch.factorised) {
         // A = tril(qh kh^T), qd = alpha_q qh, kd = alpha_k kh:
         // d qh = dA kh + alpha_q dy S^T,  d kh = dA^T qh + alpha_k v G^T
@@ -390,8 +480,8 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
           const float *gq = &dq_in[i * N], *gk = &dk_in[i * N];
           // cs_t enters through qh_t = fq_t q_t and kh_t = fk_t k_t
           dcs[i] = dot_diff(&ch.qh[i * N], gq, &ch.kh[i * N], gk, N);
-          store_row(dq_c + i * ldg, nullptr, ch.fq[i], gq, N);
-          store_row(dk_c + i * ldg, nullptr, ch.fk[i], gk, N);
+          put_row(put, dq_c + i * ldg, nullptr, ch.fq[i], gq, N);
+          put_row(put, dk_c + i * ldg, nullptr, ch.fk[i], gk, N);
         }
       } else {
         // through the state terms: d qd = dy S^T, d kd = v G^T
@@ -414,8 +504,8 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
         for (int i = 0; i < L; ++i) {
           const float *sq = &dq_st[i * N], *sk = &dk_st[i * N];
           dcs[i] += dot_diff(&ch.qh[i * N], sq, &ch.kh[i * N], sk, N);
-          store_row(dq_c + i * ldg, &dq_in[i * N], ch.fq[i], sq, N);
-          store_row(dk_c + i * ldg, &dk_in[i * N], ch.fk[i], sk, N);
+          put_row(put, dq_c + i * ldg, &dq_in[i * N], ch.fq[i], sq, N);
+          put_row(put, dk_c + i * ldg, &dk_in[i * N], ch.fk[i], sk, N);
         }
       }
       // the gradient of the state entering the chunk: exp(end) G + qd^T dy
@@ -430,7 +520,12 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
       }
     });
     store_fence();
+  };
+  at::parallel_for(0, split.ranges, 1, [&](int64_t range0, int64_t range1) {
+    for (int64_t range = range0; range < range1; ++range) backward_range(range);
   });
+  sum_slots(d, split, dq_slot_p, dqp);
+  sum_slots(d, split, dk_slot_p, dkp);
   return {dq, dk, dv, d_log_a, d_state};
 }
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .validate import SSDDims, check_ssd_inputs
+from .validate import check_ssd_inputs
 
 SOURCE = Path(__file__).with_name("cpu_chunk.cpp")
 # -march=native: the elementwise loops use the machine's vector width (BLAS picks its own); on
@@ -111,11 +111,11 @@ def _float32(x: torch.Tensor) -> torch.Tensor:
 
 class _SSDCpu(torch.autograd.Function):
     """Forward saves the state entering every chunk ([B, H, n + 1, N, P] float32); the backward
-    walks the chunks in reverse from them. dq, dk come back per head and are summed over each
-    key group here."""
+    walks the chunks in reverse from them and returns dq, dk already summed over each key
+    group's heads."""
 
     @staticmethod
-    def forward(ctx, q, k, v, log_a, initial_state, scale, chunk_size, dims: SSDDims):
+    def forward(ctx, q, k, v, log_a, initial_state, scale, chunk_size):
         ext = _extension()
         inputs = [_float32(x) for x in (q, k, v, log_a)]
         s0 = torch.empty(0) if initial_state is None else _float32(initial_state)
@@ -124,7 +124,7 @@ class _SSDCpu(torch.autograd.Function):
         final = states[:, :, -1] if keep else states
         if keep:
             ctx.save_for_backward(*inputs, states)
-        ctx.args = (scale, chunk_size, dims)
+        ctx.args = (scale, chunk_size)
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, log_a.dtype,
                       None if initial_state is None else initial_state.dtype)
         return y.to(v.dtype), final.clone() if keep else final
@@ -132,17 +132,14 @@ class _SSDCpu(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, d_final):
         q, k, v, log_a, states = ctx.saved_tensors
-        scale, chunk_size, d = ctx.args
+        scale, chunk_size = ctx.args
         d_final = torch.empty(0) if d_final is None else _float32(d_final)
         dy = torch.zeros_like(v) if dy is None else _float32(dy)
         dq, dk, dv, d_log_a, d_s0 = _extension().backward(q, k, v, log_a, states, dy, d_final,
                                                           scale, chunk_size)
-        if d.H != d.G:  # heads share a key group: sum their gradients
-            dq = dq.view(d.B, d.T, d.G, d.H // d.G, d.N).sum(3)
-            dk = dk.view(d.B, d.T, d.G, d.H // d.G, d.N).sum(3)
         q_dt, k_dt, v_dt, a_dt, s_dt = ctx.dtypes
         return (dq.to(q_dt), dk.to(k_dt), dv.to(v_dt), d_log_a.to(a_dt),
-                None if s_dt is None else d_s0.to(s_dt), None, None, None)
+                None if s_dt is None else d_s0.to(s_dt), None, None)
 
 
 def ssd_chunked_cpu(
@@ -162,7 +159,7 @@ def ssd_chunked_cpu(
     tensors, float32 or half precision (computed in float32). Raises RuntimeError when the
     kernel is unavailable (see :func:`cpu_kernel_available`).
     """
-    dims = check_ssd_inputs(q, k, v, log_a, initial_state)
+    check_ssd_inputs(q, k, v, log_a, initial_state)
     if chunk_size < 1:
         raise ValueError(f"chunk_size: expected >= 1 but got {chunk_size}")
     if not cpu_kernel_takes(q, k, v, log_a):
@@ -170,5 +167,5 @@ def ssd_chunked_cpu(
     if not cpu_kernel_available():
         raise RuntimeError("the CPU SSD kernel is unavailable (see the warning above, or "
                            "ANATOMY_CPU_KERNEL=0); use backend='torch'")
-    y, final_state = _SSDCpu.apply(q, k, v, log_a, initial_state, scale, chunk_size, dims)
+    y, final_state = _SSDCpu.apply(q, k, v, log_a, initial_state, scale, chunk_size)
     return (y, final_state) if output_final_state else y

@@ -146,6 +146,32 @@ def test_cpu_kernel_batches_groups_and_ragged_chunks(G, decay):
 
 
 @needs_cpu_kernel
+@pytest.mark.parametrize(
+    "B,H,G,threads",
+    [
+        (2, 4, 1, 3),  # a middle range ends one group and starts the next: two partial sums
+        (1, 8, 1, 4),  # one group split over four ranges
+        (2, 6, 3, 4),  # split and whole groups side by side
+        (1, 4, 1, 8),  # more threads than (batch, head) tasks
+    ],
+)
+def test_cpu_kernel_sums_key_groups_across_thread_ranges(B, H, G, threads):
+    """The backward sums dq, dk over each key group's heads itself; heads of one group that
+    fall in different threads' ranges meet in per-range partial sums, added up at the end."""
+    inputs = make_inputs(B, 70, G, H, 8, 8, decay=3.0, seed=H + threads)
+    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
+    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = outputs_and_grads(ssd_chunked_cpu, inputs, scale=0.5, chunk_size=16)
+    finally:
+        torch.set_num_threads(before)
+    for name, g, w in zip(NAMES, got, want):
+        assert_close_rmse(g, w, FP32_TOL, f"cpu B={B} H={H} G={G} threads={threads} {name}")
+
+
+@needs_cpu_kernel
 @pytest.mark.parametrize("decay", [0.5, 8.0])
 def test_cpu_kernel_rows_off_the_vector_width(decay):
     """N = 24, P = 20: rows that are not whole 16-float vectors (vector loops with scalar tails)
