@@ -387,9 +387,9 @@ void sum_slots(const Dims& d, const TaskSplit& split, const float* scratch, floa
   }
 }
 
-// Gradients (dq, dk [B, T, G, N], summed over each key group's heads; dv [B, T, H, P], d log_a [B, T, H],
-// d initial state [B, H, N, P]) from dy, the gradient of the final state (empty: none) and
-// the states saved by ssd_forward.
+// Gradients (dq, dk [B, T, G, N], summed over each key group's heads; dv [B, T, H, P];
+// d log_a [B, T, H]; d initial state [B, H, N, P]) from dy, the gradient of the final state
+// (empty: none) and the states saved by ssd_forward.
 std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
                                         torch::Tensor log_a, torch::Tensor states,
                                         torch::Tensor dy, torch::Tensor d_final, double scale,
