@@ -31,6 +31,17 @@ from kernel_checks import (
 NAMES = ["y", "final_state", "dq", "dk", "dv", "dlog_a", "dinitial_state"]
 
 
+def assert_matches_naive(fn, inputs, label, *, scale=0.5, **kwargs):
+    """fn's output, final state and gradients against the float64 naive reference, to the fp32
+    tolerance; returns fn's [y, S, grads...]."""
+    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
+    want = outputs_and_grads(ssd_naive, ref_inputs, scale=scale)
+    got = outputs_and_grads(fn, inputs, scale=scale, **kwargs)
+    for name, g, w in zip(NAMES, got, want):
+        assert_close_rmse(g, w, FP32_TOL, f"{label} {name}")
+    return got
+
+
 def double_loop_ssd(q, k, v, log_a, scale, s0):
     """The definition, term by term, in float64: independent of every kernel in the package."""
     q, k, v, log_a, s0 = (x.detach().double() for x in (q, k, v, log_a, s0))
@@ -107,13 +118,9 @@ FORMS = {"chunked": ssd_chunked, "cpu": ssd_chunked_cpu, "recurrent": ssd_recurr
 @pytest.mark.parametrize("form,T,chunk,G,decay", FP32_CASES)
 def test_fp32_forms_match_naive(form, T, chunk, G, decay):
     inputs = make_inputs(1, T, G, 4, 16, 16, decay=decay, seed=T + G)
-    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
-    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
     kwargs = {"chunk_size": chunk} if form != "recurrent" else {}
-    got = outputs_and_grads(FORMS[form], inputs, scale=0.5, **kwargs)
-    for name, g, w in zip(NAMES, got, want):
-        assert g.dtype == torch.float32
-        assert_close_rmse(g, w, FP32_TOL, f"{form} T={T} Q={chunk} G={G} {name}")
+    got = assert_matches_naive(FORMS[form], inputs, f"{form} T={T} Q={chunk} G={G}", **kwargs)
+    assert all(g.dtype == torch.float32 for g in got)
 
 
 @pytest.mark.parametrize(
@@ -125,11 +132,8 @@ def test_chunked_across_many_blocks(G, decay, block_steps, monkeypatch):
     too; both decay paths, B = 2."""
     monkeypatch.setattr(chunk_module, "BLOCK_STEPS", block_steps)
     inputs = make_inputs(2, 100, G, 4, 8, 8, decay=decay, seed=G)
-    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
-    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
-    got = outputs_and_grads(ssd_chunked, inputs, scale=0.5, chunk_size=16)
-    for name, g, w in zip(NAMES, got, want):
-        assert_close_rmse(g, w, FP32_TOL, f"blocks of {block_steps} G={G} decay={decay} {name}")
+    assert_matches_naive(ssd_chunked, inputs, f"blocks of {block_steps} G={G} decay={decay}",
+                         chunk_size=16)
 
 
 @needs_cpu_kernel
@@ -138,11 +142,7 @@ def test_cpu_kernel_batches_groups_and_ragged_chunks(G, decay):
     """B = 2 sequences of 7 chunks (the last one ragged) over H = 4 heads in G groups: the
     kernel's tasks are (batch, head) pairs; decay 3.0 mixes factorised and exact chunks."""
     inputs = make_inputs(2, 100, G, 4, 8, 8, decay=decay, seed=G)
-    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
-    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
-    got = outputs_and_grads(ssd_chunked_cpu, inputs, scale=0.5, chunk_size=16)
-    for name, g, w in zip(NAMES, got, want):
-        assert_close_rmse(g, w, FP32_TOL, f"cpu B=2 G={G} decay={decay} {name}")
+    assert_matches_naive(ssd_chunked_cpu, inputs, f"cpu B=2 G={G} decay={decay}", chunk_size=16)
 
 
 @needs_cpu_kernel
@@ -159,16 +159,13 @@ def test_cpu_kernel_sums_key_groups_across_thread_ranges(B, H, G, threads):
     """The backward sums dq, dk over each key group's heads itself; heads of one group that
     fall in different threads' ranges meet in per-range partial sums, added up at the end."""
     inputs = make_inputs(B, 70, G, H, 8, 8, decay=3.0, seed=H + threads)
-    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
-    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        got = outputs_and_grads(ssd_chunked_cpu, inputs, scale=0.5, chunk_size=16)
+        assert_matches_naive(ssd_chunked_cpu, inputs, f"cpu B={B} H={H} G={G} threads={threads}",
+                             chunk_size=16)
     finally:
         torch.set_num_threads(before)
-    for name, g, w in zip(NAMES, got, want):
-        assert_close_rmse(g, w, FP32_TOL, f"cpu B={B} H={H} G={G} threads={threads} {name}")
 
 
 @needs_cpu_kernel
@@ -178,11 +175,7 @@ def test_cpu_kernel_rows_off_the_vector_width(decay):
     and that start off 64-byte boundaries (the output rows the kernel streams fall back to plain
     stores); the state-sized dot has a tail too (N P = 480)."""
     inputs = make_inputs(2, 70, 2, 4, 24, 20, decay=decay, seed=5)
-    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
-    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
-    got = outputs_and_grads(ssd_chunked_cpu, inputs, scale=0.5, chunk_size=32)
-    for name, g, w in zip(NAMES, got, want):
-        assert_close_rmse(g, w, FP32_TOL, f"cpu N=24 P=20 decay={decay} {name}")
+    assert_matches_naive(ssd_chunked_cpu, inputs, f"cpu N=24 P=20 decay={decay}", chunk_size=32)
 
 
 @pytest.mark.parametrize("form", ["chunked", pytest.param("cpu", marks=needs_cpu_kernel)])
@@ -196,11 +189,7 @@ def test_chunked_with_growing_and_decaying_steps(form):
     log_a = (sign * (1 + 0.1 * torch.rand(1, 64, 4, generator=gen))).requires_grad_()
     assert max_chunk_span(log_a.detach(), 16) > MAX_FACTORISED_SPAN
     inputs = [q, k, v, log_a, s0]
-    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
-    want = outputs_and_grads(ssd_naive, ref_inputs, scale=0.5)
-    got = outputs_and_grads(FORMS[form], inputs, scale=0.5, chunk_size=16)
-    for name, g, w in zip(NAMES, got, want):
-        assert_close_rmse(g, w, FP32_TOL, f"{form} mixed-sign log_a {name}")
+    assert_matches_naive(FORMS[form], inputs, f"{form} mixed-sign log_a", chunk_size=16)
 
 
 def test_both_chunked_decay_paths_are_exercised():
