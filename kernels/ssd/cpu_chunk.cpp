@@ -332,31 +332,30 @@ std::vector<torch::Tensor> ssd_forward(torch::Tensor q, torch::Tensor k, torch::
 // between ranges gets one scratch [T, N] per range holding part of it (a "slot"), and the
 // slots are summed into place once every range is done.
 struct TaskSplit {
-  int64_t R, per, ranges;  // heads per group, tasks per range, number of ranges
+  int64_t R, tasks, per, ranges;  // heads per group, tasks, tasks per range, number of ranges
   std::vector<int64_t> slot_group;             // the group of each slot
   std::vector<int64_t> first_slot, last_slot;  // per range: the slot of its first / last group
 
-  TaskSplit(const Dims& d, int64_t threads) : R(d.H / d.G) {
-    const int64_t tasks = d.B * d.H;
-    per = (tasks + std::max<int64_t>(threads, 1) - 1) / std::max<int64_t>(threads, 1);
+  TaskSplit(const Dims& d, int64_t threads) : R(d.H / d.G), tasks(d.B * d.H) {
+    threads = std::max<int64_t>(threads, 1);
+    per = (tasks + threads - 1) / threads;
     ranges = (tasks + per - 1) / per;
     first_slot.assign(ranges, -1);
     last_slot.assign(ranges, -1);
     for (int64_t r = 0; r < ranges; ++r) {
-      const int64_t begin = r * per, stop = std::min(tasks, begin + per);
-      const int64_t first = begin / R, last = (stop - 1) / R;
-      if (begin % R != 0 || (first + 1) * R > stop) {
+      const int64_t first = begin(r) / R, last = (stop(r) - 1) / R;
+      if (begin(r) % R != 0 || (first + 1) * R > stop(r)) {
         first_slot[r] = static_cast<int64_t>(slot_group.size());
         slot_group.push_back(first);
       }
-      if (last != first && stop % R != 0) {
+      if (last != first && stop(r) % R != 0) {
         last_slot[r] = static_cast<int64_t>(slot_group.size());
         slot_group.push_back(last);
       }
     }
   }
   int64_t begin(int64_t r) const { return r * per; }
-  int64_t stop(int64_t r, const Dims& d) const { return std::min(d.B * d.H, (r + 1) * per); }
+  int64_t stop(int64_t r) const { return std::min(tasks, (r + 1) * per); }
   // the slot range r keeps group gid in, or -1 when the range holds the whole group
   int64_t slot(int64_t r, int64_t gid) const {
     if (first_slot[r] >= 0 && slot_group[first_slot[r]] == gid) return first_slot[r];
@@ -420,7 +419,7 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
 
   // the tasks of one range (see TaskSplit), chunks in reverse order
   const auto backward_range = [&](int64_t range) {
-    const int64_t begin = split.begin(range), stop = split.stop(range, d);
+    const int64_t begin = split.begin(range), stop = split.stop(range);
     FlushDenormals flush;
     Chunk ch(d);
     const int N = d.N, P = d.P, Q = d.Q;
