@@ -1,4 +1,5 @@
-"""Attention-mechanism kernels: SSD (decayed linear attention) and Hydra quasiseparable mixers.
+"""Attention-mechanism kernels: SSD (decayed linear attention), Hydra quasiseparable mixers and
+the delta rule (DeltaNet, Gated DeltaNet, KDA).
 
 Organised per operation (naive reference, recurrent, PyTorch chunked, C++ chunked for CPUs,
 Triton chunked for GPUs).
@@ -6,6 +7,13 @@ Triton chunked for GPUs).
 
 from __future__ import annotations
 
+from .delta_rule import (
+    delta_rule,
+    delta_rule_chunked,
+    delta_rule_naive,
+    delta_rule_recurrent,
+    delta_rule_step,
+)
 from .quasiseparable import quasiseparable, quasiseparable_naive
 from .ssd import (
     segment_sum,
@@ -18,6 +26,11 @@ from .ssd import (
 )
 
 __all__ = [
+    "delta_rule",
+    "delta_rule_chunked",
+    "delta_rule_naive",
+    "delta_rule_recurrent",
+    "delta_rule_step",
     "quasiseparable",
     "quasiseparable_naive",
     "segment_sum",

@@ -1,0 +1,67 @@
+"""Delta-rule kernels (DeltaNet, Gated DeltaNet, Kimi Delta Attention) in every form.
+
+Naive recurrence with explicit transition matrices (the reference), recurrent step/scan (rank-one
+updates, for decoding) and PyTorch chunked through the UT transform (any device);
+``delta_rule`` dispatches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .chunk import delta_rule_chunked
+from .naive import delta_rule_naive
+from .recurrent import delta_rule_recurrent, delta_rule_step
+from .validate import check_delta_rule_inputs
+
+BACKENDS = ("auto", "torch", "naive", "recurrent")
+
+
+def delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    log_a: torch.Tensor | None = None,
+    scale: float = 1.0,
+    chunk_size: int = 64,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """o_t = scale * q_t^T S_t with S_t = (I - beta_t k_t k_t^T) diag(alpha_t) S_{t-1}
+    + beta_t k_t v_t^T, alpha_t = exp(log_a_t).
+
+    q, k: [B, T, H, N]; v: [B, T, H, P]; beta: [B, T, H]; log_a: None (DeltaNet), [B, T, H]
+    (Gated DeltaNet, one gate per head) or [B, T, H, N] (KDA, one gate per key channel, applied
+    to the old state before the delta update); initial_state: [B, H, N, P]. Returns o
+    [B, T, H, P] in v's dtype, or (o, final_state [B, H, N, P]) when ``output_final_state``
+    (float32, float64 for float64 inputs).
+
+    backend: "auto" (the PyTorch chunked path), "torch", "naive", "recurrent".
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS} but got {backend!r}")
+    check_delta_rule_inputs(q, k, v, beta, log_a, initial_state)
+    common = {
+        "log_a": log_a,
+        "scale": scale,
+        "initial_state": initial_state,
+        "output_final_state": output_final_state,
+    }
+    if backend == "naive":
+        return delta_rule_naive(q, k, v, beta, **common)
+    if backend == "recurrent":
+        return delta_rule_recurrent(q, k, v, beta, **common)
+    return delta_rule_chunked(q, k, v, beta, chunk_size=chunk_size, **common)
+
+
+__all__ = [
+    "BACKENDS",
+    "delta_rule",
+    "delta_rule_chunked",
+    "delta_rule_naive",
+    "delta_rule_recurrent",
+    "delta_rule_step",
+]
