@@ -26,6 +26,22 @@ class AnatModule(fx.GraphModule):
     shapes: Shapes
     form: str
 
+    def __reduce__(self):
+        """Pickled as what it was compiled from plus its tensors (lowering/saving.py)."""
+        from .saving import recipe, restore
+        return restore, recipe(self)
+
+    def __deepcopy__(self, memo):
+        from .saving import deep_copy
+        return deep_copy(self, memo)
+
+    def __repr__(self) -> str:
+        """Name, form, ports, and each parameter's shape and use (lowering/describe.py)."""
+        from .describe import describe
+        return describe(self)
+
+    __str__ = __repr__
+
     def _step_module(self):
         gm = self.__dict__.get("_step_gm")
         if gm is None:
