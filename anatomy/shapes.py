@@ -84,18 +84,37 @@ class Shapes:
         return f"{name}[{', '.join(parts)}]"
 
     def param_count(self) -> int | None:
-        total = 0
+        """How many parameter entries the diagram holds, composites included (None when a
+        parameter's size depends on a free axis). Callees checked once are shared between
+        calls, so each distinct one is counted once and multiplied by its calls."""
+        return self._param_count({})
+
+    def _param_count(self, memo: dict[int, int | None]) -> int | None:
+        if id(self) in memo:
+            return memo[id(self)]
+        total: int | None = 0
         for b in self.diagram.params():
             n = self.shape(b.outputs[0])
             if any(x is None for x in n):
-                return None
+                total = None
+                break
             total += prod(n)
         for callee in self.callees.values():
-            c = callee.param_count()
-            if c is None:
-                return None
-            total += c
+            c = callee._param_count(memo) if total is not None else None
+            total = None if c is None else total + c
+        memo[id(self)] = total
         return total
+
+    def expanded_calls(self) -> int:
+        """How many composite calls inlining every call would make (a call's callee counted
+        again at each call, computed once per distinct callee)."""
+        memo: dict[int, int] = {}
+
+        def calls(s: Shapes) -> int:
+            if id(s) not in memo:
+                memo[id(s)] = sum(1 + calls(c) for c in s.callees.values())
+            return memo[id(s)]
+        return calls(self)
 
     def free_axes(self, params_only: bool = False) -> list[str]:
         """Axes (by class name) whose size is not known at these dims."""
@@ -110,10 +129,17 @@ class Shapes:
         return seen
 
 
+Memo = dict[tuple, Shapes]
+
+
 def check(diagram: Diagram, overrides: dict[str, int] | None = None,
-          _stack: tuple[str, ...] = ()) -> Shapes:
-    """Infer every axis size of `diagram` at these dims; raise AnatError on any conflict."""
+          _stack: tuple[str, ...] = (), _memo: Memo | None = None) -> Shapes:
+    """Infer every axis size of `diagram` at these dims; raise AnatError on any conflict.
+
+    Each composite is checked once per (callee, dims) and its `Shapes` shared by every call
+    of it, so checking is linear in the program's size even when calls nest and repeat."""
     overrides = {k: v for k, v in (overrides or {}).items()}
+    memo: Memo = {} if _memo is None else _memo
     env = dimlib.resolve(diagram.dims, overrides, f"anatomy {diagram.name}")
     sizes = _Sizes()
     shapes = Shapes(diagram, env, sizes)
@@ -137,7 +163,7 @@ def check(diagram: Diagram, overrides: dict[str, int] | None = None,
         elif op in ("share", "concat", "split", "rope", "xpos", "reshape"):
             deferred.append(box)
         elif op in ("call", "slot"):
-            _check_composite(diagram, box, shapes, _stack)
+            _check_composite(diagram, box, shapes, _stack, memo)
     for box in deferred:
         _deferred(diagram, box, sizes)
     return shapes
@@ -204,7 +230,8 @@ def _port_binding(sig: Signature, box, diagram: Diagram) -> list[tuple[str, str]
     return pairs
 
 
-def _check_composite(diagram: Diagram, box, shapes: Shapes, stack: tuple[str, ...]) -> None:
+def _check_composite(diagram: Diagram, box, shapes: Shapes, stack: tuple[str, ...],
+                     memo: Memo) -> None:
     sizes = shapes.sizes
     program: Program | None = diagram.program
     if box.op == "slot":
@@ -228,15 +255,17 @@ def _check_composite(diagram: Diagram, box, shapes: Shapes, stack: tuple[str, ..
         if a in callee.dims and n is not None and overrides.setdefault(a, n) != n:
             raise AnatError(f"{name}: dim {a} is given as {overrides[a]} but its input "
                             f"has {a} = {n}", box.loc)
+    key = (id(callee), tuple(sorted(overrides.items())))
     try:
-        inner = check(callee, overrides, stack + (diagram.name,))
+        # a callee that checked once has no cycle through this stack (it would have met it)
+        inner = memo.get(key) or check(callee, overrides, stack + (diagram.name,), memo)
     except AnatError as e:
         if e.loc is not None and e.loc.line:
             raise AnatError(e.message, e.loc, e.hint,
                             e.related + [(box.loc, f"in the call of {name} here")]) from None
         # an error without a place of its own (e.g. `f(x, nodim=3)`): the call is the place
         raise AnatError(e.message, box.loc, e.hint, e.related) from None
-    shapes.callees[box.id] = inner
+    memo[key] = shapes.callees[box.id] = inner
     classes: dict[str, str] = {}
     for a, b in pairs:
         n = inner.size(a)
@@ -259,9 +288,10 @@ def check_program(program: Program, overrides: dict[str, int], strict: bool = Tr
             known = {k for d in program for k in d.dims}
             raise AnatError(f"`{unknown[0]}` is not a dim of any anatomy in {program.file}",
                             hint=did_you_mean(unknown[0], known, "dim"))
+    memo: Memo = {}
     for d in program:
         own = {k: v for k, v in overrides.items() if k in d.dims}
-        d.shapes = check(d, own)
+        d.shapes = check(d, own, _memo=memo)
         if d.fills is not None:
             check_fill(program, d)
 

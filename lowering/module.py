@@ -26,6 +26,12 @@ class AnatModule(fx.GraphModule):
     shapes: Shapes
     form: str
 
+    def _recompile_submodules(self) -> list:
+        """Nothing: each composite's module was compiled when it was built. (torch.fx
+        recompiles every descendant whenever a module recompiles, which made compiling
+        nested composites quadratic in their depth.)"""
+        return []
+
     def __reduce__(self):
         """Pickled as what it was compiled from plus its tensors (lowering/saving.py)."""
         from .saving import recipe, restore
@@ -152,13 +158,15 @@ def compile_diagram(d: Diagram, shapes: Shapes, form: str = "auto") -> AnatModul
 
 
 def compile(source, anatomy: str | None = None, *, form: str = "auto",
-            **dims: int) -> AnatModule:
+            memory_limit: int | str | None = None, **dims: int) -> AnatModule:
     """Compile an anatomy to an nn.Module.
 
     `source` is a path to a .anat file, .anat text, a loaded Program or a Diagram;
     `anatomy` names the anatomy (default: the file's last one); `dims` override its dims.
     `form`: "parallel" (the explicit quadratic graph), "chunked" (semiseparable contractions
     through anatomy.kernels), or "auto" (chunked where it applies, fused attention too).
+    A module whose parameters would not fit in `memory_limit` (bytes or "8G"; default: the
+    memory available, `lowering/memory.py`) is refused before anything is allocated.
     """
     from anatomy.program import load
     if isinstance(source, Diagram):
@@ -170,5 +178,7 @@ def compile(source, anatomy: str | None = None, *, form: str = "auto",
             raise AnatError(f"{program.file} defines no anatomy")
         diagram = program[anatomy] if anatomy else program[names[-1]]
     shapes = check(diagram, dims)
+    from .memory import guard, module_bytes
+    guard(f"compiling {diagram.name}", module_bytes(shapes), memory_limit)
     return compile_diagram(diagram, shapes, form)
 

@@ -15,6 +15,7 @@ from itertools import pairwise
 
 import graphviz
 
+from ..errors import AnatError
 from ..ir import Box, Diagram
 from ..shapes import Shapes
 from . import labels
@@ -22,6 +23,7 @@ from .plates import plates
 from .style import COLOURS, FONT, HIGHLIGHT, box_kind, legend
 
 Cluster = tuple[str, ...]  # path of cluster keys, outermost first
+MAX_BOXES = 5000  # graphviz takes minutes past a few thousand nodes
 
 
 @dataclass
@@ -61,6 +63,11 @@ def build(diagram: Diagram, depth: int = 1, highlight: set[str] = frozenset()) -
     """The graphviz graph of `diagram`, with composite boxes expanded `depth - 1` levels."""
     pic = _Picture(set(highlight))
     shapes = diagram.shapes or diagram.check()
+    boxes = _drawn_boxes(shapes, depth, {})
+    if boxes > MAX_BOXES:
+        raise AnatError(f"{diagram.name} at depth {depth} draws {boxes:,} boxes, more than "
+                        f"the {MAX_BOXES:,} a picture may hold", diagram.loc,
+                        hint="draw fewer levels of composite boxes (a smaller --depth)")
     _Level(pic, diagram, shapes, prefix="", where=(), depth=depth).draw(top=True)
     g = graphviz.Digraph(diagram.name)
     g.attr(rankdir="TB", newrank="true", nodesep="0.3", ranksep="0.3", fontname=FONT,
@@ -80,6 +87,16 @@ def build(diagram: Diagram, depth: int = 1, highlight: set[str] = frozenset()) -
     for tail, head, attrs in pic.edges:
         g.edge(tail, head, **attrs)
     return g
+
+
+def _drawn_boxes(shapes: Shapes, depth: int, memo: dict) -> int:
+    """How many boxes drawing at `depth` makes (each distinct callee counted once)."""
+    key = (id(shapes), depth)
+    if key not in memo:
+        memo[key] = len(shapes.diagram.boxes) + (sum(
+            _drawn_boxes(c, depth - 1, memo) for c in shapes.callees.values()) if depth > 1
+            else 0)
+    return memo[key]
 
 
 def _emit(g: graphviz.Digraph, pic: _Picture, where: Cluster) -> None:

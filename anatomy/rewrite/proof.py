@@ -60,6 +60,12 @@ class Rewriting:
 
 def normalise(d: Diagram, max_steps: int = MAX_STEPS) -> Rewriting:
     """Apply the normalising rules (in table order, first site first) until none applies."""
+    calls = d.shapes.expanded_calls() if d.shapes is not None else 0
+    if calls > max_steps:  # each call is inlined by one step: refuse before the first
+        raise AnatError(f"{d.name} makes {calls:,} composite calls when inlined, more than "
+                        f"the {max_steps} steps a normal form may take",
+                        hint="normal forms, canonical forms and proofs inline every call; "
+                             "compare the callees instead")
     r = Rewriting(d)
     for _ in range(max_steps):
         site = next((s for rule in NORMALISING for s in rule.find(r.diagram)), None)
