@@ -1,0 +1,66 @@
+"""Gated linear attention kernels (per-channel decay: GLA, RWKV-6 with its bonus, HGRN-2).
+
+Naive quadratic reference, recurrent step/scan and PyTorch chunked (any device); ``gla``
+dispatches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .chunk import gla_chunked
+from .naive import gla_naive
+from .recurrent import gla_recurrent, gla_step
+from .validate import check_gla_inputs
+
+BACKENDS = ("auto", "torch", "naive", "recurrent")
+
+
+def gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_alpha: torch.Tensor,
+    *,
+    scale: float = 1.0,
+    chunk_size: int = 64,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    bonus: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """y_t = scale * q_t S_t with S_t = diag(exp(log_alpha_t)) S_{t-1} + k_t v_t^T, S_{-1} =
+    initial_state; with ``bonus`` u (RWKV-6): y_t = scale * (q_t S_{t-1} + (q_t * u * k_t) . v_t).
+
+    q, k: [B, T, G, N]; v: [B, T, H, P]; log_alpha: [B, T, H, N] (<= 0: decays, per key
+    channel); initial_state: [B, H, N, P]; bonus: [H, N] (G divides H; head h reads group
+    h // (H // G)). Returns y [B, T, H, P] in v's dtype, or (y, final_state [B, H, N, P]) when
+    ``output_final_state`` (float32, float64 for float64 inputs).
+
+    backend: "auto" (the PyTorch chunked path), "torch" (PyTorch chunked, any device and
+    dtype), "naive" (quadratic reference), "recurrent" (a loop of :func:`gla_step`).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS} but got {backend!r}")
+    check_gla_inputs(q, k, v, log_alpha, initial_state, bonus)
+    common = {
+        "scale": scale,
+        "initial_state": initial_state,
+        "output_final_state": output_final_state,
+        "bonus": bonus,
+    }
+    if backend == "naive":
+        return gla_naive(q, k, v, log_alpha, **common)
+    if backend == "recurrent":
+        return gla_recurrent(q, k, v, log_alpha, **common)
+    return gla_chunked(q, k, v, log_alpha, chunk_size=chunk_size, **common)
+
+
+__all__ = [
+    "BACKENDS",
+    "gla",
+    "gla_chunked",
+    "gla_naive",
+    "gla_recurrent",
+    "gla_step",
+]
