@@ -8,13 +8,14 @@ exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
 from pathlib import Path
 
 from .errors import AnatError
-from .program import load
+from .program import load, load_text, resolve_zoo
 
 
 def parse_dims(text: str | None) -> dict[str, int]:
@@ -32,11 +33,25 @@ def parse_dims(text: str | None) -> dict[str, int]:
     return dims
 
 
+@functools.cache
+def read_stdin() -> str:
+    return sys.stdin.read()
+
+
+def load_arg(path: str | Path, **kwargs):
+    """`load` for a file named on the command line; `-` reads the program from stdin."""
+    if str(path) == "-":
+        return load_text(read_stdin(), "<stdin>", **kwargs)
+    return load(path, **kwargs)
+
+
 def expand(paths: list[str]) -> list[Path]:
-    """Files named on the command line; a directory means every .anat file in it."""
+    """Files named on the command line; a directory means every .anat file in it; `-` is
+    standard input; a zoo name (`ssd`, `zoo/`) is read from the installed zoo."""
     out: list[Path] = []
     for p in paths:
-        path = Path(p)
+        zoo = resolve_zoo(p) if p != "-" else None
+        path = zoo[0] if zoo else Path(p)
         if path.is_dir():
             found = sorted(path.glob("*.anat"))
             if not found:
@@ -61,7 +76,7 @@ def cmd_check(args) -> int:
     count = 0
     used: set[str] = set()
     for path in expand(args.files):
-        program = load(path, strict_dims=False, **dims)
+        program = load_arg(path, strict_dims=False, **dims)
         for d in program:
             used.update(k for k in dims if k in d.dims)
             s = d.shapes
@@ -84,7 +99,7 @@ def cmd_check(args) -> int:
 def cmd_print(args) -> int:
     from .printer import print_diagram, print_program
     file, name = split_target(args.target)
-    program = load(file)
+    program = load_arg(file)
     print(print_diagram(program[name]) if name else print_program(program), end="")
     return 0
 
@@ -98,7 +113,7 @@ def cmd_compile(args) -> int:
     dims = parse_dims(args.dims)
     seq = args.seq
     for path in expand(args.files):
-        program = load(path, strict_dims=False, **dims)
+        program = load_arg(path, strict_dims=False, **dims)
         names = [args.name] if args.name else list(program.own)
         for name in names:
             d = program[name]
@@ -138,7 +153,9 @@ def cmd_compile(args) -> int:
 def load_target(target: str, dims: dict[str, int]):
     """`file.anat:name` (or a file with one anatomy) -> (Diagram, file, name)."""
     file, name = split_target(target)
-    program = load(file, strict_dims=False, **dims)
+    program = load_arg(file, strict_dims=False, **dims)
+    if name is None and (resolve_zoo(file) or (None, None))[1] in program.own:
+        name = resolve_zoo(file)[1]  # a zoo anatomy by name: `anatomy render ssd_core`
     if name is None:
         if len(program.own) != 1:
             raise AnatError(f"{file} defines {len(program.own)} anatomies "
@@ -202,11 +219,12 @@ def cmd_render(args) -> int:
     """One anatomy as an SVG (or DOT) picture; a directory as a gallery."""
     from .render import render_gallery, to_dot, to_svg
     from .render.output import write_text
-    if Path(args.target).is_dir():
+    folder = (resolve_zoo(args.target) or (Path(args.target), None))[0]
+    if folder.is_dir():
         if args.format != "svg" or not args.output:
             raise AnatError("rendering a directory writes a gallery of SVGs: give -o FOLDER "
                             "(and no --format dot)", hint="e.g. anatomy render zoo/ -o site/")
-        index = render_gallery(Path(args.target), Path(args.output), args.depth)
+        index = render_gallery(folder, Path(args.output), args.depth)
         print(f"wrote {index}", file=sys.stderr)
         return 0
     diagram, _, _ = load_target(args.target, parse_dims(args.dims))
@@ -222,6 +240,11 @@ def cmd_render(args) -> int:
 def cmd_zoo(args) -> int:
     """The zoo's catalogue: one line per file (its paper), or docs/zoo.md with --markdown."""
     from .catalog import zoo_markdown, zoo_text
+    if args.paths:
+        from .program import zoo_names
+        for name, path in zoo_names().items():
+            print(f"{name}\t{path}")
+        return 0
     print(zoo_markdown() if args.markdown else zoo_text(), end="")
     return 0
 
@@ -339,13 +362,17 @@ def _finite_positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="anatomy", description="A compiler for attention mechanisms written as diagrams.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"anatomy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="parse and type-check .anat files")
-    p.add_argument("files", nargs="+", help=".anat files or directories of them")
+    p.add_argument("files", nargs="+", help=".anat files or directories of them, zoo names "
+                                            "(ssd), or - for standard input")
     p.add_argument("--dims", help="override dims, e.g. d=512,h=8")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("compile", help="compile anatomies to PyTorch modules")
-    p.add_argument("files", nargs="+", help=".anat files or directories of them")
+    p.add_argument("files", nargs="+", help=".anat files or directories of them, zoo names "
+                                            "(ssd), or - for standard input")
     p.add_argument("--name", help="the anatomy to compile (default: every one in the file)")
     p.add_argument("--dims", help="override dims, e.g. d=512,h=8")
     p.add_argument("--form", default="auto", choices=["auto", "parallel", "chunked"],
@@ -378,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("zoo", help="list the zoo: one line per file and the paper it follows")
     p.add_argument("--markdown", action="store_true",
                    help="print docs/zoo.md (generated from the files' headers)")
+    p.add_argument("--paths", action="store_true",
+                   help="one line per zoo anatomy: its name (anatomy check NAME) and file")
     p.set_defaults(func=cmd_zoo)
     p = sub.add_parser("enumerate", help="list the type-correct fillings of a template, "
                                           "grouped by canonical form")
@@ -425,11 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_search)
     p = sub.add_parser("print", help="print a program (or FILE:NAME) as canonical .anat text")
-    p.add_argument("target", help="FILE or FILE:NAME")
+    p.add_argument("target", help="FILE or FILE:NAME, a zoo name, or - for standard input")
     p.set_defaults(func=cmd_print)
     p = sub.add_parser("render", help="draw FILE[:NAME] as an SVG string diagram, or a "
                                       "directory of .anat files as a gallery")
-    p.add_argument("target", help="FILE, FILE:NAME, or a directory (gallery)")
+    p.add_argument("target", help="FILE, FILE:NAME, a zoo name, - for standard input, or a "
+                                  "directory (gallery)")
     p.add_argument("-o", "--output", help="output file (default: stdout); for a directory, "
                                           "the gallery's folder")
     p.add_argument("--depth", type=_positive_int, default=1,

@@ -24,13 +24,59 @@ def zoo_dir() -> Path:
     return ZOO_DIR  # pragma: no cover
 
 
+def zoo_names() -> dict[str, Path]:
+    """Every anatomy of the zoo by name, with the file that defines it (a file's own name
+    first: `mla` is mla.anat's `mla`; the search templates under zoo/search are not named)."""
+    names: dict[str, Path] = {}
+    for path in sorted(zoo_dir().glob("*.anat")):
+        names.setdefault(path.stem, path)
+        for line in path.read_text().splitlines():
+            if line.startswith("anatomy "):
+                names.setdefault(line[len("anatomy "):].split("(")[0].strip(), path)
+    return names
+
+
+def resolve_zoo(source: str | Path) -> tuple[Path, str | None] | None:
+    """What a name that is not a file here means in the zoo: (file, anatomy or None).
+
+    `ssd` (an anatomy or a file of the zoo), `ssd.anat`, or a path into a clone's zoo
+    (`zoo/ssd.anat`, `zoo/search/attention.anat`) that is read from the installed zoo where
+    there is no clone. None when the name means nothing there.
+    """
+    text = str(source)
+    if "\n" in text or Path(text).exists():
+        return None
+    if text.isidentifier() and text != "zoo":
+        path = zoo_names().get(text)
+        if path is None:
+            return None
+        return path, text if f"anatomy {text}(" in path.read_text() else None
+    parts = Path(text).parts
+    inside = parts[1:] if parts[:1] == ("zoo",) else parts
+    candidate = zoo_dir().joinpath(*inside) if inside else zoo_dir()
+    if text.endswith(".anat") and candidate.is_file():
+        return candidate, None
+    return (candidate, None) if parts[:1] == ("zoo",) and candidate.exists() else None
+
+
 def load(source: str | Path, *, strict_dims: bool = True, **dims: int) -> Program:
-    """Load a program from a path to a .anat file or from .anat source text.
+    """Load a program from a path to a .anat file, from .anat source text, or from the zoo
+    by name (`load("ssd")`, or `"zoo/ssd.anat"` outside a clone: `resolve_zoo`).
 
     `dims` override the declared dims of every anatomy that declares them; each anatomy is
     type-checked at those dims before `load` returns. With `strict_dims` (the default) a
     dim that no anatomy of the file declares is an error.
     """
+    zoo = resolve_zoo(source)
+    if zoo is not None:
+        source = zoo[0]
+    elif str(source).isidentifier():
+        if not Path(source).is_file():
+            raise AnatError(f"no file and no zoo anatomy named `{source}`",
+                            SourceLoc(source, 0, 0),
+                            hint=f"{did_you_mean(str(source), list(zoo_names()), 'zoo anatomy')} "
+                                 "(or give a path to a .anat file, or .anat source text)")
+        source = Path(source)
     if isinstance(source, Path) or ("\n" not in source and source.endswith(".anat")):
         path = Path(source)
         if not path.exists():
@@ -38,7 +84,17 @@ def load(source: str | Path, *, strict_dims: bool = True, **dims: int) -> Progra
                             hint="give a path to a .anat file, or .anat source text")
         program = _Loader().load_file(path.resolve(), display=str(source), stack=())
     else:
-        program = _Loader().load_text(source, "<string>", Path.cwd(), stack=())
+        return load_text(source, "<string>", strict_dims=strict_dims, **dims)
+    from .shapes import check_program
+    check_program(program, dims, strict=strict_dims)
+    return program
+
+
+def load_text(text: str, file: str = "<string>", *, strict_dims: bool = True,
+              **dims: int) -> Program:
+    """Load a program from .anat source text, its errors located in `file` (e.g. <stdin>);
+    its `use`s are relative to the working directory."""
+    program = _Loader().load_text(text, file, Path.cwd(), stack=())
     from .shapes import check_program
     check_program(program, dims, strict=strict_dims)
     return program

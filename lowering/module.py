@@ -4,6 +4,8 @@ GraphModule whose parameters are named after the diagram's wires.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor, fx, nn
 
@@ -161,14 +163,17 @@ def compile(source, anatomy: str | None = None, *, form: str = "auto",
             memory_limit: int | str | None = None, **dims: int) -> AnatModule:
     """Compile an anatomy to an nn.Module.
 
-    `source` is a path to a .anat file, .anat text, a loaded Program or a Diagram;
+    `source` is a path to a .anat file, .anat text, a zoo name (`"ssd"`, `"ssd_core"`), a
+    loaded Program or a Diagram;
     `anatomy` names the anatomy (default: the file's last one); `dims` override its dims.
     `form`: "parallel" (the explicit quadratic graph), "chunked" (semiseparable contractions
     through anatomy.kernels), or "auto" (chunked where it applies, fused attention too).
     A module whose parameters would not fit in `memory_limit` (bytes or "8G"; default: the
     memory available, `lowering/memory.py`) is refused before anything is allocated.
     """
-    from anatomy.program import load
+    from anatomy.program import load, resolve_zoo
+    if isinstance(source, (str, Path)) and anatomy is None:  # a zoo name: that anatomy
+        anatomy = (resolve_zoo(source) or (None, None))[1]
     if isinstance(source, Diagram):
         diagram = source
     else:
