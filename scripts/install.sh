@@ -36,9 +36,9 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   "$VPY" -m pip install -q --upgrade pip >/dev/null
   "$VPY" -m pip install -q "torch==2.13.0"
 fi
-if ! "$VPY" -c "import anatomy, triton, hypothesis, pytest" >/dev/null 2>&1 \
+if ! "$VPY" -c "import anatomy, triton, hypothesis, pytest, matplotlib" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.anatomy-installed ]; then
   echo "installing anatomy and its dependencies..."
-  "$VPY" -m pip install -q -e ".[test,gpu]"
+  "$VPY" -m pip install -q -e ".[test,gpu,plots]"
   touch .venv/.anatomy-installed
 fi
