@@ -191,7 +191,7 @@ def cmd_prove(args) -> int:
 
 def cmd_verify_proof(args) -> int:
     from .rewrite import verify_proof
-    result = verify_proof(args.proof)
+    result = verify_proof(args.proof, allow_unpinned=args.allow_unpinned)
     print(result.render())
     return 0 if result.ok else 1
 
@@ -397,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prove)
     p = sub.add_parser("verify-proof", help="replay and re-check a JSON proof")
     p.add_argument("proof", help="a proof written by `anatomy prove --json`")
+    p.add_argument("--allow-unpinned", action="store_true",
+                   help="replay a side whose file the proof does not pin by a sha256")
     p.set_defaults(func=cmd_verify_proof)
     p = sub.add_parser("rules", help="the rewrite rules (--certify: check each one)")
     p.add_argument("--certify", action="store_true",

@@ -108,7 +108,7 @@ class _Loader:
         if path in self.done:
             return self.done[path]
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
         except (OSError, UnicodeDecodeError) as e:
             raise AnatError(f"cannot read {display}: {e}", SourceLoc(display, 0, 0)) from None
         program = self.load_text(text, display, path.parent, stack + (path,))

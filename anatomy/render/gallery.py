@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
+from urllib.parse import quote
 
 from ..errors import AnatError
 from ..ir import Diagram
@@ -38,7 +39,7 @@ def render_gallery(directory: Path, out_dir: Path, depth: int = 1) -> Path:
         raise AnatError(f"no .anat files in {directory}")
     sections, toc = [], []
     for path in files:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
         header, lines = file_header(text), text.splitlines()
         entries = []
         for d in load(path):
@@ -50,7 +51,7 @@ def render_gallery(directory: Path, out_dir: Path, depth: int = 1) -> Path:
                 f'<div class="text"><h3>{escape(d.name)}</h3>'
                 f'<p class="summary">{escape(summary(d, header))}</p>'
                 f"<pre>{escape(source_of(d, lines))}</pre></div></div>")
-        toc.append(f'<a href="#{escape(path.stem)}">{escape(path.name)}</a>')
+        toc.append(f'<a href="#{escape(quote(path.stem))}">{escape(path.name)}</a>')
         sections.append(f'<h2 id="{escape(path.stem)}">{escape(path.name)}</h2>'
                         f'<p class="muted">{escape(header)}</p>' + "".join(entries))
     body = (f"<h1>anatomy gallery: {escape(Path(directory).name or str(directory))}</h1>"

@@ -7,6 +7,7 @@ from disk in any browser and can be published as they are.
 from __future__ import annotations
 
 from html import escape
+from urllib.parse import quote
 
 STYLE = """
 body { font-family: Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1400px;
@@ -33,4 +34,6 @@ def document(title: str, body: str) -> str:
 
 
 def image(src: str, alt: str) -> str:
-    return f'<img src="{escape(src)}" alt="{escape(alt)}">'
+    """An <img> of a relative file name, URL-encoded (a `#` or `?` in a name is not a
+    fragment or a query) and then HTML-escaped."""
+    return f'<img src="{escape(quote(src))}" alt="{escape(alt)}">'

@@ -23,10 +23,11 @@ from anatomy.errors import AnatError
 from anatomy.ir import Diagram
 
 from .numeric import Counterexample, find_counterexample
+from .proof_file import FORMAT, changed, locate, stored_path
+from .proof_file import read as read_proof
 from .rules import APPROXIMATE, NORMALISING, RULES
 from .site import Site
 
-FORMAT = "anatomy-proof/1"
 MAX_STEPS = 400
 
 
@@ -88,8 +89,11 @@ class Side:
     def label(self) -> str:
         return f"{self.file}:{self.name}" if self.file else self.diagram.name
 
-    def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "name": self.name or self.diagram.name, "dims": self.dims,
+    def to_json(self, proof: str | Path | None = None) -> dict[str, Any]:
+        """The side as a proof records it; `proof`: where the proof is saved (the file is
+        then stored relative to it)."""
+        file = stored_path(proof, self.file) if proof and self.file else self.file
+        return {"file": file, "name": self.name or self.diagram.name, "dims": self.dims,
                 "sha256": _sha256(self.file) if self.file else None,
                 "text": self.diagram.to_text()}
 
@@ -158,18 +162,21 @@ class Proof:
             previous = step.diagram
         return render_proof(pictures, out_dir)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, path: str | Path | None = None) -> dict[str, Any]:
+        """The proof as JSON (`proof_file.SCHEMA`); `path`: where it is saved (files are
+        stored relative to it)."""
         def steps(r: Rewriting):
             return [{**s.site.to_json(), "kind": s.rule.kind, "statement": s.rule.statement,
                      "hash": structure_hash(s.diagram), "text": s.diagram.to_text()}
                     for s in r.steps]
         return {"format": FORMAT, "approximate": self.approximate,
-                "left": self.left.to_json(), "right": self.right.to_json(),
+                "left": self.left.to_json(path), "right": self.right.to_json(path),
                 "left_steps": steps(self.left_steps), "right_steps": steps(self.right_steps),
                 "meet": structure_hash(self.left_steps.diagram)}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n")
+        text = json.dumps(self.to_json(path), indent=1, ensure_ascii=False) + "\n"
+        Path(path).write_text(text, encoding="utf-8")
 
 
 @dataclass
@@ -271,58 +278,63 @@ class Verification:
         return "\n".join(self.messages)
 
 
-def verify_proof(path: str | Path) -> Verification:
+def verify_proof(path: str | Path, allow_unpinned: bool = False) -> Verification:
     """Replay a saved proof without searching: reload both sides (checking the files are
     the ones proved), re-apply every recorded step and check it gives the recorded
-    diagram, check the two chains meet, and compare the two sides numerically."""
+    diagram (its hash and its printed text), with the rule's recorded kind and statement,
+    check the two chains meet where the proof says, and compare the two sides numerically.
+    The file is checked against its schema first (`proof_file`); a side's file that is not
+    pinned by a sha256 is refused unless `allow_unpinned`."""
     from anatomy.program import load
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise AnatError(f"cannot read proof {path}: {e}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise AnatError(f"{path} is not an anatomy proof (format {FORMAT})")
+    data = read_proof(path)
     messages: list[str] = []
-    ends = []
+
+    def fail(message: str) -> Verification:
+        return Verification(False, messages + [message])
+    ends, starts, kinds = [], [], []
     for side in ("left", "right"):
         info = data[side]
-        if info["file"] is None:
-            raise AnatError(f"{path}: the {side} side was not proved from a file")
-        if info.get("sha256") and _sha256(info["file"]) != info["sha256"]:
-            messages.append(f"{info['file']} changed since the proof was made")
-            return Verification(False, messages)
-        d = load(info["file"], strict_dims=False, **info.get("dims", {}))[info["name"]]
+        file = locate(path, side, info, allow_unpinned)
+        if changed(file, info):
+            return fail(f"{info['file']} changed since the proof was made (its sha256 "
+                        "differs)")
+        d = load(file, strict_dims=False, **info["dims"])[info["name"]]
+        if d.to_text() != info["text"]:
+            return fail(f"{side}: the recorded text is not {info['file']}:{info['name']} "
+                        "as printed")
+        starts.append(d)
         for i, step in enumerate(data[f"{side}_steps"], 1):
             site = Site.from_json(step)
-            if site.rule not in RULES:
-                messages.append(f"{side} step {i}: unknown rule {site.rule}")
-                return Verification(False, messages)
-            if site not in RULES[site.rule].sites(d):
-                messages.append(f"{side} step {i}: {site.describe()} does not apply")
-                return Verification(False, messages)
-            d = RULES[site.rule].apply(d, site)
-            if structure_hash(d) != step["hash"]:
-                messages.append(f"{side} step {i}: {site.describe()} gives another diagram "
-                                "than the proof records")
-                return Verification(False, messages)
+            rule = RULES.get(site.rule)
+            if rule is None:
+                return fail(f"{side} step {i}: unknown rule {site.rule}")
+            if (step["kind"], step["statement"]) != (rule.kind, rule.statement):
+                return fail(f"{side} step {i}: the recorded kind or statement is not rule "
+                            f"{rule.name}'s")
+            if site not in rule.sites(d):
+                return fail(f"{side} step {i}: {site.describe()} does not apply")
+            d = rule.apply(d, site)
+            if structure_hash(d) != step["hash"] or d.to_text() != step["text"]:
+                return fail(f"{side} step {i}: {site.describe()} gives another diagram than "
+                            "the proof records")
+            kinds.append(rule.kind)
         messages.append(f"{side}: {len(data[f'{side}_steps'])} steps replayed")
         ends.append(d)
-    if not same_structure(*ends):
-        messages.append("the two chains do not meet")
-        return Verification(False, messages)
+    if not same_structure(*ends) or structure_hash(ends[0]) != data["meet"]:
+        return fail("the two chains do not meet where the proof says")
+    if data["approximate"] != (APPROXIMATE in kinds):
+        return fail("the proof's `approximate` flag does not match its steps")
     messages.append("the chains meet (same diagram up to names and statement order)")
-    if not data.get("approximate"):
-        left = load(data["left"]["file"], strict_dims=False,
-                    **data["left"].get("dims", {}))[data["left"]["name"]]
-        right = load(data["right"]["file"], strict_dims=False,
-                     **data["right"].get("dims", {}))[data["right"]["name"]]
-        cex = find_counterexample(left, right)
+    if not data["approximate"]:
+        cex = find_counterexample(*starts)
         if cex is not None:
-            messages.append("but the two sides differ numerically:\n" + cex.render())
-            return Verification(False, messages)
+            return fail("but the two sides differ numerically:\n" + cex.render())
         messages.append("numeric check: the two sides agree on random inputs")
+    if allow_unpinned and any(data[s]["sha256"] is None for s in ("left", "right")):
+        messages.append("(a side was not pinned by a sha256: replayed against the file as it "
+                        "is now)")
     messages.append("proof verified" + (" (with approximate steps)"
-                                        if data.get("approximate") else ""))
+                                        if data["approximate"] else ""))
     return Verification(True, messages)
 
 

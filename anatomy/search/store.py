@@ -52,6 +52,39 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+def _corrupt(path: Path, why: str) -> AnatError:
+    return AnatError(f"{path} is not a usable search database: {why}",
+                     hint="it is left as it is: give a new --out (or --db) to start another "
+                          "search, or move the file away")
+
+
+def _refuse_if_not_a_search(path: Path) -> None:
+    """A file that exists must be an SQLite database (an empty file is not a new search)."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise _corrupt(path, "it is a folder")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise _corrupt(path, "the file is empty (zero length)")
+    if head != b"SQLite format 3\x00":
+        raise _corrupt(path, "the file is not an SQLite database")
+
+
+def _check_tables(db: sqlite3.Connection) -> None:
+    """The tables have the columns this version writes (not another program's tables)."""
+    fresh = sqlite3.connect(":memory:")
+    fresh.executescript(SCHEMA)
+    for (table,) in fresh.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+        want = {row[1] for row in fresh.execute(f"PRAGMA table_info({table})")}
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if not want <= have:
+            raise sqlite3.DatabaseError(f"table {table} lacks columns "
+                                        f"{', '.join(sorted(want - have))}")
+    fresh.close()
+
+
 def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -86,12 +119,19 @@ class SearchStore:
     def __init__(self, path: str | Path, settings: dict, owner: str | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
-        self.owner = owner or new_owner()
-        self._check_settings(settings)
+        _refuse_if_not_a_search(self.path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            if self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("the integrity check failed")
+            self.db.executescript(SCHEMA)
+            _check_tables(self.db)
+            self.owner = owner or new_owner()
+            self._check_settings(settings)
+        except (sqlite3.DatabaseError, ValueError) as e:  # ValueError: corrupt settings JSON
+            raise _corrupt(self.path, str(e)) from None
 
     def close(self) -> None:
         self.db.close()
