@@ -1,5 +1,6 @@
-"""Attention-mechanism kernels: SSD (decayed linear attention), Hydra quasiseparable mixers and
-the delta rule (DeltaNet, Gated DeltaNet, KDA).
+"""Attention-mechanism kernels: SSD (decayed linear attention), gated linear attention
+(per-channel decay: GLA, RWKV-6), Hydra quasiseparable mixers and the delta rule (DeltaNet,
+Gated DeltaNet, KDA).
 
 Organised per operation (naive reference, recurrent, PyTorch chunked, C++ chunked for CPUs,
 Triton chunked for GPUs).
@@ -14,6 +15,7 @@ from .delta_rule import (
     delta_rule_recurrent,
     delta_rule_step,
 )
+from .gla import gla, gla_chunked, gla_naive, gla_recurrent, gla_step
 from .quasiseparable import quasiseparable, quasiseparable_naive
 from .ssd import (
     segment_sum,
@@ -31,6 +33,11 @@ __all__ = [
     "delta_rule_naive",
     "delta_rule_recurrent",
     "delta_rule_step",
+    "gla",
+    "gla_chunked",
+    "gla_naive",
+    "gla_recurrent",
+    "gla_step",
     "quasiseparable",
     "quasiseparable_naive",
     "segment_sum",

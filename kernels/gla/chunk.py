@@ -93,22 +93,25 @@ class _Decays:
     """
 
     def __init__(self, log_alpha: torch.Tensor, bonus: bool, c: int | None = None) -> None:
-        Q = log_alpha.shape[-2]
-        self.b = log_alpha.cumsum(-2)
-        self.bq = self.b - log_alpha if bonus else self.b
-        self.e = self.b[..., -1:, :]
-        self.c = c = c or sub_block_size(self.bq)
+        Q, acc = log_alpha.shape[-2], log_alpha.dtype
+        # Cumsums and their differences in float64, each exponent rounded to ``acc`` once: a
+        # float32 cumsum of strong decays (hundreds within a chunk) would carry absolute errors
+        # of ~eps |b| into every weight exp(bq_t - b_s), even those with small exponents.
+        b = log_alpha.double().cumsum(-2)
+        bq = F.pad(b[..., :-1, :], (0, 0, 1, 0)) if bonus else b  # bonus: b_{t-1}, b_{-1} = 0
+        e = b[..., -1:, :]
+        self.c = c = c or sub_block_size(bq)
         m = Q // c
-        blocks = self.bq.unflatten(-2, (m, c))
-        self.ref = 0.5 * (blocks.amax(-2) + blocks.amin(-2))  # [.., m, N]
-        self.q_sub = _exp(self.bq - self.ref.repeat_interleave(c, dim=-2))
+        blocks = bq.unflatten(-2, (m, c))
+        ref = 0.5 * (blocks.amax(-2) + blocks.amin(-2))  # [.., m, N]
+        self.q_sub = _exp((bq - ref.repeat_interleave(c, dim=-2)).to(acc))
         s = torch.arange(Q, device=log_alpha.device)
         last = torch.arange(1, m + 1, device=log_alpha.device) * c - (2 if bonus else 1)
         keep = (s[None, :] <= last[:, None])[:, :, None]  # [m, Q, 1]
-        self.k_sub = _exp(self.ref[..., :, None, :] - self.b[..., None, :, :], keep)
-        self.q_inter = _exp(self.bq)
-        self.k_state = _exp(self.e - self.b)
-        self.gamma = _exp(self.e[..., 0, :])  # [n, B, H, N]
+        self.k_sub = _exp((ref[..., :, None, :] - b[..., None, :, :]).to(acc), keep)
+        self.q_inter = _exp(bq.to(acc))
+        self.k_state = _exp((e - b).to(acc))
+        self.gamma = _exp(e[..., 0, :].to(acc))  # [n, B, H, N]
 
 
 def _intra_mask(Q: int, bonus: bool, device: torch.device) -> torch.Tensor:
@@ -174,19 +177,26 @@ class _GLAChunked(torch.autograd.Function):
             dy = torch.zeros_like(v)
         dyc = to_chunks(dy, n, Q, acc, d.H)
         dec = _Decays(to_chunks(log_alpha, n, Q, acc, d.H), bonus is not None, c)
-        keep = _intra_mask(Q, bonus is not None, v.device)
         # intra-chunk: recompute A, then A's gradient into q, k (via the sub-block factors)
         qs = scale * qc * dec.q_sub
         ks = kc[..., None, :, :] * dec.k_sub  # [.., m, Q, N]
-        attn = _intra(qs, ks, c).masked_fill_(~keep, 0.0)
+        attn = _intra(qs, ks, c).masked_fill_(~_intra_mask(Q, bonus is not None, v.device), 0.0)
         d_attn = torch.matmul(dyc, vc.mT)  # [.., Q, Q]
         if bonus is not None:
             u = bonus.to(acc)[:, None, :]
-            qu_k = qc * u * kc
-            attn.diagonal(dim1=-2, dim2=-1).copy_(scale * qu_k.sum(-1))
-            d_diag = scale * d_attn.diagonal(dim1=-2, dim2=-1)[..., None]  # [.., Q, 1]
+            attn.diagonal(dim1=-2, dim2=-1).copy_(scale * (qc * u * kc).sum(-1))
         dv = torch.matmul(attn.mT, dyc)
-        d_attn.masked_fill_(~keep, 0.0)
+        # Weights that carry no decay: the diagonal A[t, t] = scale q_t . (u *) k_t, and with the
+        # bonus the first subdiagonal A[t, t-1] = scale q_t . k_{t-1} (bq_t = b_{t-1}). Their
+        # gradients go to q, k (and u) directly. Through the sub-block factors they would add
+        # equal and opposite terms to d bq and d b, whose rounding (~eps of the largest weights)
+        # the in-chunk reverse cumsum below would accumulate into d log_alpha.
+        d_diag = scale * d_attn.diagonal(dim1=-2, dim2=-1)[..., None]  # [.., Q, 1]
+        if bonus is not None:
+            d_sub = scale * d_attn.diagonal(-1, dim1=-2, dim2=-1)[..., None]  # [.., Q-1, 1]
+        undecayed = 1 if bonus is None else 2
+        d_attn.masked_fill_(~torch.ones(Q, Q, dtype=torch.bool, device=v.device).tril(-undecayed),
+                            0.0)
         m = ks.shape[-3]
         d_rows = d_attn.unflatten(-2, (m, c))  # [.., m, c, Q]
         d_qs = torch.matmul(d_rows, ks).flatten(-3, -2)  # [.., Q, N]
@@ -215,21 +225,28 @@ class _GLAChunked(torch.autograd.Function):
         d_kd = torch.matmul(vc, d_w.mT)  # [.., Q, N]
         dv += torch.matmul(kd, d_w)
         dk += d_kd * dec.k_state
-        t = d_kd * kd
+        # (the chunk's last key enters the state undecayed: k_state = exp(e - b_{Q-1}) = 1)
+        t = (d_kd * kd)[..., :-1, :]
         d_e += t.sum(-2)
-        d_b -= t
-        # the bonus term scale (q_t * u * k_t) . v_t
+        d_b[..., :-1, :] -= t
+        # the diagonal: scale (q_t * k_t) . v_t, with the bonus scale (q_t * u * k_t) . v_t
         d_bonus = None
-        if bonus is not None:
+        if bonus is None:
+            dq += d_diag * kc
+            dk += d_diag * qc
+        else:
             dq += d_diag * u * kc
             dk += d_diag * u * qc
             d_bonus = (d_diag * qc * kc).sum((0, 1, 3)).to(bonus.dtype)
-        # back through the cumsums: bq = b (- log_alpha with the bonus), e = b at the end
-        d_b += d_bq
+            dq[..., 1:, :] += d_sub * kc[..., :-1, :]
+            dk[..., :-1, :] += d_sub * qc[..., 1:, :]
+        # back through the cumsums: bq_t = b_t (b_{t-1} with the bonus; bq_0 = 0), e = b_{Q-1}
+        if bonus is None:
+            d_b += d_bq
+        else:
+            d_b[..., :-1, :] += d_bq[..., 1:, :]
         d_b[..., -1, :] += d_e
         d_log_alpha = d_b.flip(-2).cumsum(-2).flip(-2)
-        if bonus is not None:
-            d_log_alpha -= d_bq
         T = d.T
         d_s0 = None if initial_state is None else grads[0].to(initial_state.dtype)
         return (from_chunks(dq, T, d.G, q.dtype), from_chunks(dk, T, d.G, k.dtype),
