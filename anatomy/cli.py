@@ -151,11 +151,15 @@ def cmd_compile(args) -> int:
 
 
 def load_target(target: str, dims: dict[str, int]):
-    """`file.anat:name` (or a file with one anatomy) -> (Diagram, file, name)."""
+    """`file.anat:name` (or a file with one anatomy) -> (Diagram, file, name); a zoo name
+    gives the installed zoo file it means (a proof pins and finds that file)."""
     file, name = split_target(target)
     program = load_arg(file, strict_dims=False, **dims)
-    if name is None and (resolve_zoo(file) or (None, None))[1] in program.own:
-        name = resolve_zoo(file)[1]  # a zoo anatomy by name: `anatomy render ssd_core`
+    zoo = resolve_zoo(file) if file != "-" else None
+    if zoo is not None:
+        file = str(zoo[0])
+        if name is None and zoo[1] in program.own:
+            name = zoo[1]  # a zoo anatomy by name: `anatomy render ssd_core`
     if name is None:
         if len(program.own) != 1:
             raise AnatError(f"{file} defines {len(program.own)} anatomies "
