@@ -424,9 +424,9 @@ class GraphBuilder:
         args = []
         for u in box.inputs:
             v = self.use(u, current=current)
-            if not v.batched:  # e.g. a parameter passed in: a batch of one
+            if not v.batched:  # e.g. a parameter passed in: the same for every sequence
                 v = Val(self.align(v, u.axes), u.axes)
-                args.append(self.call(ops.align, v.value, tuple(range(len(u.axes))), (0,)))
+                args.append(self.call(ops.batch_like, v.value, self.like))
             else:
                 args.append(self.align(v, (BATCH,) + u.axes))
         return args

@@ -53,8 +53,11 @@ class AnatModule(fx.GraphModule):
     def _step_module(self):
         gm = self.__dict__.get("_step_gm")
         if gm is None:
+            from anatomy.causality import check_causal
+
             from .forms import structured_forms
             from .recurrent import StepBuilder
+            check_causal(self.diagram, self.shapes)
             diagram, shapes = structured_forms(self.diagram, self.shapes)
             builder = StepBuilder(diagram, shapes, self, form=self.form)
             graph = builder.build()

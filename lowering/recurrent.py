@@ -10,8 +10,9 @@ decode equals the parallel form on the whole sequence. The state holds:
 - a cache of history for each wire read on the key axis (a KV cache for softmax attention);
 - the last steps before the chunk for each `shift` along time (a shift along the key axis
   needs none: a step sees the whole history there).
-Boxes that look ahead along time (flip, a sum over time, norms over time, the sequence
-length as a number, a non-causal mask) have no recurrent form: compiling `step` for them
+Anatomies whose outputs may look ahead along time (an unmasked sum or softmax over the key
+axis, flip, norms over time, the sequence length as a number) have no recurrent form:
+`anatomy.causality` decides that from the diagram before anything is built, and `step`
 raises AnatError naming the box.
 """
 
@@ -65,7 +66,6 @@ class StepBuilder(GraphBuilder):
         self.state_in = self.g.placeholder("state")
         self.offset = self.call(ops.state_entry, self.state_in, "pos", name="pos")
         for box in self.d.boxes:
-            self.check_causal(box)
             self.lower(box)
         outs = [self.batched_output(self.vals[p.name]) for p in self.d.outputs]
         chunk = self.size(self.t)
@@ -77,25 +77,6 @@ class StepBuilder(GraphBuilder):
         self.g.output((result, state))
         self.g.lint()
         return self.g
-
-    def check_causal(self, box: Box) -> None:
-        """Refuse boxes whose value at time t depends on later times."""
-        wires = self.d.wires
-        in_time = any(self.is_time(a) for u in box.inputs for a in u.axes)
-        out_axes = [a for w in box.outputs for a in wires[w].axes]
-        if box.op == "flip" and self.is_time(box.attr("along")[0]):
-            self.refuse(box, "along time looks at later tokens")
-        if box.op == "shift" and self.is_time(box.attr("along")[0]) and box.attr("by", 1) < 0:
-            self.refuse(box, "to earlier positions looks at later tokens")
-        if box.op == "full" and self.is_time(box.attr("along")[0]):
-            self.refuse(box, "(bidirectional) mask lets tokens see later ones")
-        if box.op == "size" and self.is_time(box.attr("axis")):
-            self.refuse(box, "of the sequence axis depends on the whole sequence's length")
-        if box.op in ("layernorm", "rmsnorm", "groupnorm", "softmax", "normalise",
-                      "l2normalise") and any(a == self.t for a in box.attr("along")):
-            self.refuse(box, "over the time axis mixes in later tokens")
-        if in_time and not any(self.is_time(a) for a in out_axes) and box.op != "param":
-            self.refuse(box, "sums over the time axis")
 
     # -- overrides ------------------------------------------------------------------------
     def size(self, axis: str):

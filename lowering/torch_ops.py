@@ -25,6 +25,11 @@ def align(x: Tensor, perm: tuple[int, ...], expand_at: tuple[int, ...]) -> Tenso
     return x
 
 
+def batch_like(x: Tensor, like: Tensor) -> Tensor:
+    """An unbatched value (a parameter passed to a composite) as a batch of `like`'s size."""
+    return x.unsqueeze(0).expand(like.shape[0], *x.shape)
+
+
 def contract(spec: str, *operands: Tensor, scale=1.0) -> Tensor:
     """An Einstein product (torch.einsum, ordered by opt_einsum) times a scalar."""
     dtype = _common_dtype(operands)

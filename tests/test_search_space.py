@@ -19,7 +19,8 @@ import anatomy
 from anatomy.canonical import canonical
 from anatomy.errors import AnatError
 from anatomy.search import SearchSpace, instantiate, slots_of
-from anatomy.search.model import block_diagram, causality_leak
+from anatomy.causality import acausal_reason
+from anatomy.search.model import block_diagram
 
 ATTENTION = anatomy.zoo_dir() / "search" / "attention.anat"
 
@@ -128,10 +129,11 @@ def test_the_block_calls_the_variant_and_masks_decide_causality(space):
                                                   "no_normaliser"))
     block = block_diagram(causal)
     assert [b.attr("anatomy") for b in block.boxes if b.op == "call"] == ["variant"]
-    assert causality_leak(causal) == 0.0
+    assert acausal_reason(causal, causal.shapes) is None
     both_ways = space.instantiate(space.parse_choice("mha identity dot quasiseparable "
                                                      "no_normaliser"))
-    assert causality_leak(both_ways) > 0.01
+    box, why = acausal_reason(both_ways, both_ways.shapes)  # its mask lets s > t through
+    assert box.op == "contract" and "sums over s with no mask bounding s" in why
 
 
 def run(*args):

@@ -50,22 +50,3 @@ class LanguageModel(nn.Module):
             x = block(x)
         return self.head(self.norm(x))
 
-
-def causality_leak(variant: Diagram, seq_len: int = 16) -> float:
-    """How much the variant's outputs at the first half of a sequence depend on inputs in
-    the second half, relative to their dependence on the first half (0 for a causal mixer):
-    the largest gradient of the early outputs' sum with respect to a late input, over the
-    largest with respect to an early one, at random weights and inputs."""
-    from anatomy.lowering import compile as compile_diagram
-    generator_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(0)
-        mixer = compile_diagram(variant, **dict(variant.shapes.dims))
-        width = variant.shapes.size(variant.inputs[0].axes[-1])
-        x = torch.randn(1, seq_len, width, requires_grad=True)
-        half = seq_len // 2
-        (grad,) = torch.autograd.grad(mixer(x)[:, :half].sum(), x)
-    finally:
-        torch.random.set_rng_state(generator_state)
-    late, early = grad[:, half:].abs().max().item(), grad[:, :half].abs().max().item()
-    return late / early if early > 0 else float(late > 0)

@@ -25,7 +25,6 @@ from .store import SearchStore
 from .tasks import TaskSettings
 from .train import TrialSpec
 
-CAUSALITY_TOLERANCE = 1e-6  # relative dependence of early outputs on late inputs
 
 
 @dataclass
@@ -126,16 +125,21 @@ def run_search(config: SearchConfig, log: Callable[[str], None] | None = None) -
 
 
 def _exclusion(space: SearchSpace, c: VariantClass) -> str | None:
-    from .model import causality_leak
+    """Why a variant is not trained (it does not compile, or it is not causal), or None."""
+    from anatomy.causality import acausal_reason
+    from anatomy.lowering import compile as compile_diagram
     try:
-        leak = causality_leak(space.instantiate(c.representative.choice))
+        variant = space.instantiate(c.representative.choice)
+        compile_diagram(variant, **dict(variant.shapes.dims))
     except AnatError as e:
         return f"does not compile: {e.message}"
     except Exception as e:  # noqa: BLE001 - a variant that cannot run is excluded, not fatal
         return f"does not run: {type(e).__name__}: {e}"
-    if leak > CAUSALITY_TOLERANCE:
-        return (f"not causal (early outputs depend on later inputs, relative gradient "
-                f"{leak:.2g}): it would see the answers of a causal task")
+    found = acausal_reason(variant, variant.shapes)
+    if found is not None:
+        box, why = found
+        return (f"not causal (`{box.op}` making {box.outputs[0]} {why}): it would see the "
+                f"answers of a causal task")
     return None
 
 
