@@ -114,7 +114,9 @@ def _as_kernel_input(b: GraphBuilder, v: Val, time: str, heads: tuple[str, ...],
 
 @dataclass(frozen=True)
 class AttentionMatch:
-    """o[t, H, P] = sum_s softmax_s(scale * sum_N q[t, H, N] k[s, H, N] (+ mask)) v[s, H, P]."""
+    """o[t, H, P] = sum_s softmax_s(expr(scale * sum_N q[t, H, N] k[s, H, N]) + mask) v[s, H, P]
+    where `expr` (lowering/softmax_bias.py) adds biases that are functions of positions and
+    per-token decays, or modifies the score pointwise with constants."""
 
     score_box: Box
     softmax_box: Box
@@ -129,7 +131,8 @@ class AttentionMatch:
     query: int            # indices of q and k among the score contraction's inputs
     key: int
     state: tuple[str, ...]  # N: the summed feature axes of the score
-    score_mods: tuple = ()  # pointwise steps from the score to the softmax: (op, c, c_first)
+    expr: tuple = ("score",)
+    leaves: tuple = ()      # (kind, Val in the mixing contraction's names): "val", "segsum"
     window: int | None = None  # a sliding-window mask of this size (with causal)
 
 
@@ -147,10 +150,11 @@ def match_attention(b: GraphBuilder, box: Box) -> AttentionMatch | None:
         s = to_c[sm.attr("along")[0]]
         if s in out:
             return None
-        chain = _score_chain(b, sm.inputs[0], to_c)
-        if chain is None:
+        bias = _ScoreExpr(b, s)
+        expr = bias.compile(sm.inputs[0], to_c)
+        if expr is None or bias.score is None:
             return None
-        score, q_rename, score_mods = chain
+        score, q_rename = bias.score
         t = next((a for a in out if a in q_rename.values() and a != s), None)
         tensors = [u for u in score.inputs if u.axes]
         if t is None or len(tensors) != 2:
@@ -170,7 +174,12 @@ def match_attention(b: GraphBuilder, box: Box) -> AttentionMatch | None:
         v_axes = box.inputs[iv].axes
         if any(a not in heads + values + (s,) for a in v_axes) or s not in v_axes:
             return None
-        causal, window = False, None
+        if any(pair != (t, s) for pair in bias.pairs) or not bias.positions <= {t, s}:
+            return None  # a decay or index along other axes
+        allowed = set(heads) | {t, s, BATCH}
+        if any(v.layout is not None and not set(v.layout) <= allowed for _, v in bias.leaves):
+            return None
+        causal, window = bias.causal, None
         if len(sm.inputs) > 1:
             mask = d.producer(sm.inputs[1].wire)
             if mask is None or mask.op not in ("causal", "window"):
@@ -182,50 +191,101 @@ def match_attention(b: GraphBuilder, box: Box) -> AttentionMatch | None:
             causal = True
             window = mask.attr("size") if mask.op == "window" else None
         return AttentionMatch(score, sm, iw, iv, t, s, heads, values, q_rename, causal,
-                              positions[0], positions[1], state, score_mods, window)
+                              positions[0], positions[1], state, expr, tuple(bias.leaves),
+                              window)
     return None
 
 
-def _score_chain(b: GraphBuilder, use, to_c: dict):
-    """Walk back from the softmax's input through pointwise boxes with constant operands
-    (a score modification, e.g. soft-capping) to the q.k contraction. Returns the score
-    contraction, its axes renamed into the mixing contraction's names, and the steps."""
-    d = b.d
-    mods = []
-    rename = dict(to_c)
-    while True:
+class _ScoreExpr:
+    """Compiles the softmax's input into a softmax_bias expression: the one q.k contraction
+    becomes ("score",); index(t), index(s) and log(decay(...)) become positions and
+    log-decays; values without time axes (constants, per-head parameters) and per-token
+    values become leaves. Returns None for anything else (it stays on the explicit graph)."""
+
+    def __init__(self, b: GraphBuilder, s: str):
+        self.b, self.d, self.s = b, b.d, s
+        self.score = None          # (the q.k contraction, its axes in the mixing names)
+        self.leaves: list = []
+        self.pairs: list = []      # (query, key) axes of every decay, in the mixing names
+        self.causal = False        # a decay's log is -inf above the diagonal
+        self.positions: set = set()  # the axes of index(...) boxes, in the mixing names
+
+    def leaf(self, kind: str, val: Val) -> tuple:
+        self.leaves.append((kind, val))
+        return ("segsum" if kind == "segsum" else "leaf", len(self.leaves) - 1)
+
+    def compile(self, use, rename: dict):
+        d, b = self.d, self.b
+        if not use.axes:
+            v = b.use(use)
+            return ("const", v.value) if v.static else self.leaf("val", v)
+        wmap = {a: rename.get(ua, ua) for a, ua in zip(d.wires[use.wire].axes, use.axes)}
         box = d.producer(use.wire)
         if box is None:
             return None
-        here = dict(zip(d.wires[use.wire].axes, use.axes))  # box's names -> consumer's
-        rename = {a: rename.get(here_b, here_b) for a, here_b in here.items()}
         tensors = [u for u in box.inputs if u.axes]
-        consts = [u for u in box.inputs if not u.axes]
-        if box.op == "contract" and len(tensors) == 2:
-            if mods and any(not b.use(u).static for u in consts):
+        if box.op == "contract" and len(tensors) == 2 and self.score is None and \
+                {a for u in tensors for a in u.axes} - set(d.wires[box.outputs[0]].axes):
+            self.score = (box, wmap)  # sums its feature axes: the q.k score
+            return ("score",)
+        if box.op == "index":
+            axis = wmap[box.attr("axis")]
+            if b.shapes.sizes.find(axis) == b.shapes.sizes.find(self.s):
+                self.positions.add(axis)
+                return ("s",) if axis == self.s else ("t",)
+            return self.value(use, wmap)
+        if box.op == "log" and d.producer(box.inputs[0].wire) is not None and \
+                d.producer(box.inputs[0].wire).op == "decay":
+            inner = {a: wmap.get(ua, ua) for a, ua in
+                     zip(d.wires[box.inputs[0].wire].axes, box.inputs[0].axes)}
+            return self.log_decay(d.producer(box.inputs[0].wire), inner)
+        if box.op == "decay":
+            log = self.log_decay(box, wmap)
+            return None if log is None else ("exp", log)
+        out = set(d.wires[box.outputs[0]].axes)
+        if box.op in ("contract", "add", "sub", "div", "pow", "neg") or box.op in ops.POINTWISE:
+            if any(not set(u.axes) <= out for u in box.inputs):
+                return None  # a sum
+            parts = [self.compile(u, wmap) for u in box.inputs]
+            if any(p is None for p in parts):
                 return None
-            return box, rename, tuple(reversed(mods))
-        if len(tensors) != 1 or any(not b.use(u).static for u in consts):
+            if box.op == "contract":
+                expr = parts[0]
+                for p in parts[1:]:
+                    expr = ("mul", expr, p)
+                return expr
+            return (box.op, *parts)
+        return self.value(use, wmap)
+
+    def value(self, use, wmap: dict):
+        """A wire used as it is (no time axes, or only the query axis): a leaf."""
+        v = self.b.use(use)
+        if v.layout is None:
+            return ("const", v.value) if v.static else self.leaf("val", v)
+        seen = dict(zip(use.axes, (wmap[a] for a in self.d.wires[use.wire].axes)))
+        return self.leaf("val", Val(v.value, tuple(seen.get(a, a) for a in v.layout)))
+
+    def log_decay(self, box: Box, wmap: dict):
+        """log decay(log_a, t, s): c[t] - c[s] (per-token log_a) or (t - s) log_gamma."""
+        q, k = box.attr("along")
+        self.pairs.append((wmap[q], wmap[k]))
+        self.causal = True
+        la_use = box.inputs[0]
+        if q not in la_use.axes:
+            slope = self.compile(la_use, wmap)
+            return None if slope is None else ("ramp", slope)
+        v = self.b.use(la_use)
+        if v.layout is None:
             return None
-        if set(tensors[0].axes) != set(d.wires[box.outputs[0]].axes):
-            return None  # not pointwise (a sum or a broadcast)
-        if box.op in ops.POINTWISE or box.op == "neg":
-            mods.append((box.op, None, False))
-        elif box.op in ("add", "sub", "div", "pow") and len(consts) == 1:
-            first = box.inputs[0] is consts[0]
-            mods.append((box.op, b.use(consts[0]).value, first))
-        elif box.op == "contract" and consts:
-            value = 1.0
-            for u in consts:
-                value *= b.use(u).value
-            mods.append(("mul", value, False))
-        else:
-            return None
-        use = tensors[0]
+        seen = dict(zip(la_use.axes, (wmap.get(a, a) for a in la_use.axes)))
+        return self.leaf("segsum", Val(v.value, tuple(seen.get(a, a) for a in v.layout)))
 
 
-def lower_attention(b: GraphBuilder, box: Box, m: AttentionMatch) -> None:
-    """Emit torch's scaled_dot_product_attention for a matched softmax attention."""
+def lower_attention(b: GraphBuilder, box: Box, m: AttentionMatch, end=None) -> None:
+    """Emit the fused softmax attention of a match: scaled_dot_product_attention for a plain
+    (or causal) score, else lowering/softmax_bias.py's softmax_attention. `end` (the step
+    form): the position after the last query, when the queries are the last keys."""
+    from .softmax_bias import softmax_attention
     score, state = m.score_box, m.state
     q, k = b.use(score.inputs[m.query]), b.use(score.inputs[m.key])
     q = Val(q.value, tuple(m.q_rename.get(a, a) for a in q.layout))
@@ -236,13 +296,16 @@ def lower_attention(b: GraphBuilder, box: Box, m: AttentionMatch) -> None:
     k_t = b.align(k, (BATCH,) + m.heads + (m.s,) + state)
     v_t = b.align(v, (BATCH,) + m.heads + (m.s,) + m.values)
     sizes = tuple(b.size(a) for a in m.values)
-    if m.score_mods or m.window is not None:
-        node = b.call(ops.flex_attention, q_t, k_t, v_t, len(state), sizes, scale=scale,
-                      score_mods=m.score_mods, causal=m.causal, window=m.window,
-                      name=box.outputs[0])
-    else:
+    if m.expr == ("score",) and m.window is None and (end is None or not m.causal):
         node = b.call(ops.attention, q_t, k_t, v_t, len(state), sizes, scale=scale,
                       is_causal=m.causal, name=box.outputs[0])
+    else:
+        leaves = [b.cumulative_log_decay(b.align(val, (BATCH,) + m.heads + (m.t,)), m.window)
+                  if kind == "segsum" else b.align(val, (BATCH,) + m.heads + (m.t, m.s))
+                  for kind, val in m.leaves]
+        node = b.call(softmax_attention, q_t, k_t, v_t, len(state), sizes, m.expr, *leaves,
+                      scale=scale, causal=m.causal, window=m.window, end=end,
+                      name=box.outputs[0])
     b.store(box, node, (BATCH,) + m.heads + (m.t,) + m.values)
 
 

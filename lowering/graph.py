@@ -155,6 +155,12 @@ class GraphBuilder:
             value._rename(wire)  # the generated code reads like the diagram
         self.vals[wire] = Val(self.align(Val(value, layout), target), target)
 
+    def cumulative_log_decay(self, log_a, window: int | None = None):
+        """The cumulative log-decays [B, heads..., T] of every key a fused softmax sees
+        (its window matters to the step form only)."""
+        from .softmax_bias import cumulative_log_decay
+        return self.call(cumulative_log_decay, log_a)
+
     def batched_output(self, v: Val):
         if v.batched:
             return v.value

@@ -93,7 +93,7 @@ class AnatModule(fx.GraphModule):
             if kind == "call":
                 state[key] = getattr(self, spec[1]).init_state(batch, dtype, device)
                 continue
-            if kind == "scan":  # the first step starts it from zeros
+            if kind in ("scan", "cumdecay"):  # the first step starts it
                 state[key] = None
                 continue
             if kind == "ssm":

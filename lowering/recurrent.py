@@ -26,8 +26,9 @@ from anatomy.errors import AnatError
 from anatomy.ir import Box, Use
 
 from . import torch_ops as ops
-from .forms import lower_ssd, state_shape
+from .forms import lower_attention, lower_ssd, match_attention, state_shape
 from .graph import BATCH, GraphBuilder, Val
+from .softmax_bias import cumulative_log_decay, keep_last
 
 
 class StepBuilder(GraphBuilder):
@@ -143,9 +144,52 @@ class StepBuilder(GraphBuilder):
         super()._rotary(box, fn, **kwargs)
 
     def _box_index(self, box: Box) -> None:
-        if self.is_time(box.attr("axis")):
-            self.refuse(box, "of the time axis is not implemented in the step form")
-        super()._box_index(box)
+        axis = box.attr("axis")
+        if self.is_time(axis) and not self.is_key(axis):  # this chunk's query positions
+            node = self.call(ops.index, self.size(axis), self.like, offset=self.offset)
+            self.store(box, node, (axis,))
+            return
+        super()._box_index(box)  # the key axis: every position so far, 0 .. pos + chunk - 1
+
+    # -- fused softmax attention: a KV cache, the keys' cumulative log-decays, windows ------
+    def _box_contract(self, box: Box) -> None:
+        m = match_attention(self, box) if self.form == "auto" else None
+        if m is None:
+            return super()._box_contract(box)
+        end = self.call(operator.add, self.offset, self.size(self.t))
+        lower_attention(self, box, m, end=end)
+        if m.window is None:
+            return
+        # a sliding window: keep only the last window - 1 keys of every history it alone reads
+        score = m.score_box
+        for use in (score.inputs[m.key], box.inputs[m.value]):
+            key = f"cache:{use.wire}"
+            if key in self.state_out and self.read_on_key_axis_only_by(use.wire,
+                                                                     {score.id, box.id}):
+                dim = self.state_specs[key][2]
+                self.state_out[key] = self.call(keep_last, self.state_out[key], dim,
+                                                m.window - 1)
+
+    def read_on_key_axis_only_by(self, wire: str, boxes: set) -> bool:
+        wire_axes = self.d.wires[wire].axes
+        for b in self.d.boxes:
+            reads = any(u.wire == wire and any(a == self.t and self.is_key(x)
+                                               for a, x in zip(wire_axes, u.axes))
+                        for u in b.inputs)
+            if reads and b.id not in boxes:
+                return False
+        return True
+
+    def cumulative_log_decay(self, log_a, window: int | None = None):
+        """The keys' cumulative log-decays carried in the state (`cumdecay:`), continued by
+        this chunk's; a window keeps the last window - 1."""
+        key = f"cumdecay:{len([k for k in self.state_out if k.startswith('cumdecay:')])}"
+        history = self.call(ops.state_entry, self.state_in, key)
+        full = self.call(cumulative_log_decay, log_a, history)
+        self.state_out[key] = full if window is None else \
+            self.call(keep_last, full, -1, window - 1)
+        self.state_specs[key] = ("cumdecay",)
+        return full
 
     def _box_shift(self, box: Box) -> None:
         axis = box.attr("along")[0]

@@ -8,7 +8,6 @@ torch.compile-friendly. Scalars may be Python numbers or tensors.
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 import torch.nn.functional as F
@@ -230,8 +229,9 @@ def share(x: Tensor, dim: int, heads: int) -> Tensor:
     return x.repeat_interleave(heads // groups, dim=dim)
 
 
-def index(n: int, like: Tensor) -> Tensor:
-    return torch.arange(n, device=like.device, dtype=like.dtype)
+def index(n: int, like: Tensor, offset=0) -> Tensor:
+    """offset, offset + 1, ..., offset + n - 1 (the step form's query positions)."""
+    return torch.arange(n, device=like.device, dtype=like.dtype) + offset
 
 
 
@@ -318,54 +318,6 @@ def _attention_output(out, value_sizes):
     if not value_sizes:
         return out.squeeze(-1)
     return out.reshape(out.shape[:-1] + tuple(value_sizes)) if len(value_sizes) != 1 else out
-
-
-_SCORE_STEPS = {"add": operator.add, "sub": operator.sub, "div": operator.truediv,
-                "pow": operator.pow, "mul": operator.mul}
-
-
-def flex_attention(q: Tensor, k: Tensor, v: Tensor, n_state: int, value_sizes: tuple,
-                   scale=1.0, score_mods: tuple = (), causal: bool = False,
-                   window: int | None = None) -> Tensor:
-    """Softmax attention with a score modification and/or a (windowed) causal mask through
-    FlexAttention. `score_mods`: pointwise steps (op, constant, constant_first) applied to
-    scale * q.k in order."""
-    from torch.nn.attention.flex_attention import create_block_mask
-    from torch.nn.attention.flex_attention import flex_attention as flex
-    q, k, v = _attention_inputs(q, k, v, n_state, value_sizes)
-    lead = q.shape[:-2]
-    # every leading dim (batch, heads) into FlexAttention's batch: the mods ignore b and h
-    q, k, v = (x.reshape((-1, 1) + x.shape[-2:]) for x in (q, k, v))
-
-    def score_mod(score, b, h, q_idx, kv_idx):
-        for op, c, c_first in score_mods:
-            if c is None:
-                score = -score if op == "neg" else POINTWISE[op](score)
-            else:
-                fn = _SCORE_STEPS[op]
-                score = fn(c, score) if c_first else fn(score, c)
-        return score
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        keep = kv_idx <= q_idx
-        return keep & (q_idx - kv_idx < window) if window is not None else keep
-
-    if q.device.type == "cpu" and torch.is_grad_enabled() and \
-            any(x.requires_grad for x in (q, k, v)):
-        # FlexAttention has no backward on CPU: the same math, written out
-        t_idx = torch.arange(q.shape[-2], device=q.device)[:, None]
-        s_idx = torch.arange(k.shape[-2], device=q.device)[None, :]
-        score = score_mod(float(scale) * q @ k.transpose(-1, -2), None, None, t_idx, s_idx)
-        if causal:
-            score = score.masked_fill(~mask_mod(None, None, t_idx, s_idx), float("-inf"))
-        out = torch.softmax(score, -1) @ v
-    else:
-        block_mask = create_block_mask(mask_mod, None, None, q.shape[-2], k.shape[-2],
-                                       device=q.device) if causal else None
-        out = flex(q, k, v, score_mod=score_mod if score_mods else None,
-                   block_mask=block_mask, scale=float(scale))
-    out = out.reshape(lead + out.shape[-2:])
-    return _attention_output(out, value_sizes)
 
 
 # -- the chunked (kernel) form's plumbing ---------------------------------------------------

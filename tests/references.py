@@ -279,6 +279,53 @@ def ref_gta(inputs, params, dims=None) -> Tensor:
     return _proj(o, p["w_y"], 2)
 
 
+def ref_forgetting_transformer(inputs, params, dims=None) -> Tensor:
+    """Lin et al. 2025 (FoX): o_t = sum_s F[t, s] exp(q_t.k_s / sqrt(n)) v_s / sum_s F[t, s]
+    exp(q_t.k_s / sqrt(n)), F[t, s] = prod_{i=s+1..t} f_i (0 for s > t), f_t = sigmoid(w_f
+    x_t + b_f) per head. F is the decay matrix of log f (a literal segment sum)."""
+    x, p = inputs["x"], params
+    q, k, v = _proj(x, p["w_q"]), _proj(x, p["w_k"]), _proj(x, p["w_v"])
+    f = torch.sigmoid(_proj(x, p["w_log_f"]) + p["b_log_f"])  # [B, T, H]
+    F_ts = decay_matrix(torch.log(f))  # [B, H, T, S]
+    score = torch.einsum("bthn,bshn->bhts", q, k) / math.sqrt(q.shape[-1])
+    e = F_ts * torch.exp(score - score.amax(-1, keepdim=True))
+    o = torch.einsum("bhts,bshp->bthp", e / e.sum(-1, keepdim=True), v)
+    return _proj(o, p["w_y"], 2)
+
+
+def alibi_slopes(H: int, dtype=torch.float64) -> Tensor:
+    """Press et al. 2022: the geometric sequence 2^(-8/H), 2^(-16/H), ..., 2^(-8)."""
+    return torch.tensor([2.0 ** (-8.0 * (i + 1) / H) for i in range(H)], dtype=dtype)
+
+
+def ref_alibi(inputs, params, dims=None) -> Tensor:
+    """Press et al. 2022: softmax(q_t.k_s / sqrt(n) - m_h (t - s)) over s <= t, no positions."""
+    x, p = inputs["x"], params
+    q, k, v = _proj(x, p["w_q"]), _proj(x, p["w_k"]), _proj(x, p["w_v"])
+    T, H = q.shape[1], q.shape[2]
+    pos = torch.arange(T, dtype=x.dtype)
+    distance = pos[:, None] - pos[None, :]  # t - s
+    score = torch.einsum("bthn,bshn->bhts", q, k) / math.sqrt(q.shape[-1])
+    score = score - alibi_slopes(H, x.dtype)[:, None, None] * distance
+    score = score.masked_fill(~causal_mask(T), -math.inf)
+    o = torch.einsum("bhts,bshp->bthp", torch.softmax(score, -1), v)
+    return _proj(o, p["w_y"], 2)
+
+
+def ref_sliding_window(inputs, params, dims=None, window: int = 4096) -> Tensor:
+    """Jiang et al. 2023 (Mistral's sliding window): query t sees keys t - W < s <= t, with
+    rotary q and k."""
+    x, p = inputs["x"], params
+    q, k = rope(_proj(x, p["w_q"])), rope(_proj(x, p["w_k"]))
+    v = _proj(x, p["w_v"])
+    T = q.shape[1]
+    pos = torch.arange(T)
+    keep = (pos[None, :] <= pos[:, None]) & (pos[:, None] - pos[None, :] < window)
+    score = torch.einsum("bthn,bshn->bhts", q, k) / math.sqrt(q.shape[-1])
+    o = torch.einsum("bhts,bshp->bthp", torch.softmax(score.masked_fill(~keep, -math.inf), -1), v)
+    return _proj(o, p["w_y"], 2)
+
+
 def _mla_latents(x: Tensor, p: dict) -> tuple[Tensor, Tensor, Tensor]:
     """DeepSeek-V2 eqs. (9), (12), (14): c_kv = RMSNorm(W_DKV h), c_q = RMSNorm(W_DQ h),
     k_R = RoPE(W_KR h) (one RoPE key for every head)."""
@@ -606,6 +653,9 @@ REFERENCES: dict[str, tuple[str, Reference]] = {
     "mla": ("mla.anat", ref_mla),
     "mla_absorbed": ("mla.anat", ref_mla),
     "bahdanau": ("bahdanau.anat", ref_bahdanau),
+    "forgetting_transformer": ("forgetting_transformer.anat", ref_forgetting_transformer),
+    "alibi": ("alibi.anat", ref_alibi),
+    "sliding_window": ("sliding_window.anat", ref_sliding_window),
     "sigmoid_attention": ("sigmoid_attention.anat", ref_sigmoid_attention),
     "relu_attention": ("relu_attention.anat", ref_relu_attention),
     "causal_mix": ("linear_attention.anat", ref_causal_mix),

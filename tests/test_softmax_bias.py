@@ -1,0 +1,165 @@
+"""Softmax attention with position biases and per-token decays (lowering/softmax_bias.py):
+FoX's forget gate, ALiBi, sliding windows. Every path (the materialised mask for SDPA, the
+query-chunked softmax, the step form) is checked against tests/references.py, written from
+the papers, and FoX also against fla's naive_forgetting_attn when fla-core is installed."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+import anatomy
+from anatomy.lowering import softmax_bias
+from tests.references import (REFERENCES, load_zoo, random_inputs, random_params,
+                              ref_sliding_window)
+
+DIMS = {"d": 32, "h": 4}
+T = 70
+WINDOW = 16
+NAMES = ("forgetting_transformer", "alibi", "sliding_window")
+
+
+def rel_rmse(got, want) -> float:
+    got, want = got.double(), want.double()
+    return ((got - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt()).item()
+
+
+def source(name: str) -> str:
+    """The zoo file's text; the sliding window shrunk to WINDOW so that T = 70 crosses it."""
+    text = (anatomy.zoo_dir() / REFERENCES[name][0]).read_text()
+    return text.replace("size=4096", f"size={WINDOW}")
+
+
+def reference(name, inputs, params):
+    if name == "sliding_window":
+        return ref_sliding_window(inputs, params, window=WINDOW)
+    return REFERENCES[name][1](inputs, params)
+
+
+def setup(name, form="auto", dtype=torch.float64):
+    module = anatomy.compile(source(name), name, form=form, **DIMS).to(dtype)
+    diagram = load_zoo(name, **DIMS)
+    params = random_params(diagram, seed=0)
+    module.load_state_dict(params)
+    inputs = random_inputs(diagram, B=2, T=T, seed=1)
+    return module, params, inputs
+
+
+@pytest.fixture(params=["sdpa", "chunked"])
+def path(request, monkeypatch):
+    """Force one CPU path; the chunked one with blocks of 16 rows (several per sequence)."""
+    monkeypatch.setattr(softmax_bias, "choose", lambda *a: request.param)
+    monkeypatch.setattr(softmax_bias, "BLOCK_ELEMENTS", 16 * T * 2 * DIMS["h"])
+    return request.param
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_path_matches_the_reference_and_the_explicit_gradients(name, path):
+    auto, params, inputs = setup(name)
+    assert "softmax_attention(" in auto.code
+    x = inputs["x"].requires_grad_(True)
+    want = reference(name, inputs, params)
+    got = auto(x)
+    assert rel_rmse(got, want) <= 1e-12
+    parallel, _, _ = setup(name, "parallel")
+    ga = torch.autograd.grad(got.square().sum(), [x, *auto.parameters()])
+    gp = torch.autograd.grad(parallel(x).square().sum(), [x, *parallel.parameters()])
+    for a, b in zip(ga, gp):
+        assert rel_rmse(a, b) <= 1e-10
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_prefill_then_decode_matches_the_reference(name, path):
+    auto, params, inputs = setup(name)
+    want = reference(name, inputs, params)
+    x = inputs["x"]
+    state = auto.init_state(2, dtype=torch.float64)
+    ys = []
+    for start, stop in [(0, 23), (23, 24), (24, 40)] + [(t, t + 1) for t in range(40, T)]:
+        y, state = auto.step(x[:, start:stop], state)
+        ys.append(y)
+        if name == "sliding_window":  # only the window: a bounded cache
+            assert state["cache:k"].shape[1] <= WINDOW - 1
+            assert state["cache:v"].shape[1] <= WINDOW - 1
+    assert rel_rmse(torch.cat(ys, 1), want) <= 1e-12
+
+
+def test_fox_carries_the_keys_and_their_cumulative_log_forget_gates():
+    auto, params, inputs = setup("forgetting_transformer")
+    x = inputs["x"]
+    state = auto.init_state(2, dtype=torch.float64)
+    for t in range(5):
+        _, state = auto.step(x[:, t:t + 1], state)
+    log_f = torch.nn.functional.logsigmoid(
+        torch.einsum("btd,dh->bth", x[:, :5], params["w_log_f"]) + params["b_log_f"])
+    assert state["cache:k"].shape[1] == 5
+    torch.testing.assert_close(state["cumdecay:0"], log_f.cumsum(1).transpose(1, 2))
+
+
+def test_fox_with_its_gate_at_one_is_causal_softmax():
+    """The forget gate's bias at +inf (f = 1): FoX computes MHA (same q, k, v, output)."""
+    fox, params, inputs = setup("forgetting_transformer")
+    with torch.no_grad():
+        fox.b_log_f.fill_(1e4)  # logsigmoid(1e4) == 0 in float64
+    params = {**params, "b_log_f": fox.b_log_f.detach()}
+    want = REFERENCES["mha"][1](inputs, params)
+    assert rel_rmse(fox(inputs["x"]), want) <= 1e-12
+
+
+def test_fox_matches_fla_naive_forgetting_attn():
+    pytest.importorskip("einops", reason="fla-core and einops are a test extra")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fla warns that Triton has no CPU backend
+        naive = pytest.importorskip("fla.ops.forgetting_attn.naive",
+                                    reason="fla-core is a test extra")
+    torch.manual_seed(0)
+    B, H, N = 2, 4, 8
+    q, k, v = (torch.randn(B, T, H, N, dtype=torch.float64) for _ in range(3))
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, dtype=torch.float64))
+    for window in (None, WINDOW):
+        want = naive.naive_forgetting_attn(q, k, v, g, window_size=window)
+        for path in ("sdpa", "chunked", None):
+            got = softmax_bias.softmax_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 1, (N,),
+                ("add", ("score",), ("segsum", 0)), g.cumsum(1).transpose(1, 2),
+                scale=1 / math.sqrt(N), causal=True, window=window, path=path)
+            assert rel_rmse(got.transpose(1, 2), want) <= 1e-6  # fla computes in float32
+
+
+class _Like:
+    """Stands in for a tensor on a device this machine lacks (only what `choose` reads)."""
+
+    def __init__(self, device: str, length: int, grad: bool = False):
+        self.device = torch.device(device)
+        self.shape = (1, 4, length, 64)
+        self.requires_grad = grad
+
+
+def test_the_path_per_device_and_length(monkeypatch):
+    choose = softmax_bias.choose
+    cuda = _Like("cuda", 65536, grad=True)
+    assert choose(cuda, cuda, cuda, (), True, None) == "flex"  # untested here: no GPU
+    short, long = torch.zeros(1, 4, 512, 8), torch.zeros(1, 4, 8192, 8)
+    assert choose(short, short, short, (), True, None) == "sdpa"
+    assert choose(short, short, short, (), True, 16) == "chunked"
+    assert choose(long, long, long, (), True, None) == "chunked"
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert choose(long, long, long, (), True, None) == "flex"
+    needs_grad = long.clone().requires_grad_(True)
+    assert choose(needs_grad, long, long, (), True, None) == "sdpa"  # no CPU flex backward
+    with torch.no_grad():
+        assert choose(needs_grad, long, long, (), True, None) == "flex"
+
+
+def test_no_library_warning_reaches_the_user():
+    auto, _, inputs = setup("sliding_window", dtype=torch.float32)
+    x = inputs["x"].float().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            auto(x)
+        auto(x).sum().backward()
+        auto.step(x[:, :3].detach(), auto.init_state(2))
