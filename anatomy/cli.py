@@ -315,14 +315,16 @@ def cmd_search(args) -> int:
         except OSError as e:
             raise AnatError(f"cannot read --variants {args.variants}: {e}") from None
         variants += [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+    pairs = args.pairs if args.pairs is not None else max(1, args.seq_len // 16)
     task = TaskSettings(args.task, seq_len=args.seq_len, batch=args.batch, vocab=args.vocab,
-                        pairs=args.pairs, corpus=args.corpus)
-    if args.task == "mqar":
+                        pairs=pairs, corpus=args.corpus)
+    if args.task != "lm":
+        from .search.tasks import TASKS
         if args.corpus:
             raise AnatError("--corpus is for --task lm")
-        if 2 * args.pairs + 1 > args.vocab or 4 * args.pairs > args.seq_len:
-            raise AnatError(f"MQAR with {args.pairs} pairs needs --vocab >= {2 * args.pairs + 1}"
-                            f" and --seq-len >= {4 * args.pairs}")
+        problem = TASKS[args.task].problem(args.seq_len, args.vocab, pairs)
+        if problem:
+            raise AnatError(f"{args.task}: {problem}", hint="change --seq-len, --vocab or --pairs")
     out = Path(args.out) if args.out else Path("runs") / f"{Path(file).stem}-{args.task}"
     config = SearchConfig(template_file=file, template=name, task=task,
                           dims=parse_dims(args.dims), picks=parse_picks(args.pick),
@@ -330,7 +332,8 @@ def cmd_search(args) -> int:
                           seeds=args.seeds, budget=args.budget, layers=args.layers, lr=args.lr,
                           out=out, db=Path(args.db) if args.db else None,
                           executor=args.executor, workers=args.workers, threads=args.threads,
-                          address=args.address, progress=not args.no_progress)
+                          address=args.address, progress=not args.no_progress,
+                          positions=args.positions)
     if args.task == "lm":  # a bad corpus is reported before any training
         from .search.corpus import load_corpus
         load_corpus(args.corpus)
@@ -427,8 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="train the variants of a template on a task and rank "
                                        "them (resumable)")
     p.add_argument("template", help="FILE or FILE:NAME of a template with slot boxes")
-    p.add_argument("--task", required=True, choices=["mqar", "lm"],
-                   help="mqar: multi-query associative recall; lm: byte-level language model")
+    p.add_argument("--task", required=True, choices=["mqar", "mqar_interleaved", "lm"],
+                   help="mqar: multi-query associative recall (Zoology's layout); "
+                        "mqar_interleaved: the first, leaky layout; lm: byte-level language model")
     p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per variant")
     p.add_argument("--budget", type=parse_tokens, default=200_000,
                    help="training tokens per trial, e.g. 300k or 1M (default 200k)")
@@ -446,8 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AdamW peak learning rate")
     p.add_argument("--seq-len", type=_positive_int, default=64, help="tokens per sequence")
     p.add_argument("--batch", type=_positive_int, default=32, help="sequences per step")
-    p.add_argument("--vocab", type=_positive_int, default=64, help="MQAR vocabulary size")
-    p.add_argument("--pairs", type=_positive_int, default=8, help="MQAR key-value pairs")
+    p.add_argument("--vocab", type=_positive_int, default=8192,
+                   help="MQAR vocabulary size (default 8192, as Zoology)")
+    p.add_argument("--pairs", type=_positive_int, default=None,
+                   help="MQAR key-value pairs (default: seq-len / 16, as Zoology)")
+    p.add_argument("--positions", default="learned", choices=["none", "learned", "rope"],
+                   help="positional information: learned absolute (default), rotary on the "
+                        "queries and keys of a `similarity` slot, or none")
     p.add_argument("--corpus", help="lm: a text file (default: the pinned stdlib corpus)")
     p.add_argument("--out", help="results folder (default runs/TEMPLATE-TASK)")
     p.add_argument("--db", help="the search database (default OUT/search.db)")

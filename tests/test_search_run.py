@@ -1,6 +1,7 @@
-"""Searches end to end, kept tiny: trials that diverge are recorded and do not stop the
-search, a trial is deterministic, a search killed with SIGKILL resumes without losing or
-repeating a finished trial, and bad input is refused before any training."""
+"""Searches end to end, kept tiny: a variant that is not finite at initialisation is excluded
+before training, trials that diverge are recorded and do not stop the search, a trial is
+deterministic, a search killed with SIGKILL resumes without losing or repeating a finished
+trial, and bad input is refused before any training."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ from anatomy.search.train import TrialSpec, run_trial
 ATTENTION = anatomy.zoo_dir() / "search" / "attention.anat"
 TINY_MQAR = TaskSettings("mqar", seq_len=16, batch=8, vocab=16, pairs=2, eval_sequences=32)
 
-# a mixer slot with a sound filler and one whose output is infinite
+# a mixer slot with a sound filler, one whose output is infinite at initialisation and one
+# that overflows after its first step at a large learning rate
 DIVERGING = """
-# Test template: one sound mixer and one that overflows.
+# Test template: one sound mixer and two that overflow.
 slot core(x[t, d]) -> y[t, d]
 
 anatomy tpl(x[t, d]) -> y[t, d]
@@ -46,21 +48,30 @@ def write_template(tmp_path: Path) -> Path:
         "  y[t, d] = causal(t, s) * linear(x, in=[d], out=[d])[s, d] / t\n",
         "  u[t, d] = linear(x, in=[d], out=[d])\n"
         "  y[t, d] = causal(t, s) * u[s, d] / t\n") +
-        "\nanatomy overflow(x[t, d]) -> y[t, d] fills core\n  y[t, d] = exp(exp(exp(x + 9)))\n")
+        "\nanatomy overflow(x[t, d]) -> y[t, d] fills core\n  y[t, d] = exp(exp(exp(x + 9)))\n"
+        # exp(40) at initialisation; Adam's first step at lr 1 moves a by about 1: exp(140)
+        "\nanatomy blowup(x[t, d]) -> y[t, d] fills core\n  dims d\n"
+        "  param a[d] ~ constant(0.4)\n  y[t, d] = x * exp(a * 100)\n")
     return path
 
 
 def test_diverged_trials_are_recorded_and_the_search_goes_on(tmp_path):
     config = SearchConfig(template_file=str(write_template(tmp_path)), task=TINY_MQAR,
                           seeds=2, budget=400, out=tmp_path / "out", workers=0, layers=1,
-                          progress=False)
-    outcome = run_search(config, log=lambda line: None)
+                          progress=False, lr=1.0)
+    lines: list[str] = []
+    outcome = run_search(config, log=lines.append)
     assert outcome.counts == {"done": 2, "diverged": 2}
     rows = json.loads((tmp_path / "out" / "leaderboard.json").read_text())["rows"]
-    assert [r["name"] for r in rows] == ["mean_mixer", "overflow"]
+    assert [r["name"] for r in rows] == ["mean_mixer", "blowup", "overflow"]
     assert rows[0]["rank"] == 1 and rows[0]["done"] == 2 and rows[0]["mean"] is not None
     assert rows[1]["rank"] is None and rows[1]["diverged"] == 2
-    assert rows[1]["note"].startswith("diverged: training loss nan at step 0")
+    assert rows[1]["note"].startswith("diverged: training loss nan at step 1")
+    # infinite at initialisation: reported before training, never trained
+    assert rows[2]["seeds"] == 0
+    assert rows[2]["note"].startswith("excluded: non-finite at initialisation: the logits")
+    assert any("excluded before training: overflow: non-finite at initialisation" in line
+               for line in lines)
     for name in ("leaderboard.md", "leaderboard.csv", "loss_curves.png", "metric.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
 
@@ -161,9 +172,12 @@ def test_kill_9_and_resume(tmp_path):
             time.sleep(0.2)
             if not db_path.exists():
                 continue
-            with sqlite3.connect(db_path, timeout=30) as db:
-                rows = db.execute("SELECT id, status, metric, finished_at FROM trials "
-                                  "WHERE status IN ('done', 'diverged', 'failed')").fetchall()
+            try:
+                with sqlite3.connect(db_path, timeout=30) as db:
+                    rows = db.execute("SELECT id, status, metric, finished_at FROM trials "
+                                      "WHERE status IN ('done', 'diverged', 'failed')").fetchall()
+            except sqlite3.OperationalError:  # the file exists, its tables not yet
+                continue
             if rows:
                 workers = children(proc.pid)
                 os.kill(proc.pid, signal.SIGKILL)

@@ -2,8 +2,10 @@
 task's metric; written as markdown, CSV and JSON.
 
 A variant's score is the mean of its finished seeds' metrics, with the sample standard
-deviation (n - 1 in the denominator; none for a single seed) and the range. Diverged and
-failed seeds are counted, never averaged in. Variants rank by mean score; variants with no
+deviation (n - 1 in the denominator; none for a single seed), the range, and a 95%
+percentile-bootstrap confidence interval of the mean (`bootstrap_ci`; with 3 seeds it can
+only take a few values: read it as a range, not a test). Diverged and failed seeds are
+counted, never averaged in. A recall task's no-recall floor heads the markdown. Variants rank by mean score; variants with no
 finished seed come after, then those excluded before training (with the reason).
 """
 
@@ -13,6 +15,7 @@ import csv
 import io
 import json
 import math
+import random
 from dataclasses import asdict, dataclass, field
 
 
@@ -31,6 +34,8 @@ class Row:
     std: float | None = None
     min: float | None = None
     max: float | None = None
+    ci_low: float | None = None   # 95% bootstrap interval of the mean over seeds
+    ci_high: float | None = None
     eval_loss: float | None = None
     params: int | None = None
     seconds: float | None = None  # mean wall time of a finished trial
@@ -55,6 +60,7 @@ def aggregate(variants: list[dict], trials: list[dict], higher_is_better: bool) 
             row.mean = sum(scores) / len(scores)
             row.std = _sample_std(scores)
             row.min, row.max = min(scores), max(scores)
+            row.ci_low, row.ci_high = bootstrap_ci(scores)
             row.eval_loss = sum(t["eval_loss"] for t in done) / len(done)
             row.seconds = sum(t["seconds"] for t in done) / len(done)
         row.params = next((t["params"] for t in ts if t["params"]), None)
@@ -76,6 +82,18 @@ def aggregate(variants: list[dict], trials: list[dict], higher_is_better: bool) 
     return scored + rest
 
 
+def bootstrap_ci(xs: list[float], level: float = 0.95, resamples: int = 10_000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `xs`: resample `xs` with replacement
+    `resamples` times (seeded: the same interval every time), take the means' quantiles at
+    (1 - level) / 2 and (1 + level) / 2 (nearest rank)."""
+    rng = random.Random(seed)
+    n = len(xs)
+    means = sorted(sum(rng.choice(xs) for _ in range(n)) / n for _ in range(resamples))
+    tail = (1 - level) / 2
+    return means[int(tail * (resamples - 1))], means[round((1 - tail) * (resamples - 1))]
+
+
 def _sample_std(xs: list[float]) -> float | None:
     if len(xs) < 2:
         return None
@@ -87,11 +105,12 @@ def _num(x: float | None, digits: int = 4) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def to_markdown(rows: list[Row], metric: str, higher_is_better: bool) -> str:
+def to_markdown(rows: list[Row], metric: str, higher_is_better: bool,
+                floor: float | None = None) -> str:
     arrow = "higher is better" if higher_is_better else "lower is better"
     lines = [(f"| rank | variant | {metric} (mean) | std | min | max | seeds ok / run | "
-              "diverged | params | s / trial | note |"),
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "diverged | params | s / trial | 95% CI | note |"),
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         note = r.note
         if r.same_as:
@@ -99,9 +118,18 @@ def to_markdown(rows: list[Row], metric: str, higher_is_better: bool) -> str:
         lines.append(f"| {r.rank or '–'} | {r.name} | {_num(r.mean)} | {_num(r.std)} | "
                      f"{_num(r.min)} | {_num(r.max)} | {r.done} / {r.seeds} | {r.diverged} | "
                      f"{r.params if r.params is not None else '–'} | {_num(r.seconds, 1)} | "
-                     f"{note} |")
-    return f"{metric}: {arrow}; std is the sample standard deviation across seeds\n\n" + \
-        "\n".join(lines) + "\n"
+                     f"{_interval(r)} | {note} |")
+    head = f"{metric}: {arrow}; std is the sample standard deviation across seeds"
+    if floor is not None:
+        head += (f"\n\nno-recall floor: {floor:.4f} (the best {metric} without recall: "
+                 "guessing among the pairs' values)")
+    return head + "\n\n" + "\n".join(lines) + "\n"
+
+
+def _interval(r: Row) -> str:
+    if r.ci_low is None or r.done < 2:
+        return "–"
+    return f"{r.ci_low:.4f}–{r.ci_high:.4f}"
 
 
 def to_csv(rows: list[Row]) -> str:

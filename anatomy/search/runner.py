@@ -2,8 +2,9 @@
 them, plan the trials in the database, run them on an executor, and write the results.
 
 Everything that can be refused is refused before any training: a template or filling the
-checker rejects, a bad option, and variants whose outputs depend on later inputs (the
-tasks are causal: such a variant would see the answers), which are recorded as excluded.
+checker rejects, a bad option, variants whose outputs depend on later inputs (the tasks are
+causal: such a variant would see the answers) and variants whose model is NaN or infinite
+at initialisation (`nonfinite_at_init`), which are recorded as excluded.
 Run the same search again and it continues: finished trials are kept, the rest run.
 """
 
@@ -20,11 +21,11 @@ from pathlib import Path
 from anatomy.errors import AnatError
 
 from .executors import make_executor
+from .positions import ROPE_SLOT
 from .space import Choice, Enumeration, SearchSpace, VariantClass
 from .store import SearchStore
 from .tasks import TaskSettings
 from .train import TrialSpec
-
 
 
 @dataclass
@@ -50,6 +51,7 @@ class SearchConfig:
     threads: int = 1
     address: str | None = None
     progress: bool = True
+    positions: str = "learned"                          # none, learned or rope
 
 
 @dataclass
@@ -87,13 +89,17 @@ def settings(space: SearchSpace, config: SearchConfig) -> dict:
     return {"template": space.template.name, "template_sha256": hashlib.sha256(text).hexdigest(),
             "dims": space.dims, "load_dims": dict(sorted(config.dims.items())),
             "task": asdict(config.task), "budget": config.budget,
-            "layers": config.layers, "lr": config.lr}
+            "layers": config.layers, "lr": config.lr, "positions": config.positions}
 
 
 def run_search(config: SearchConfig, log: Callable[[str], None] | None = None) -> SearchOutcome:
     log = log or (lambda line: print(line, file=sys.stderr))
     start = time.perf_counter()
     space = SearchSpace.load(config.template_file, config.template, config.dims, config.picks)
+    if config.positions == "rope" and ROPE_SLOT not in space.slots:
+        raise AnatError(f"--positions rope rotates the queries and keys of the template's "
+                        f"`{ROPE_SLOT}` slot, and {space.template.name} has none",
+                        space.template.loc, hint="use --positions learned (any template)")
     enumeration, classes = select(space, config)
     log(f"space {space.template.name}: {enumeration.summary()}")
     for f in enumeration.rejected:
@@ -104,7 +110,7 @@ def run_search(config: SearchConfig, log: Callable[[str], None] | None = None) -
     store = SearchStore(config.db or config.out / "search.db", settings(space, config))
     excluded = 0
     for c in classes:
-        reason = _exclusion(space, c)
+        reason = _exclusion(space, c) or _nonfinite(space, config, c)
         excluded += reason is not None
         store.add_variant(c.key, c.name, c.representative.choice, [m.name for m in c.members],
                           reason)
@@ -143,6 +149,18 @@ def _exclusion(space: SearchSpace, c: VariantClass) -> str | None:
     return None
 
 
+def _nonfinite(space: SearchSpace, config: SearchConfig, c: VariantClass) -> str | None:
+    """Why the variant's model (seed 0) is not finite at initialisation, or None."""
+    from .train import nonfinite_at_init
+    try:
+        problem = nonfinite_at_init(_spec(space, config, 0, c.key, 0, c.representative.choice))
+    except AnatError as e:
+        return f"does not compile: {e.message}"
+    except Exception as e:  # noqa: BLE001 - a variant that cannot run is excluded, not fatal
+        return f"does not run: {type(e).__name__}: {e}"
+    return f"non-finite at initialisation: {problem}" if problem else None
+
+
 def _spec(space: SearchSpace, config: SearchConfig, trial: int, variant: str, seed: int,
           choice: Choice) -> TrialSpec:
     file = space.template.program.file
@@ -152,7 +170,7 @@ def _spec(space: SearchSpace, config: SearchConfig, trial: int, variant: str, se
                      template=space.template.name, choice=tuple(map(tuple, choice)),
                      dims=tuple(sorted(config.dims.items())), task=config.task, seed=seed,
                      budget=config.budget, layers=config.layers, lr=config.lr,
-                     threads=config.threads)
+                     threads=config.threads, positions=config.positions)
 
 
 def _run_trials(space: SearchSpace, config: SearchConfig, store: SearchStore,
@@ -237,22 +255,23 @@ def write_results(store: SearchStore, config: SearchConfig, enumeration: Enumera
     """Leaderboard (markdown, CSV, JSON) and plots from what the database holds now."""
     from .leaderboard import aggregate, to_csv, to_json, to_markdown
     from .plots import plot_curves, plot_metric
-    from .tasks import TASKS
-    task = TASKS[config.task.name]
+    from .tasks import make_task
+    task = make_task(config.task)
     trials = store.trials()
     rows = aggregate(store.variants(), trials, task.higher_is_better)
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(rows, task.metric, task.higher_is_better)
+    markdown = to_markdown(rows, task.metric, task.higher_is_better, task.floor)
     counts = store.counts()
     (out / "leaderboard.md").write_text(markdown)
     (out / "leaderboard.csv").write_text(to_csv(rows))
     (out / "leaderboard.json").write_text(to_json(rows, task.metric, task.higher_is_better, {
         "task": asdict(config.task), "seeds": config.seeds, "budget": config.budget,
-        "layers": config.layers, "lr": config.lr, "trials": counts,
+        "layers": config.layers, "lr": config.lr, "positions": config.positions,
+        "floor": task.floor, "trials": counts,
         "space": {"fillings": len(enumeration.fillings), "refused": len(enumeration.rejected),
                   "classes": len(enumeration.classes)}}))
     title = f"{config.task.name}: {config.budget:,} tokens, {config.seeds} seed(s)"
     plot_curves(trials, rows, out / "loss_curves.png", title)
-    plot_metric(trials, rows, task.metric, out / "metric.png", title)
+    plot_metric(trials, rows, task.metric, out / "metric.png", title, task.floor)
     return SearchOutcome(out, enumeration, variants, excluded, counts, markdown, 0.0)

@@ -1,10 +1,12 @@
-"""The tasks a search trains and evaluates on: multi-query associative recall (synthetic) and
-character-level (byte-level) language modelling on a corpus.
+"""The tasks a search trains and evaluates on: multi-query associative recall (synthetic: in
+Zoology's layout, `mqar`, or the first, leaky one, `mqar_interleaved`) and character-level
+(byte-level) language modelling on a corpus.
 
 A task gives training batches (a function of the trial's seed and the step, so a trial run
 twice sees the same data) and evaluates a model on a held-out set that is the same for
 every trial: for MQAR, sequences drawn from a fixed seed; for language modelling, the last
-tenth of the corpus.
+tenth of the corpus. A recall task also has a `floor`: the best accuracy without recall on
+its held-out set (anatomy.search.mqar.no_recall_floor); language modelling has none.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .corpus import load_corpus
-from .mqar import IGNORE, mqar
+from .mqar import IGNORE, check_interleaved, check_mqar, mqar, mqar_interleaved, no_recall_floor
 
 EVAL_SEED = 2023  # the held-out MQAR sequences, the same for every trial and variant
 
@@ -26,11 +28,11 @@ EVAL_SEED = 2023  # the held-out MQAR sequences, the same for every trial and va
 class TaskSettings:
     """What a trial needs to rebuild its task anywhere (plain data: sent to workers)."""
 
-    name: str                 # "mqar" or "lm"
+    name: str                 # "mqar", "mqar_interleaved" or "lm"
     seq_len: int = 64
     batch: int = 32
-    vocab: int = 64           # MQAR's vocabulary (language modelling uses the 256 bytes)
-    pairs: int = 8            # MQAR's key-value pairs per sequence
+    vocab: int = 8192         # MQAR's vocabulary (language modelling uses the 256 bytes)
+    pairs: int = 4            # MQAR's key-value pairs per sequence (Zoology: seq_len / 16)
     eval_sequences: int = 256
     corpus: str | None = None  # language modelling: a text file; None = the default corpus
 
@@ -42,6 +44,7 @@ class Task:
     metric: str
     higher_is_better: bool
     vocab: int
+    floor: float | None = None  # the best score without recall (recall tasks)
 
     def __init__(self, settings: TaskSettings):
         self.settings = settings
@@ -55,21 +58,25 @@ class Task:
 
 
 class RecallTask(Task):
-    """MQAR: accuracy of the value predicted at each repeated key (anatomy.search.mqar)."""
+    """MQAR in Zoology's layout: accuracy of the value predicted at each query (a key asked
+    again), scored at the queries only (anatomy.search.mqar)."""
 
     metric = "accuracy"
     higher_is_better = True
+    generate = staticmethod(mqar)
+    problem = staticmethod(check_mqar)
 
     def __init__(self, settings: TaskSettings):
         super().__init__(settings)
         self.vocab = settings.vocab
         g = torch.Generator().manual_seed(EVAL_SEED)
-        self.held_out = mqar(settings.eval_sequences, settings.seq_len, settings.vocab,
-                             settings.pairs, g)
+        self.held_out = self.generate(settings.eval_sequences, settings.seq_len,
+                                      settings.vocab, settings.pairs, g)
+        self.floor = no_recall_floor(*self.held_out, settings.pairs)
 
     def batch(self, generator):
         s = self.settings
-        return mqar(s.batch, s.seq_len, s.vocab, s.pairs, generator)
+        return self.generate(s.batch, s.seq_len, s.vocab, s.pairs, generator)
 
     @torch.no_grad()
     def evaluate(self, model):
@@ -78,12 +85,20 @@ class RecallTask(Task):
         loss_sum = 0.0
         for i in range(0, len(tokens), self.settings.batch):
             x, y = tokens[i:i + self.settings.batch], labels[i:i + self.settings.batch]
-            logits = model(x)
             scored = y != IGNORE
-            loss_sum += F.cross_entropy(logits[scored], y[scored], reduction="sum").item()
-            correct += (logits.argmax(-1)[scored] == y[scored]).sum().item()
+            logits = model(x, scored)
+            loss_sum += F.cross_entropy(logits, y[scored], reduction="sum").item()
+            correct += (logits.argmax(-1) == y[scored]).sum().item()
             total += scored.sum().item()
         return {"accuracy": correct / total, "loss": loss_sum / total}
+
+
+class InterleavedRecallTask(RecallTask):
+    """MQAR in the first, leaky layout (each query followed by its answer in the input):
+    kept to reproduce the first study; its floor is far above 1 / pairs."""
+
+    generate = staticmethod(mqar_interleaved)
+    problem = staticmethod(check_interleaved)
 
 
 class LanguageTask(Task):
@@ -126,7 +141,7 @@ class LanguageTask(Task):
         return {"bits_per_byte": loss / math.log(2), "loss": loss}
 
 
-TASKS = {"mqar": RecallTask, "lm": LanguageTask}
+TASKS = {"mqar": RecallTask, "mqar_interleaved": InterleavedRecallTask, "lm": LanguageTask}
 
 
 def make_task(settings: TaskSettings) -> Task:

@@ -39,6 +39,7 @@ class TrialSpec:
     lr: float = 3e-3
     weight_decay: float = 0.1
     threads: int = 1           # torch threads in the worker
+    positions: str = "learned"  # none, learned or rope (anatomy.search.positions)
 
 
 @dataclass
@@ -76,7 +77,46 @@ def variant_diagram(spec: TrialSpec):
 
 def build_model(spec: TrialSpec, vocab: int):
     from .model import LanguageModel, block_diagram
-    return LanguageModel(block_diagram(variant_diagram(spec)), vocab, spec.layers)
+    from .positions import with_positions
+    mixer = with_positions(variant_diagram(spec), spec.positions)
+    return LanguageModel(block_diagram(mixer), vocab, spec.layers, spec.positions,
+                         spec.task.seq_len)
+
+
+def nonfinite_at_init(spec: TrialSpec) -> str | None:
+    """What is NaN or infinite in the trial's model at initialisation (its seed), on one
+    training batch: the logits, the loss or a gradient; None when all are finite. Such a
+    model is not trained: its first step would already be NaN."""
+    import torch
+    from torch.nn import functional as F
+
+    from .mqar import IGNORE
+    from .tasks import make_task
+    task = make_task(spec.task)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(spec.seed)
+        model = build_model(spec, task.vocab)
+    finally:
+        torch.random.set_rng_state(state)
+    tokens, labels = task.batch(torch.Generator().manual_seed(spec.seed))
+    scored = labels != IGNORE
+    logits = model(tokens, scored)
+    if not torch.isfinite(logits).all():
+        return f"the logits are not finite ({_count_bad(logits)} of {logits.numel()})"
+    loss = F.cross_entropy(logits, labels[scored])
+    if not torch.isfinite(loss):
+        return f"the loss is {loss.item()}"
+    loss.backward()
+    for name, p in model.named_parameters():
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            return f"the gradient of {name} is not finite ({_count_bad(p.grad)} entries)"
+    return None
+
+
+def _count_bad(x) -> int:
+    import torch
+    return int((~torch.isfinite(x)).sum().item())
 
 
 def run_trial(spec: TrialSpec) -> TrialResult:
@@ -115,12 +155,13 @@ def _train(spec: TrialSpec, start: float) -> TrialResult:
         for group in opt.param_groups:
             group["lr"] = lr
         tokens, labels = task.batch(data)
-        logits = model(tokens)
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        scored = labels != IGNORE
+        loss = F.cross_entropy(model(tokens, scored), labels[scored])
         value = loss.item()
         if not math.isfinite(value):
             result.status = "diverged"
-            result.error = f"training loss {value} at step {step} of {steps}"
+            result.error = (f"non-finite at initialisation: training loss {value}" if step == 0
+                            else f"training loss {value} at step {step} of {steps}")
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -139,7 +180,8 @@ def _train(spec: TrialSpec, start: float) -> TrialResult:
         result.metric, result.eval_loss = scores[task.metric], scores["loss"]
         if not all(math.isfinite(x) for x in (result.metric, result.eval_loss)):
             result.status = "diverged"
-            result.error = f"evaluation gave {task.metric} {result.metric}"
+            result.error = (f"evaluation gave {task.metric} {result.metric}, "
+                            f"loss {result.eval_loss}")
     result.seconds = time.perf_counter() - start
     return result
 
