@@ -46,3 +46,31 @@ def const_value(d: Diagram, u: Use):
 
 def size(d: Diagram, axis: str) -> int | None:
     return d.shapes.size(axis) if d.shapes is not None else None
+
+
+def reads_as(d: Diagram, wire: str, to_axes: tuple[str, ...]) -> bool:
+    """Whether every reader of `wire` may read instead a value that has only the axes
+    `to_axes` of the wire (named as the wire names them) and is constant along the others:
+    each missing axis must be one the reader broadcasts along without changing a count or a
+    size: an axis another input of a product, sum or quotient carries, or the query axis of
+    a decay (a constant decay). Never an output port."""
+    if any(p.name == wire for p in d.outputs):
+        return False
+    own = d.wires[wire].axes
+    for b in d.consumers(wire):
+        for i, u in enumerate(b.inputs):
+            if u.wire != wire:
+                continue
+            missing = {x for a, x in zip(own, u.axes) if a not in to_axes}
+            if not missing:
+                continue
+            others = {a for v in b.inputs if v.wire != wire for a in v.axes}
+            if b.op in ("add", "sub", "div", "pow", "contract"):
+                ok = missing <= others
+            elif b.op == "decay":
+                ok = missing == {b.attr("along")[0]}
+            else:
+                ok = False
+            if not ok:
+                return False
+    return True

@@ -77,10 +77,19 @@ def random_inputs(d: Diagram, length: int, seed: int, batch: int = 2):
 def distance(a: Diagram, b: Diagram, length: int, seed: int = 0):
     """(relative RMSE, worst output, its index, left, right) between the two diagrams on
     one random input; None when their parameters cannot be matched."""
-    import torch
     ma, mb, matched = compile_pair(a, b)
     if not matched:
         return None
+    return _compare(a, ma, mb, length, seed)
+
+
+def _compare(a: Diagram, ma, mb, length: int, seed: int):
+    """(relative RMSE, worst output, its index, left, right) of two compiled modules on
+    one random input. The RMSE of the difference is relative to the larger of the two
+    outputs' RMS, so a side that is 0 where the other is not differs by 1, not infinitely.
+    Entries that neither side computes (both NaN or infinite) are left out; an entry only
+    one side computes is an infinite discrepancy."""
+    import torch
     inputs = random_inputs(a, length, seed)
     with torch.no_grad():
         ya, yb = ma(*inputs), mb(*inputs)
@@ -88,8 +97,14 @@ def distance(a: Diagram, b: Diagram, length: int, seed: int = 0):
     yb = yb if isinstance(yb, tuple) else (yb,)
     worst = (0.0, None, (), 0.0, 0.0)
     for port, x, y in zip(a.outputs, ya, yb):
-        scale = x.pow(2).mean().sqrt().clamp_min(1e-30)
-        err = float((x - y).pow(2).mean().sqrt() / scale)
+        fx, fy = torch.isfinite(x), torch.isfinite(y)
+        if not torch.equal(fx, fy):
+            i = int((fx != fy).flatten().nonzero()[0])
+            index = tuple(int(j) for j in torch.unravel_index(torch.tensor(i), x.shape))
+            return (float("inf"), port.name, index, float(x[index]), float(y[index]))
+        x, y = torch.where(fx, x, 0.0), torch.where(fy, y, 0.0)
+        scale = torch.maximum(x.pow(2).mean().sqrt(), y.pow(2).mean().sqrt())
+        err = float((x - y).pow(2).mean().sqrt() / scale.clamp_min(1e-30))
         if err > worst[0] or worst[1] is None:
             i = int((x - y).abs().argmax())
             index = tuple(int(j) for j in torch.unravel_index(torch.tensor(i), x.shape))
@@ -97,19 +112,136 @@ def distance(a: Diagram, b: Diagram, length: int, seed: int = 0):
     return worst
 
 
-def find_counterexample(a: Diagram, b: Diagram, lengths=(1, 2, 3, 5, 8),
-                        seeds=(0, 1)) -> Counterexample | None:
-    """The first random input (short sequences first) on which the diagrams differ."""
+# -- the search for a counterexample -----------------------------------------------------------
+DECISIVE = 1e-3  # a presented counterexample differs by at least this (relative RMSE)
+LENGTHS = (1, 2, 3, 5, 8, 16)
+SEEDS = (0, 1)
+EPSILON = 1e-3  # a number added to or subtracted from a value, smaller than this, is an epsilon
+EPS_OPS = ("normalise", "l2normalise", "layernorm", "rmsnorm", "groupnorm")
+
+
+@dataclass(frozen=True)
+class Search:
+    """What comparing two diagrams on random inputs found: the input with the largest
+    discrepancy, whether it is a counterexample, and otherwise what was found instead."""
+
+    worst: Counterexample | None
+    decisive: bool
+    note: str
+
+    @property
+    def counterexample(self) -> Counterexample | None:
+        return self.worst if self.decisive else None
+
+
+@dataclass(frozen=True)
+class Epsilon:
+    """A small constant written in a diagram: a number added or subtracted, or an `eps=`."""
+
+    box: str
+    value: float
+    where: str
+
+
+def epsilons(d: Diagram) -> list[Epsilon]:
+    """The epsilons of a diagram (composite boxes inlined): numbers 0 < |c| < EPSILON
+    that are added or subtracted, and positive `eps` options of normalisers and norms."""
+    found = []
+    for b in d.boxes:
+        if b.op == "const" and 0 < abs(b.attr("value")) < EPSILON and \
+                any(r.op in ("add", "sub") for r in d.consumers(b.id)):
+            found.append(Epsilon(b.id, b.attr("value"), _where(b)))
+        elif b.op in EPS_OPS and b.attr("eps", 0.0) > 0:
+            found.append(Epsilon(b.id, b.attr("eps"), f"the eps={b.attr('eps'):g} of "
+                                                      f"{b.op} {_where(b)}"))
+    return found
+
+
+def _where(b) -> str:
+    loc = b.loc
+    if loc.line and loc.text:
+        return f"`{loc.text.strip()}` (line {loc.line})"
+    return f"box `{b.id}`"
+
+
+def without_epsilons(d: Diagram) -> Diagram:
+    """The diagram with every epsilon set to 0."""
+    from anatomy.shapes import check
+    marked = {e.box for e in epsilons(d)}
+    boxes = [b.with_attrs(value=0) if b.op == "const" and b.id in marked else
+             b.with_attrs(eps=0.0) if b.id in marked else b for b in d.boxes]
+    out = d.replace(boxes=boxes)
+    out.shapes = check(out, dict(d.shapes.dims))
+    return out
+
+
+def inlined(d: Diagram) -> Diagram:
+    """The diagram with every composite box replaced by its body."""
+    from .rules import RULES
+    while sites := RULES["inline"].sites(d):
+        d = RULES["inline"].apply(d, sites[0])
+    return d
+
+
+def search(a: Diagram, b: Diagram, lengths=LENGTHS, seeds=SEEDS) -> Search:
+    """Compare the diagrams on random inputs at every length and seed, and judge the input
+    with the largest discrepancy (relative RMSE):
+
+    - at most TOLERANCE: they agree (float64 noise), no counterexample;
+    - if setting every epsilon written in either diagram to 0 makes them agree on every
+      input, they differ only by the epsilons: no counterexample, and the note says which;
+    - at least DECISIVE: a counterexample;
+    - in between: too small to present, and the note says how large it was."""
     from anatomy.errors import AnatError
+    try:
+        ma, mb, matched = compile_pair(a, b)
+    except AnatError as e:
+        return Search(None, False, "no numeric comparison: " + str(e).splitlines()[0])
+    if not matched:
+        return Search(None, False, "no counterexample either: their parameters could not be "
+                                   "matched by name and size")
+    worst = _worst(a, ma, mb, lengths, seeds)
+    tried = f"lengths {', '.join(map(str, lengths))}, {len(seeds)} seeds each"
+    if worst is None or worst.rel_rmse <= TOLERANCE:
+        size = "" if worst is None else f" to {worst.rel_rmse:.1g} relative"
+        return Search(worst, False, f"no counterexample either: on random inputs ({tried}) "
+                                    f"they agreed{size} (a rule may be missing)")
+    small = [e for d in (a, b) for e in epsilons(inlined(d))]
+    if small and _agree_without(a, b, lengths, seeds):
+        listed = ", ".join(dict.fromkeys(f"the {e.value:g} in {e.where}"
+                                         if not e.where.startswith("the eps") else e.where
+                                         for e in small))
+        return Search(worst, False,
+                      f"no counterexample: they differ only by about {listed} (largest "
+                      f"difference {worst.rel_rmse:.2g} relative, at sequence length "
+                      f"{worst.length}; with the epsilons set to 0 they agree on random inputs)")
+    if worst.rel_rmse >= DECISIVE:
+        return Search(worst, True, "")
+    return Search(worst, False,
+                  f"no counterexample: the largest difference on random inputs ({tried}) is "
+                  f"{worst.rel_rmse:.2g} relative (at sequence length {worst.length}), below "
+                  f"the {DECISIVE:g} a counterexample needs")
+
+
+def _worst(a: Diagram, ma, mb, lengths, seeds) -> Counterexample | None:
+    """The input with the largest discrepancy."""
+    worst = None
     for length in lengths:
         for seed in seeds:
-            try:
-                found = distance(a, b, length, seed)
-            except AnatError:
-                return None
-            if found is None:
-                return None
-            err, output, index, left, right = found
-            if err > TOLERANCE:
-                return Counterexample(length, seed, output, index, left, right, err)
-    return None
+            err, output, index, left, right = _compare(a, ma, mb, length, seed)
+            if worst is None or err > worst.rel_rmse:
+                worst = Counterexample(length, seed, output, index, left, right, err)
+    return worst
+
+
+def _agree_without(a: Diagram, b: Diagram, lengths, seeds) -> bool:
+    """Whether the diagrams agree (to TOLERANCE) on every input once their epsilons are 0
+    (entries neither side then computes, a 0/0 an epsilon guarded, are left out)."""
+    za, zb = without_epsilons(inlined(a)), without_epsilons(inlined(b))
+    ma, mb, _ = compile_pair(za, zb)
+    return all(_compare(za, ma, mb, n, seed)[0] <= TOLERANCE for n in lengths for seed in seeds)
+
+
+def find_counterexample(a: Diagram, b: Diagram) -> Counterexample | None:
+    """The input on which the diagrams differ most, when that is a counterexample."""
+    return search(a, b).counterexample

@@ -22,7 +22,8 @@ from anatomy.canonical import same_structure, structure_hash
 from anatomy.errors import AnatError
 from anatomy.ir import Diagram
 
-from .numeric import Counterexample, find_counterexample
+from .domain import on_common_domain
+from .numeric import TOLERANCE, Counterexample, search
 from .proof_file import FORMAT, changed, locate, stored_path
 from .proof_file import read as read_proof
 from .rules import APPROXIMATE, NORMALISING, RULES
@@ -107,6 +108,7 @@ class Proof:
     left_steps: Rewriting
     right_steps: Rewriting
     seconds: float = 0.0
+    note: str = ""  # the domain of the claim, when the signatures tie axes (domain.py)
 
     @property
     def approximate(self) -> bool:
@@ -131,7 +133,8 @@ class Proof:
         sign = "~" if self.approximate else "="
         lines = [f"claim: {self.left.label()} {sign} {self.right.label()}",
                  (f"proved in {_steps(len(self.chain()))} ({self.seconds:.2f} s); rules: "
-                  f"{', '.join(self.rules_used) or 'none (same up to names and order)'}"), ""]
+                  f"{', '.join(self.rules_used) or 'none (same up to names and order)'}")]
+        lines += [self.note, ""] if self.note else [""]
         if show_diagrams:
             lines += [f"{self.left.label()}:", _indent(self.left.diagram.to_text())]
         for i, (direction, step) in enumerate(self.chain(), 1):
@@ -213,19 +216,19 @@ def prove(a: Diagram | Side, b: Diagram | Side, allow_approximate: bool = False
     left = a if isinstance(a, Side) else Side(a)
     right = b if isinstance(b, Side) else Side(b)
     _check_signatures(left, right)
-    ln, rn = normalise(left.diagram), normalise(right.diagram)
+    da, db, domain = on_common_domain(left.diagram, right.diagram)
+    ln, rn = normalise(da), normalise(db)
     if same_structure(ln.diagram, rn.diagram):
-        return Proof(left, right, ln, rn, time.perf_counter() - start)
+        return Proof(left, right, ln, rn, time.perf_counter() - start, domain)
     if allow_approximate:
         found = _approximate_search(ln, rn)
         if found is not None:
-            return Proof(left, right, *found, seconds=time.perf_counter() - start)
-    cex = find_counterexample(left.diagram, right.diagram)
-    note = "" if cex is not None else (
-        "no counterexample either: on random inputs they agreed (a rule may be missing), "
-        "or their parameters could not be matched")
-    return Refusal(left, right, ln.diagram, rn.diagram, cex, time.perf_counter() - start,
-                   note)
+            return Proof(left, right, *found, seconds=time.perf_counter() - start,
+                         note=domain)
+    found = search(left.diagram, right.diagram)
+    note = "\n".join(x for x in (found.note, domain) if x)
+    return Refusal(left, right, ln.diagram, rn.diagram, found.counterexample,
+                   time.perf_counter() - start, note)
 
 
 def _approximate_search(ln: Rewriting, rn: Rewriting, depth: int = 2):
@@ -303,6 +306,7 @@ def verify_proof(path: str | Path, allow_unpinned: bool = False) -> Verification
             return fail(f"{side}: the recorded text is not {info['file']}:{info['name']} "
                         "as printed")
         starts.append(d)
+    for side, d in zip(("left", "right"), on_common_domain(*starts)[:2]):
         for i, step in enumerate(data[f"{side}_steps"], 1):
             site = Site.from_json(step)
             rule = RULES.get(site.rule)
@@ -326,8 +330,8 @@ def verify_proof(path: str | Path, allow_unpinned: bool = False) -> Verification
         return fail("the proof's `approximate` flag does not match its steps")
     messages.append("the chains meet (same diagram up to names and statement order)")
     if not data["approximate"]:
-        cex = find_counterexample(*starts)
-        if cex is not None:
+        cex = search(*starts).worst
+        if cex is not None and not cex.rel_rmse <= TOLERANCE:
             return fail("but the two sides differ numerically:\n" + cex.render())
         messages.append("numeric check: the two sides agree on random inputs")
     if allow_unpinned and any(data[s]["sha256"] is None for s in ("left", "right")):

@@ -344,7 +344,7 @@ def is_zero(expr) -> bool:
     if e == 0:
         return True
     e = sympy.expand(sympy.powsimp(e, combine="exp", force=True))
-    if e == 0:
+    if e == 0 or sympy.cancel(sympy.together(e)) == 0:  # quotients: over one denominator
         return True
     return sympy.simplify(e) == 0
 

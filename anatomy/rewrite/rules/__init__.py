@@ -11,16 +11,18 @@ structured execution forms.
 from __future__ import annotations
 
 from ..site import APPROXIMATE, EXACT, Rule, Site
-from . import algebra, approximate, masks, sequence, structure
+from . import algebra, approximate, masks, normalisers, sequence, structure
 
 RULES: dict[str, Rule] = {r.name: r for r in (
-    structure.RULES + algebra.RULES + masks.RULES + sequence.RULES + approximate.RULES)}
+    structure.RULES + algebra.RULES + normalisers.RULES + masks.RULES + sequence.RULES
+    + approximate.RULES)}
 
 # the order matters only for which normal-form path is printed, not for where it ends
 NORMALISING: tuple[Rule, ...] = tuple(RULES[n] for n in (
-    "inline", "share_identity", "unit_axis", "unchunk", "unscan", "add_zero", "mul_one",
-    "causal_decay", "flip_flip", "flip_shift", "flip_into", "shift_into", "decay_flip",
-    "flip_sum", "distribute", "flatten", "decay_compose"))
+    "inline", "share_identity", "unit_axis", "unchunk", "unscan", "pow_unit", "mul_zero",
+    "add_zero", "mul_one", "div_scalar", "power", "causal_decay", "flip_flip", "flip_shift",
+    "flip_into", "shift_into", "decay_flip", "flip_sum", "distribute", "flatten",
+    "normalise_scale", "decay_compose"))
 
 LOWERING: tuple[Rule, ...] = (RULES["chunk"],)
 

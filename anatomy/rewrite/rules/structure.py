@@ -105,7 +105,7 @@ def find_share_identity(d: Diagram) -> Iterator[Site]:
     for b in d.boxes:
         if b.op == "share":
             g, h = b.attr("along")
-            if size(d, g) is not None and size(d, g) == size(d, h):
+            if g == h or size(d, g) is not None and size(d, g) == size(d, h):
                 yield Site("share_identity", b.id)
 
 
@@ -202,7 +202,8 @@ RULES = [
     Rule("inline", EXACT, "a composite box equals its body, wired to the box's wires",
          find_inline, inline, normalising=True, witnesses=(_CALL,)),
     Rule("share_identity", EXACT,
-         "share(x, g, h) = x when G = H: with as many groups as heads, GQA is MHA",
+         "share(x, g, h) = x when G = H (or g is h): with as many groups as heads, GQA is "
+         "MHA",
          find_share_identity, share_identity, normalising=True,
          witnesses=(_GROUPS.format(g=2),)),
     Rule("unit_axis", EXACT,
