@@ -2,7 +2,7 @@
 
 Every pair of anatomies in zoo/*.anat (and zoo/search/*.anat) with the same signature (the
 same number of inputs and outputs, the same ranks, and the same pattern of shared axis
-names across the ports), plus the claims of tests/test_prover.py, is given to
+names across the ports), plus the claims of tests/prover_claims.py, is given to
 `anatomy.rewrite.prove`. Each outcome is one of
 
 - `proof`;
@@ -60,13 +60,10 @@ def zoo_pairs() -> list[tuple[Side, Side]]:
     return [pair for sides in groups.values() for pair in combinations(sides, 2)]
 
 
-def test_pairs() -> list[tuple[Side, Side, str]]:
-    try:
-        from tests.test_prover import CLAIMS, load_claims
-    except ImportError:  # before tests/test_prover.py existed
-        return []
+def test_pairs() -> list[tuple[Side, Side, str, str]]:
+    from tests.prover_claims import CLAIMS, load_claims
     program = load_claims()
-    return [(Side(program[a]), Side(program[b]), want) for a, b, want in CLAIMS]
+    return [(Side(program[a]), Side(program[b]), "tests", want) for a, b, want in CLAIMS]
 
 
 def outcome(result) -> tuple[str, float | None]:
@@ -74,10 +71,15 @@ def outcome(result) -> tuple[str, float | None]:
         return "proof", None
     if result.counterexample is not None:
         return "counterexample", result.counterexample.rel_rmse
-    note = result.note
-    for key, label in (("epsilon", "epsilon"), ("below the", "small"),
-                       ("could not be matched", "unmatched")):
-        if key in note:
+    from anatomy.rewrite.numeric import compile_pair
+    try:  # the prover before issue 14 said "agreed, or parameters not matched" in one note
+        matched = compile_pair(result.left.diagram, result.right.diagram)[2]
+    except AnatError:
+        return "error", None
+    if not matched:
+        return "unmatched", None
+    for key, label in (("epsilon", "epsilon"), ("below the", "small")):
+        if key in result.note:
             return label, None
     return "agreed", None
 
@@ -87,10 +89,10 @@ def main() -> None:
     ap.add_argument("--json", default="bench/results/prover.json")
     ap.add_argument("--only-tests", action="store_true", help="only the claims of the tests")
     args = ap.parse_args()
-    claims = [] if args.only_tests else [(a, b, "zoo") for a, b in zoo_pairs()]
+    claims = [] if args.only_tests else [(a, b, "zoo", "") for a, b in zoo_pairs()]
     claims += test_pairs()
     rows = []
-    for a, b, group in claims:
+    for a, b, group, expected in claims:
         start = time.perf_counter()
         try:
             kind, rel = outcome(prove(a, b))
@@ -101,8 +103,8 @@ def main() -> None:
             message = ""
         seconds = time.perf_counter() - start
         rows.append({"left": a.label(), "right": b.label(), "group": group, "outcome": kind,
-                     "rel": rel, "seconds": seconds, "error": message})
-        print(f"{a.label():<44} {b.label():<44} {group:<14} {kind:<14} "
+                     "expected": expected, "rel": rel, "seconds": seconds, "error": message})
+        print(f"{a.label():<44} {b.label():<44} {group:<6} {kind:<14} {expected:<14} "
               f"{'' if rel is None else f'{rel:.3g}':>9} {seconds:6.2f}", flush=True)
     summary = {}
     for group in sorted({r["group"] for r in rows}):

@@ -9,6 +9,7 @@ nonlinearity: their arguments are not factors of the product.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from itertools import combinations
 
@@ -214,6 +215,45 @@ def pow_unit(d: Diagram, site: Site) -> Diagram:
     return e.done()
 
 
+# -- numbers: arithmetic on numbers is a number ---------------------------------------------
+_ARITHMETIC = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "div": lambda x, y: x / y,
+               "pow": lambda x, y: x ** y, "neg": lambda x: -x, "sqrt": math.sqrt,
+               "exp": math.exp, "log": math.log, "contract": lambda *xs: math.prod(xs)}
+
+
+def _evaluate(d: Diagram, b: Box) -> float | None:
+    """The number a box computes from numbers alone (None if it does not, or if the
+    arithmetic is undefined there: a division by 0, the root of a negative number)."""
+    values = [const_value(d, u) for u in b.inputs]
+    if b.op not in _ARITHMETIC or out_axes(d, b) or not values or None in values:
+        return None
+    try:
+        value = _ARITHMETIC[b.op](*values)
+    except (ArithmeticError, ValueError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def find_fold_numbers(d: Diagram) -> Iterator[Site]:
+    for b in d.boxes:
+        numbers = sum(const_value(d, u) is not None for u in b.inputs)
+        if _evaluate(d, b) is not None or b.op == "contract" and numbers > 1:
+            yield Site("fold_numbers", b.id)
+
+
+def fold_numbers(d: Diagram, site: Site) -> Diagram:
+    e = Edit(d)
+    b = d.box(site.box)
+    value = _evaluate(d, b)
+    if value is not None:
+        e.redirect(b.id, e.const(value, before=b.id))
+    else:  # the numbers among a product's factors, multiplied into one
+        numbers = [const_value(d, u) for u in b.inputs if const_value(d, u) is not None]
+        rest = [u for u in b.inputs if const_value(d, u) is None]
+        e.set_inputs(b.id, rest + [e.const(math.prod(numbers), before=b.id)])
+    return e.done()
+
+
 # -- division by a scalar is a factor; a power is a product of copies ---------------------------
 def find_div_scalar(d: Diagram) -> Iterator[Site]:
     for b in d.boxes:
@@ -324,6 +364,12 @@ RULES = [
          )),
     Rule("pow_unit", EXACT, "x¹ = x, x⁰ = 1", find_pow_unit, pow_unit, normalising=True,
          witnesses=(_SCORE + "  y[t, h, p] = v ** 1 + v ** 0\n",)),
+    Rule("fold_numbers", EXACT,
+         "arithmetic on numbers is a number, and the numbers among a product's factors "
+         "multiply into one: 2 · x · 3 = 6 · x, 1 / sqrt(4) = 0.5 (in float64)",
+         find_fold_numbers, fold_numbers, normalising=True, witnesses=(
+             _SCORE + "  y[t, h, p] = 2 * v * 3 * (1 / sqrt(4)) ** 2\n",
+         )),
     Rule("div_scalar", EXACT,
          "x / c = x · (1/c) for a scalar c: dividing by a scalar is a factor of a product",
          find_div_scalar, div_scalar, normalising=True, witnesses=(
