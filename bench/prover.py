@@ -11,7 +11,8 @@ names across the ports), plus the claims of tests/prover_claims.py, is given to
   the diagrams, or by less than 1e-3 relative (no counterexample is presented);
 - `agreed`: refused, but the sides agreed on every random input (a rule may be missing);
 - `unmatched`: refused, the parameters of the two sides could not be matched;
-- `error`: the claim is refused with an AnatError (e.g. a side cannot be compiled).
+- `error`: the claim is refused with an AnatError (e.g. a side cannot be compiled);
+- `crash`: the prover raised another exception (a bug).
 
 The neither-proof-nor-counterexample count is every refusal without a counterexample.
 The smallest relative discrepancy among presented counterexamples is printed too.
@@ -99,6 +100,9 @@ def main() -> None:
         except AnatError as e:
             kind, rel = "error", None
             message = str(e).splitlines()[0]
+        except Exception as e:  # noqa: BLE001 - a crash of the prover is an outcome here
+            kind, rel = "crash", None
+            message = f"{type(e).__name__}: {e}"
         else:
             message = ""
         seconds = time.perf_counter() - start

@@ -77,8 +77,7 @@ def test_an_epsilon_is_named_not_presented(claims):
     the size of a `+ 1e-6` in a denominator. It now says what it found."""
     result = prove(claims["quotient"], claims["quotient_eps"])
     assert result.counterexample is None
-    assert "differ only by about the 1e-06 in `y[t, h, p] = num / (den + 1e-6)`" in \
-        result.note
+    assert "differ only by the 1e-06 in `y[t, h, p] = num / (den + 1e-6)`" in result.note
     assert 1e-9 < search(claims["quotient"], claims["quotient_eps"]).worst.rel_rmse < 1e-3
     result = prove(claims["normalised_dot"], claims["normalised_scaled_dot_eps"])
     assert "the eps=1e-06 of normalise" in result.note

@@ -212,9 +212,9 @@ def search(a: Diagram, b: Diagram, lengths=LENGTHS, seeds=SEEDS) -> Search:
                                          if not e.where.startswith("the eps") else e.where
                                          for e in small))
         return Search(worst, False,
-                      f"no counterexample: they differ only by about {listed} (largest "
-                      f"difference {worst.rel_rmse:.2g} relative, at sequence length "
-                      f"{worst.length}; with the epsilons set to 0 they agree on random inputs)")
+                      f"no counterexample: they differ only by {listed}: with every epsilon "
+                      f"set to 0 they agree on random inputs (the largest difference was "
+                      f"{worst.rel_rmse:.2g} relative, at sequence length {worst.length})")
     if worst.rel_rmse >= DECISIVE:
         return Search(worst, True, "")
     return Search(worst, False,
