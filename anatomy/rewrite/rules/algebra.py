@@ -222,16 +222,19 @@ _ARITHMETIC = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "div": lamb
 
 
 def _evaluate(d: Diagram, b: Box) -> float | None:
-    """The number a box computes from numbers alone (None if it does not, or if the
-    arithmetic is undefined there: a division by 0, the root of a negative number)."""
+    """The number a box computes from numbers alone (None if it does not, if the arithmetic
+    is undefined there, a division by 0 or the root of a negative number, or if the number
+    is negative)."""
     values = [const_value(d, u) for u in b.inputs]
     if b.op not in _ARITHMETIC or out_axes(d, b) or not values or None in values:
         return None
     try:
         value = _ARITHMETIC[b.op](*values)
+        value = float(value) if isinstance(value, (int, float)) else None  # not complex
     except (ArithmeticError, ValueError):
         return None
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    # a negative number is left as written: printed as a power's base it would not re-parse
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
 
 
 def find_fold_numbers(d: Diagram) -> Iterator[Site]:
