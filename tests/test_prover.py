@@ -141,3 +141,13 @@ anatomy exact_sum_normaliser(score[h, t, s], m[h, t, s]) -> w[h, t, s] fills nor
             assert keys["exact_sum_normaliser", "dot"] == \
                 keys["exact_sum_normaliser", "scaled_dot"], (features, mask)
             assert keys["softmax_normaliser", "dot"] != keys["softmax_normaliser", "scaled_dot"]
+
+
+def test_parameters_that_do_not_correspond_are_named():
+    """MHA against GQA with two groups: GQA's key and value weights have no counterpart,
+    so there is no one choice of weights to compare on; the refusal names them."""
+    mha = anatomy.load(ZOO / "mha.anat", d=64)["mha"]
+    gqa = anatomy.load(ZOO / "gqa.anat", d=64, g=2)["gqa"]
+    result = prove(mha, gqa)
+    assert result.counterexample is None
+    assert "could not be matched" in result.note and "w_k[64, 2, 8]" in result.note

@@ -36,17 +36,22 @@ def compile_pair(a: Diagram, b: Diagram):
     """Both diagrams compiled in float64, `b` given `a`'s parameter values wherever a
     parameter of the same name (or the same last name) and size exists. Returns the two
     modules and whether every parameter of `b` was matched."""
-    import torch
-
     from anatomy.lowering.module import compile_diagram
     from anatomy.shapes import check
     ma = compile_diagram(a, check(a, a.shapes.dims), form="parallel").double()
     mb = compile_diagram(b, check(b, b.shapes.dims), form="parallel").double()
+    return ma, mb, not share_parameters(ma, mb)
+
+
+def share_parameters(ma, mb) -> list[str]:
+    """Give `mb` the values of `ma`'s parameters of the same name (or the same last name)
+    and size; returns `mb`'s parameters that have none, as `name[shape]`."""
+    import torch
     pa = dict(ma.named_parameters())
     by_leaf: dict[str, list] = {}
     for name, p in pa.items():
         by_leaf.setdefault(name.rsplit(".", 1)[-1], []).append(p)
-    matched = True
+    unmatched = []
     with torch.no_grad():
         for name, p in mb.named_parameters():
             src = pa.get(name)
@@ -55,8 +60,8 @@ def compile_pair(a: Diagram, b: Diagram):
             if src is not None and src.numel() == p.numel():
                 p.copy_(src.reshape(p.shape))
             else:
-                matched = False
-    return ma, mb, matched
+                unmatched.append(f"{name}[{', '.join(map(str, p.shape))}]")
+    return unmatched
 
 
 def random_inputs(d: Diagram, length: int, seed: int, batch: int = 2):
@@ -198,8 +203,13 @@ def search(a: Diagram, b: Diagram, lengths=LENGTHS, seeds=SEEDS) -> Search:
     except AnatError as e:
         return Search(None, False, "no numeric comparison: " + str(e).splitlines()[0])
     if not matched:
-        return Search(None, False, "no counterexample either: their parameters could not be "
-                                   "matched by name and size")
+        missing = share_parameters(ma, mb)
+        listed = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                           else "")
+        return Search(None, False,
+                      f"no counterexample either: their parameters could not be matched by "
+                      f"name and size ({b.name}'s {listed}), so no one choice of weights "
+                      "serves both sides")
     worst = _worst(a, ma, mb, lengths, seeds)
     tried = f"lengths {', '.join(map(str, lengths))}, {len(seeds)} seeds each"
     if worst is None or worst.rel_rmse <= TOLERANCE:
