@@ -89,7 +89,8 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     OpSpec("ssd", "mixing",
            "y_t = sum_{s<=t} exp(sum_{i=s+1..t} log_a_i) (q_t . k_s) v_s evaluated chunk by "
            "chunk (Mamba-2's SSD algorithm); q, k and v are all given along the time axis; the "
-           "axes of q and k that the target lacks are summed",
+           "axes of q and k that the target lacks are summed (the state); a log_a with state "
+           "axes decays each key channel on its own (gated linear attention's kernel)",
            tensors=4, axes=("axis",), options={"chunk": 64}),
     OpSpec("reshape", "structure",
            "merge the input's axes the target lacks, row-major, into the target's axes the "

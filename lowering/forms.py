@@ -46,9 +46,10 @@ def ssd_roles(d, box: Box) -> SsdRoles:
 
 
 def lower_ssd(b: GraphBuilder, box: Box, initial_state=None):
-    """Emit one call of the chunked SSD kernel for an `ssd` box. With an `initial_state`
-    node (the step form), return the node of the final state."""
-    from anatomy.kernels import ssd
+    """Emit one call of the chunked SSD kernel for an `ssd` box (the gated linear attention
+    kernel when its log-decay has state axes: a decay per key channel). With an
+    `initial_state` node (the step form), return the node of the final state."""
+    from anatomy.kernels import gla, ssd
     r = ssd_roles(b.d, box)
     heads, state, values = r.heads, r.state, r.values
     q = b.use(box.inputs[0], current=True)
@@ -65,7 +66,12 @@ def lower_ssd(b: GraphBuilder, box: Box, initial_state=None):
     else:
         v_t = _as_kernel_input(b, v, r.t, heads, values, expand_heads=True)
     la = b.use(box.inputs[3], current=True)
-    if la.layout is None:
+    per_channel = la.layout is not None and any(a in la.layout for a in state)
+    if per_channel:  # a decay per key channel: [B, T, H, N] for the gated kernel
+        target = (BATCH, r.t) + heads + state
+        sizes = tuple(b.size(a) for a in state)
+        log_a = b.call(ops.channel_log_decay, b.align(la, target), v_t, bool(heads), sizes)
+    elif la.layout is None:
         log_a = b.call(ops.constant_log_decay, v_t, la.value)
     else:
         has_time = r.t in la.layout  # without it: a constant decay, the same at every step
@@ -73,11 +79,12 @@ def lower_ssd(b: GraphBuilder, box: Box, initial_state=None):
         log_a = b.call(ops.as_log_decay, b.align(la, target), v_t, la.batched, has_time,
                        bool(heads))
     chunk = box.attr("chunk", 64)
+    kernel = gla if per_channel else ssd
     final = None
     if initial_state is None:
-        y = b.call(ssd, q_t, k_t, v_t, log_a, chunk_size=chunk, name=box.outputs[0])
+        y = b.call(kernel, q_t, k_t, v_t, log_a, chunk_size=chunk, name=box.outputs[0])
     else:
-        both = b.call(ssd, q_t, k_t, v_t, log_a, chunk_size=chunk,
+        both = b.call(kernel, q_t, k_t, v_t, log_a, chunk_size=chunk,
                       initial_state=initial_state, output_final_state=True)
         y = b.call(operator.getitem, both, 0, name=box.outputs[0])
         final = b.call(operator.getitem, both, 1)

@@ -357,6 +357,15 @@ def as_log_decay(la: Tensor, v: Tensor, batched: bool, has_time: bool,
     return torch.broadcast_to(la, v.shape[:3])
 
 
+def channel_log_decay(la: Tensor, v: Tensor, has_heads: bool, state: tuple) -> Tensor:
+    """A per-channel log-decay laid out [B|1, T|1, heads?|1, state...|1] broadcast to the
+    gated kernel's [B, T, H, N] (the state axes flattened into N)."""
+    if not has_heads:
+        la = la.unsqueeze(2)
+    la = torch.broadcast_to(la, tuple(v.shape[:3]) + tuple(state))
+    return la.reshape(tuple(v.shape[:3]) + (-1,))
+
+
 def unflatten_values(y: Tensor, has_heads: bool, sizes: tuple) -> Tensor:
     """The kernel's [B, T, H, P] back to [B, T, heads?, values...]."""
     y = y.reshape(y.shape[:3] + tuple(sizes)) if len(sizes) != 1 else y

@@ -3,7 +3,8 @@
 A decay mask L(a)[t, s] = exp(Σ_{i=s+1..t} log a_i) for s <= t, else 0, is 1-semiseparable:
 - state space duality: Σ_s L(a)[t, s] u[s] is the recurrence S_t = a_t S_{t-1} + u_t (`scan`);
 - masked linear attention Σ_{s,n} L[t, s] q[t, n] k[s, n] v[s, p] is Mamba-2's chunked
-  algorithm (`ssd`) for any chunk size;
+  algorithm (`ssd`) for any chunk size, and so is a decay per key channel,
+  Σ_{s,n} L[t, s, n] q[t, n] k[s, n] v[s, p] (gated linear attention's chunked form);
 - the causal mask is the decay with log a = 0, and decays compose: L(a) ∘ L(b) = L(a·b),
   i.e. their log-decays add.
 """
@@ -101,8 +102,9 @@ def masked_product(e: Edit, b: Box, log_a: Use, on_query: list[Use], on_key: lis
 # -- masked linear attention is the chunked SSD algorithm ----------------------------------------
 @dataclass(frozen=True)
 class MaskedLinearAttention:
-    """y[t, H, P] = Σ_{s, N} L[t, s, H] q[t, G, N] k[s, G, N] v[s, H, P] · scalars (one
-    contraction; indices of its inputs, and its axes by role)."""
+    """y[t, H, P] = Σ_{s, N} L[t, s, H(, N)] q[t, G, N] k[s, G, N] v[s, H, P] · scalars (one
+    contraction; indices of its inputs, and its axes by role). A decay with the state axes
+    N decays every key channel on its own (gated linear attention)."""
 
     mask: int
     query: int
@@ -160,7 +162,9 @@ def match_masked_linear_attention(d: Diagram, box: Box) -> MaskedLinearAttention
             return None
     elif values:
         return None
-    if any(a not in (t, s) + heads for a in mask_axes):
+    # a decay may also carry state axes: a decay per key channel (gated linear attention)
+    per_channel = state if producer(d, box.inputs[mask]).op == "decay" else ()
+    if any(a not in (t, s) + heads + per_channel for a in mask_axes):
         return None
     return MaskedLinearAttention(mask, query, key, value, t, s, heads, state, values, scalars)
 
@@ -269,11 +273,14 @@ RULES = [
          )),
     Rule("chunk", EXACT,
          "Σ_{s,n} L(a)[t, s] q[t, n] k[s, n] v[s, p] = ssd(q, k, v, log a): masked linear "
-         "attention is the chunked SSD algorithm, for any chunk size",
+         "attention is the chunked SSD algorithm, for any chunk size (a decay per key "
+         "channel n too: gated linear attention)",
          find_chunk, chunk, witnesses=(
              _CORE + "  y[t, h, p] = decay(log_a, t, s) * q * k[s, h, n] * v[s, h, p]\n",
              _CORE + "  y[t, h, p] = causal(t, s) * q * k[s, h, n] * v[s, h, p] / 2\n",
              _CORE + "  den[t, h] = causal(t, s) * q * k[s, h, n]\n  y[t, h, p] = v * den\n",
+             _CORE + "  param g[h, n] ~ uniform(-1, -0.1)\n  la[t, h, n] = log_a * g\n"
+                     "  y[t, h, p] = decay(la, t, s) * q * k[s, h, n] * v[s, h, p]\n",
          )),
     Rule("unchunk", EXACT,
          "ssd(q, k, v, log a) = Σ_{s,n} L(a)[t, s] q[t, n] k[s, n] v[s, p]: the chunked "
@@ -281,6 +288,8 @@ RULES = [
          find_unchunk, unchunk, normalising=True, witnesses=(
              _CORE + "  y[t, h, p] = ssd(q, k, v, log_a, t, chunk=2)\n",
              _CORE + "  y[t, h, p] = ssd(q, k, v, log_a, t, chunk=3)\n",
+             _CORE + "  param g[h, n] ~ uniform(-1, -0.1)\n  la[t, h, n] = log_a * g\n"
+                     "  y[t, h, p] = ssd(q, k, v, la, t, chunk=2)\n",
          )),
     Rule("causal_decay", EXACT,
          "causal(t, s) = L(0)[t, s]: the causal mask is the decay with log a = 0 (where it "
