@@ -1,7 +1,7 @@
 """Gated linear attention kernels (per-channel decay: GLA, RWKV-6 with its bonus, HGRN-2).
 
-Naive quadratic reference, recurrent step/scan and PyTorch chunked (any device); ``gla``
-dispatches.
+Naive quadratic reference, recurrent step/scan, PyTorch chunked (any device) and a C++ chunked
+kernel for CPUs; ``gla`` dispatches.
 """
 
 from __future__ import annotations
@@ -9,11 +9,22 @@ from __future__ import annotations
 import torch
 
 from .chunk import gla_chunked
+from .cpu_chunk import cpu_kernel_available, cpu_kernel_takes, gla_chunked_cpu
 from .naive import gla_naive
 from .recurrent import gla_recurrent, gla_step
 from .validate import check_gla_inputs
 
-BACKENDS = ("auto", "torch", "naive", "recurrent")
+BACKENDS = ("auto", "torch", "cpu", "naive", "recurrent")
+
+
+def auto_backend(*tensors: torch.Tensor | None) -> str:
+    """The backend ``backend="auto"`` picks: the C++ kernel for CPU tensors in float32 or half
+    precision when it builds (not under torch.compile, which cannot trace it); the PyTorch
+    chunked path otherwise."""
+    if (not torch.compiler.is_compiling() and cpu_kernel_takes(*tensors)
+            and cpu_kernel_available()):
+        return "cpu"
+    return "torch"
 
 
 def gla(
@@ -37,8 +48,9 @@ def gla(
     h // (H // G)). Returns y [B, T, H, P] in v's dtype, or (y, final_state [B, H, N, P]) when
     ``output_final_state`` (float32, float64 for float64 inputs).
 
-    backend: "auto" (the PyTorch chunked path), "torch" (PyTorch chunked, any device and
-    dtype), "naive" (quadratic reference), "recurrent" (a loop of :func:`gla_step`).
+    backend: "auto" (see :func:`auto_backend`), "torch" (PyTorch chunked, any device and
+    dtype), "cpu" (C++ chunked kernel, CPU tensors, float32 or half precision), "naive"
+    (quadratic reference), "recurrent" (a loop of :func:`gla_step`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS} but got {backend!r}")
@@ -49,17 +61,24 @@ def gla(
         "output_final_state": output_final_state,
         "bonus": bonus,
     }
+    if backend == "auto":
+        backend = auto_backend(q, k, v, log_alpha, initial_state, bonus)
     if backend == "naive":
         return gla_naive(q, k, v, log_alpha, **common)
     if backend == "recurrent":
         return gla_recurrent(q, k, v, log_alpha, **common)
+    if backend == "cpu":
+        return gla_chunked_cpu(q, k, v, log_alpha, chunk_size=chunk_size, **common)
     return gla_chunked(q, k, v, log_alpha, chunk_size=chunk_size, **common)
 
 
 __all__ = [
     "BACKENDS",
+    "auto_backend",
+    "cpu_kernel_available",
     "gla",
     "gla_chunked",
+    "gla_chunked_cpu",
     "gla_naive",
     "gla_recurrent",
     "gla_step",

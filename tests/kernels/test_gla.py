@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 from anatomy.kernels import gla, gla_chunked, gla_naive, gla_recurrent, gla_step, ssd_naive
+from anatomy.kernels.gla import auto_backend, cpu_kernel_available, gla_chunked_cpu
+from anatomy.kernels.gla import cpu_chunk as cpu_chunk_module
 from anatomy.kernels.gla.chunk import MAX_SUB_SPAN, sub_block_size
 from kernel_checks import FP32_TOL, HALF_GRAD_TOL, HALF_OUT_TOL, assert_close_rmse, rel_rmse
 
@@ -121,21 +123,39 @@ CHUNKED_CASES = [
 ]
 
 
+needs_cpu_kernel = pytest.mark.skipif(
+    not cpu_kernel_available(), reason="the C++ CPU kernel did not build (see its warning)"
+)
+FORMS = {"chunked": gla_chunked, "cpu": gla_chunked_cpu}
+CHUNKED_FORMS = ["chunked", pytest.param("cpu", marks=needs_cpu_kernel)]
+
+
+@pytest.mark.parametrize("form", CHUNKED_FORMS)
 @pytest.mark.parametrize("T,chunk,G,decay,bonus", CHUNKED_CASES)
-def test_chunked_matches_naive(T, chunk, G, decay, bonus):
+def test_chunked_matches_naive(form, T, chunk, G, decay, bonus):
     inputs = make_gla_inputs(1, T, G, 4, 16, 16, decay=decay, seed=T + G, bonus=bonus)
-    got = assert_matches_naive(gla_chunked, inputs, f"chunked T={T} Q={chunk} G={G} "
+    got = assert_matches_naive(FORMS[form], inputs, f"{form} T={T} Q={chunk} G={G} "
                                f"decay={decay} bonus={bonus}", chunk_size=chunk)
     assert all(g.dtype == torch.float32 for g in got)
 
 
-def test_chunked_batches_and_no_initial_state():
-    q, k, v, log_alpha, _ = make_gla_inputs(3, 70, 2, 4, 8, 8, decay=4.0, seed=3)
-    want = gla_naive(q.double(), k.double(), v.double(), log_alpha.double(), scale=0.5,
-                     output_final_state=True)
-    got = gla_chunked(q, k, v, log_alpha, scale=0.5, chunk_size=16, output_final_state=True)
-    for g, w, name in zip(got, want, ["y", "final_state"]):
-        assert_close_rmse(g, w, FP32_TOL, name)
+@pytest.mark.parametrize("form", CHUNKED_FORMS)
+@pytest.mark.parametrize("bonus", [False, True])
+def test_chunked_batches_and_no_initial_state(form, bonus):
+    """B = 3 sequences over H = 4 heads in G = 2 groups, N != P, no initial state: the
+    gradients of q, k, v, log_alpha (and the bonus) against the naive reference."""
+    q, k, v, log_alpha, _, *u = make_gla_inputs(3, 70, 2, 4, 8, 6, decay=4.0, seed=3,
+                                                bonus=bonus)
+    leaves = [q, k, v, log_alpha, *u]
+    ref_leaves = [x.detach().double().requires_grad_() for x in leaves]
+    dy = torch.randn(3, 70, 4, 6, generator=torch.Generator().manual_seed(4))
+    results = []
+    for fn, xs in ((gla_naive, ref_leaves), (FORMS[form], leaves)):
+        y = fn(*xs[:4], scale=0.5, bonus=xs[4] if bonus else None,
+               **({} if fn is gla_naive else {"chunk_size": 16}))
+        results.append([y, *torch.autograd.grad((y.double() * dy.double()).sum(), xs)])
+    for name, g, w in zip(["y", "dq", "dk", "dv", "dlog_alpha", "dbonus"], *results[::-1]):
+        assert_close_rmse(g, w, FP32_TOL, f"{form} {name}")
 
 
 def test_sub_blocks_shrink_with_the_decay():
@@ -148,14 +168,25 @@ def test_sub_blocks_shrink_with_the_decay():
     assert sub_block_size(strong.cumsum(1).transpose(1, 2)) == 4
     huge = torch.full((1, 64, 1, 4), -3 * MAX_SUB_SPAN)
     assert sub_block_size(huge.cumsum(1).transpose(1, 2)) == 1
-    inputs = make_gla_inputs(1, 40, 1, 2, 4, 4, seed=1, bonus=True)
-    inputs[3] = torch.full_like(inputs[3], -3 * MAX_SUB_SPAN).requires_grad_()
-    assert_matches_naive(gla_chunked, inputs, "log_alpha far beyond the sub-block bound",
-                         chunk_size=16)
+    for form, fn in FORMS.items():
+        if form == "cpu" and not cpu_kernel_available():
+            continue
+        for bonus in (False, True):
+            inputs = make_gla_inputs(1, 40, 1, 2, 4, 4, seed=1, bonus=bonus)
+            inputs[3] = torch.full_like(inputs[3], -3 * MAX_SUB_SPAN).requires_grad_()
+            ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
+            want = outputs_and_grads(gla_naive, ref_inputs, scale=0.5)
+            got = outputs_and_grads(fn, inputs, scale=0.5, chunk_size=16)
+            for name, g, w in zip(NAMES, got, want):
+                if name == "dinitial_state" and not bonus:  # exp(-240 (t + 1)): 0 in float32
+                    assert w.abs().max() < 1e-100 and not g.any()
+                else:
+                    assert_close_rmse(g, w, FP32_TOL, f"{form} bonus={bonus}: {name}")
 
 
+@pytest.mark.parametrize("form", CHUNKED_FORMS)
 @pytest.mark.parametrize("bonus", [False, True])
-def test_long_strong_decay_is_finite_and_accurate(bonus):
+def test_long_strong_decay_is_finite_and_accurate(form, bonus):
     """log_alpha = -5 at T = 65,536 in float32: outputs and gradients finite, and equal to the
     float64 naive form on windows of 200 steps (the decay e^-5 per step makes anything more than
     40 steps back < e^-200, so the window's edges are dropped from the comparison)."""
@@ -168,7 +199,7 @@ def test_long_strong_decay_is_finite_and_accurate(bonus):
     u = torch.randn(2, 8, generator=gen) if bonus else None
     dy = torch.randn(1, T, 2, 8, generator=gen)
     leaves = [x.clone().requires_grad_() for x in (q, k, v, log_alpha)]
-    y = gla_chunked(*leaves, scale=0.5, bonus=u)
+    y = FORMS[form](*leaves, scale=0.5, bonus=u)
     grads = torch.autograd.grad((y * dy).sum(), leaves)
     names = ["y", "dq", "dk", "dv", "dlog_alpha"]
     for name, x in zip(names, [y, *grads]):
@@ -182,6 +213,7 @@ def test_long_strong_decay_is_finite_and_accurate(bonus):
             assert_close_rmse(g[:, inner], w[:, edge:-edge], FP32_TOL, f"{name} at {start}")
 
 
+@pytest.mark.parametrize("form", CHUNKED_FORMS)
 @pytest.mark.parametrize(
     "dtype,T,chunk,G,decay,bonus",
     [
@@ -191,11 +223,11 @@ def test_long_strong_decay_is_finite_and_accurate(bonus):
         (torch.bfloat16, 300, 64, 4, 0.2, False),
     ],
 )
-def test_half_precision_accumulates_in_float32(dtype, T, chunk, G, decay, bonus):
+def test_half_precision_accumulates_in_float32(form, dtype, T, chunk, G, decay, bonus):
     inputs = make_gla_inputs(1, T, G, 4, 16, 16, dtype=dtype, decay=decay, seed=T, bonus=bonus)
     ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
     want = outputs_and_grads(gla_naive, ref_inputs)
-    got = outputs_and_grads(gla_chunked, inputs, chunk_size=chunk)
+    got = outputs_and_grads(FORMS[form], inputs, chunk_size=chunk)
     assert got[0].dtype == dtype and got[1].dtype == torch.float32
     for name, g, w in zip(NAMES, got, want):
         tol = HALF_OUT_TOL if name in ("y", "final_state") else HALF_GRAD_TOL
@@ -246,13 +278,34 @@ def test_tolerance_check_rejects_a_dropped_bonus():
         assert_close_rmse(no_bonus, want, FP32_TOL, "bonus dropped")
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch", "naive", "recurrent"])
+@pytest.mark.parametrize(
+    "backend", ["auto", "torch", pytest.param("cpu", marks=needs_cpu_kernel), "naive", "recurrent"]
+)
 def test_dispatch_backends_agree(backend):
     q, k, v, log_alpha, s0, u = (x.detach() for x in make_gla_inputs(1, 33, 2, 4, 4, 4,
                                                                      bonus=True))
     want = gla_naive(q, k, v, log_alpha, initial_state=s0, bonus=u)
     got = gla(q, k, v, log_alpha, initial_state=s0, bonus=u, backend=backend, chunk_size=16)
     assert_close_rmse(got, want, FP32_TOL, backend)
+
+
+@needs_cpu_kernel
+def test_auto_backend_choice_and_fallback(monkeypatch):
+    q, k, v, log_alpha = (x.detach() for x in make_gla_inputs(1, 8, 1, 2, 4, 4)[:4])
+    assert auto_backend(q, k, v, log_alpha) == "cpu"
+    assert auto_backend(q.double(), k.double(), v.double(), log_alpha.double()) == "torch"
+    # the kernel switched off (or failing to build): "auto" falls back to PyTorch chunked, and
+    # asking for "cpu" explicitly says why it cannot
+    monkeypatch.setenv("ANATOMY_CPU_KERNEL", "0")
+    cpu_chunk_module._extension.cache_clear()
+    try:
+        assert auto_backend(q, k, v, log_alpha) == "torch"
+        with pytest.raises(RuntimeError, match="unavailable"):
+            gla(q, k, v, log_alpha, backend="cpu")
+    finally:
+        monkeypatch.delenv("ANATOMY_CPU_KERNEL")
+        cpu_chunk_module._extension.cache_clear()
+    assert auto_backend(q, k, v, log_alpha) == "cpu"
 
 
 def test_unknown_backend_is_rejected():
@@ -279,7 +332,7 @@ def test_shape_errors_name_tensor_axis_and_size(shapes, message):
              "s0": (1, 6, 4, 4), "u": (6, 4)}
     sizes.update(shapes)
     t = {name: torch.zeros(shape) for name, shape in sizes.items()}
-    for fn in (gla, gla_naive, gla_chunked, gla_recurrent):
+    for fn in (gla, gla_naive, gla_chunked, gla_chunked_cpu, gla_recurrent):
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
             fn(t["q"], t["k"], t["v"], t["log_alpha"], initial_state=t["s0"], bonus=t["u"])
 
