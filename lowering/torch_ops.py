@@ -33,10 +33,37 @@ def contract(spec: str, *operands: Tensor, scale=1.0) -> Tensor:
     """An Einstein product (torch.einsum, ordered by opt_einsum) times a scalar."""
     dtype = _common_dtype(operands)
     operands = [o if o.dtype == dtype else o.to(dtype) for o in operands]
-    y = torch.einsum(spec, *operands) if len(operands) > 1 or "->" in spec else operands[0]
+    if len(operands) > 2 and _symbolic(operands):
+        y = _einsum_in_pairs(spec, operands)
+    else:
+        y = torch.einsum(spec, *operands) if len(operands) > 1 or "->" in spec else operands[0]
     if isinstance(scale, Tensor) or scale != 1.0:
         y = y * scale
     return y
+
+
+# the length a symbolic (traced, dynamic) size stands for when choosing a contraction order
+SYMBOLIC_SIZE_HINT = 1024
+
+
+def _symbolic(tensors) -> bool:
+    return any(isinstance(n, torch.SymInt) for t in tensors for n in t.shape)
+
+
+def _einsum_in_pairs(spec: str, operands) -> Tensor:
+    """torch.einsum in the pairwise order opt_einsum picks with every symbolic size read as
+    SYMBOLIC_SIZE_HINT: torch.einsum would ask opt_einsum with the traced sizes, which fixes
+    them (an exported or compiled graph then holds for one sequence length only)."""
+    import opt_einsum
+    shapes = [tuple(n if isinstance(n, int) else SYMBOLIC_SIZE_HINT for n in t.shape)
+              for t in operands]
+    _, info = opt_einsum.contract_path(spec, *shapes, shapes=True)
+    todo = list(operands)
+    for step in info.contraction_list:
+        inds, equation = step[0], step[2]
+        picked = [todo.pop(i) for i in sorted(inds, reverse=True)]
+        todo.append(torch.einsum(equation, *picked))
+    return todo[0]
 
 
 def _common_dtype(tensors) -> torch.dtype:
@@ -201,22 +228,20 @@ def scan(u: Tensor, log_a, dim: int, initial: Tensor | None = None,
     """The recurrence S_t = exp(log_a_t) S_{t-1} + u_t along `dim` (S before the first
     step: `initial`, or zeros). `log_a` broadcasts against u (or is a number). Accumulates
     in float32 (float64 stays). With `final`, also returns the last S (the step state)."""
+    from .scan import scan_op  # one op of any length (a loop here would fix T in a graph)
     dtype = u.dtype
     work = torch.float64 if dtype == torch.float64 else torch.float32
-    u = u.to(work).movedim(dim, 0)
+    u = u.to(work)
     if isinstance(log_a, Tensor):
-        a = torch.exp(log_a.to(work)).movedim(dim, 0)
-        a = a.expand((u.shape[0],) + a.shape[1:]) if a.shape[0] == 1 else a
+        a = torch.exp(log_a.to(work))
     else:
-        a = torch.full((u.shape[0],), math.exp(log_a), dtype=work, device=u.device)
-        a = a.reshape((-1,) + (1,) * (u.dim() - 1))
-    state = torch.zeros_like(u[0]) if initial is None else initial.to(work)
-    out = []
-    for i in range(u.shape[0]):
-        state = a[i] * state + u[i]
-        out.append(state)
-    y = torch.stack(out, 0).movedim(0, dim).to(dtype)
-    return (y, state) if final else y
+        a = torch.full((1,) * u.dim(), math.exp(log_a), dtype=work, device=u.device)
+    shape = torch.broadcast_shapes(u.shape, a.shape)
+    if initial is not None:
+        initial = initial.to(work).expand(shape[:dim] + shape[dim + 1:])
+    states = scan_op(u.expand(shape), a.expand(shape), dim, initial)
+    y = states.to(dtype)
+    return (y, states.select(dim, -1)) if final else y
 
 
 def flip(x: Tensor, dim: int) -> Tensor:

@@ -103,3 +103,118 @@ def test_print_nests_composites_and_names_other_dtypes_and_shared_uses():
     assert any(ln.startswith("  (yf): ss(c[t, n], b[t, n], v[t, h, p], log_a[t, h]) -> "
                              "y[t, h, p]  [auto form, 0 parameters]") for ln in lines)
     assert all(len(ln) <= 100 for ln in lines)
+
+
+# -- graphs: custom ops, torch.export with a dynamic T, meta and fake tensors, torch.compile --
+GRAPH_CASES = [("ssd", "chunked"), ("ssd", "auto"), ("retnet", "auto"), ("hydra", "auto"),
+               ("context_memory", "auto"), ("causal_mix", "parallel"), ("gqa", "auto")]
+
+
+def export_and_meta(name: str, form: str) -> None:
+    module, x70 = compiled(name, form)
+    dims = SMALL.get(name, {})
+    diagram = module.diagram
+    find = diagram.shapes.sizes.find
+    x133 = [t for t in compiled_inputs(diagram, 133)]
+    with torch.no_grad():
+        want70, want133 = module(*x70), module(*x133)
+    static = torch.export.export(module, tuple(x70))
+    assert rel_rmse(static.module()(*x70), want70) <= 1e-5
+    T = torch.export.Dim("T", min=3, max=4096)
+    shapes = tuple({1: T} if p.axes and find(p.axes[0]) == find(diagram.time_axis) else None
+                   for p in diagram.inputs)
+    dynamic = torch.export.export(module, tuple(x70), dynamic_shapes=shapes)
+    assert rel_rmse(dynamic.module()(*x133), want133) <= 1e-5
+    with torch.device("meta"):
+        on_meta = anatomy.compile(diagram, form=form, **dims)
+    out = on_meta(*(x.to("meta") for x in x133))
+    assert out.device.type == "meta" and out.shape == want133.shape
+
+
+def compiled_inputs(diagram, T: int) -> list:
+    inputs = random_inputs(diagram, B=2, T=T, seed=1, dtype=torch.float32)
+    return [inputs[p.name] for p in diagram.inputs]
+
+
+def rel_rmse(got, want) -> float:
+    got, want = got.double(), want.double()
+    return ((got - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt()).item()
+
+
+@pytest.mark.parametrize(("name", "form"), GRAPH_CASES)
+def test_export_with_static_and_dynamic_T_and_the_meta_device(name, form):
+    export_and_meta(name, form)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["parallel", "chunked", "auto"])
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_every_zoo_entry_exports_with_a_dynamic_T_and_runs_on_meta(name, form):
+    export_and_meta(name, form)
+
+
+def test_fake_tensors_run_the_chunked_kernel_as_an_op():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    module = anatomy.compile("ssd", d=32, h=4, n=8)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        y = module(torch.randn(2, 1000, 32))
+    assert y.shape == (2, 1000, 32)
+
+
+@pytest.mark.parametrize(("name", "form"), [("ssd", "chunked"), ("ssd", "auto")])
+def test_compile_has_no_graph_breaks_and_no_recompiles_across_T(name, form):
+    from torch._dynamo.utils import counters
+    module, _ = compiled(name, form)
+    torch._dynamo.reset()
+    counters.clear()
+    fn = torch.compile(module, backend="aot_eager", dynamic=True, fullgraph=True)
+    for T in (9, 70, 133):
+        x = compiled_inputs(module.diagram, T)
+        got = fn(*x)
+        got.square().sum().backward()
+        assert rel_rmse(got, module(*x)) <= 1e-5
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_ssd_op_registration_and_gradients_against_the_quadratic_reference():
+    from anatomy.kernels.ssd import ssd_naive
+    from anatomy.kernels.ssd.op import ssd_chunked_op
+    gen = torch.Generator().manual_seed(0)
+    B, T, G, H, N, P = 2, 37, 1, 2, 4, 3
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+    q, k, v = rand(B, T, G, N), rand(B, T, G, N), rand(B, T, H, P)
+    log_a, s0 = -torch.rand(B, T, H, generator=gen, dtype=torch.float64), rand(B, H, N, P)
+    inputs = [t.requires_grad_() for t in (q, k, v, log_a, s0)]
+    torch.library.opcheck(ssd_chunked_op, (*inputs, 0.5, 16, "torch"))
+    y, final = ssd_chunked_op(*inputs, 0.5, 16, "torch")
+    y_ref, final_ref = ssd_naive(*inputs[:4], scale=0.5, initial_state=s0,
+                                 output_final_state=True)
+    dy, d_final = rand(*y.shape), rand(*final.shape)
+    grads = torch.autograd.grad((y, final), inputs, (dy, d_final))
+    grads_ref = torch.autograd.grad((y_ref, final_ref), inputs, (dy, d_final))
+    assert rel_rmse(y, y_ref) <= 1e-10 and rel_rmse(final, final_ref) <= 1e-10
+    for got, want in zip(grads, grads_ref):
+        assert rel_rmse(got, want) <= 1e-10
+
+
+def test_scan_op_against_a_loop_with_gradients():
+    from anatomy.lowering.scan import scan_op
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(2, 9, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    a = torch.rand(2, 9, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    s0 = torch.randn(2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(scan_op, (u, a, 1, s0))
+    state, states = s0, []
+    for t in range(9):  # S_t = a_t S_{t-1} + u_t
+        state = a[:, t] * state + u[:, t]
+        states.append(state)
+    want = torch.stack(states, 1)
+    got = scan_op(u, a, 1, s0)
+    assert rel_rmse(got, want) <= 1e-12
+    dy = torch.randn(2, 9, 3, generator=gen, dtype=torch.float64)
+    for g, w in zip(torch.autograd.grad(got, (u, a, s0), dy),
+                    torch.autograd.grad(want, (u, a, s0), dy)):
+        assert rel_rmse(g, w) <= 1e-12
+    assert torch.autograd.gradcheck(lambda *x: scan_op(*x[:2], 1, x[2]), (u, a, s0))

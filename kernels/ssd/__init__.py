@@ -11,6 +11,7 @@ import torch
 from .chunk import ssd_chunked
 from .cpu_chunk import cpu_kernel_available, cpu_kernel_takes, ssd_chunked_cpu
 from .naive import segment_sum, ssd_naive
+from .op import OP_BACKENDS, ssd_chunked_op, tracing
 from .recurrent import ssd_recurrent, ssd_step
 from .validate import check_ssd_inputs
 
@@ -60,7 +61,9 @@ def ssd(
 
     backend: "auto" (see :func:`auto_backend`), "torch" (PyTorch chunked, any device and
     dtype), "cpu" (C++ chunked kernel, CPU tensors, float32 or half precision), "triton" (also
-    on CPU tensors under TRITON_INTERPRET=1), "naive", "recurrent".
+    on CPU tensors under TRITON_INTERPRET=1), "naive", "recurrent". Under torch.compile or
+    torch.export and on fake or meta tensors, the chunked backends run as the custom op
+    ``anatomy::ssd_chunked`` (op.py).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS} but got {backend!r}")
@@ -70,6 +73,10 @@ def ssd(
         "initial_state": initial_state,
         "output_final_state": output_final_state,
     }
+    if backend in OP_BACKENDS and tracing(q, k, v, log_a, initial_state):
+        y, final_state = ssd_chunked_op(q, k, v, log_a, initial_state, scale, chunk_size,
+                                        backend)
+        return (y, final_state) if output_final_state else y
     if backend == "auto":
         backend = auto_backend(q, k, v, log_a, initial_state)
     if backend == "naive":

@@ -482,15 +482,22 @@ def ssd_chunked(
     Same shapes and return convention as :func:`~anatomy.kernels.ssd.naive.ssd_naive`;
     any T (the last chunks are zero-padded). Half-precision inputs accumulate in float32.
     """
+    y, final_state = _SSDChunked.apply(
+        *chunked_arguments(q, k, v, log_a, initial_state, scale, chunk_size)
+    )
+    return (y, final_state) if output_final_state else y
+
+
+def chunked_arguments(q, k, v, log_a, initial_state, scale: float, chunk_size: int) -> tuple:
+    """The inputs checked, and the arguments of ``_SSDChunked.forward`` after ctx: the
+    in-chunk cumsum of log_a and the decay path (factorised or exact) chosen from it."""
     dims = check_ssd_inputs(q, k, v, log_a, initial_state)
     if chunk_size < 1:
         raise ValueError(f"chunk_size: expected >= 1 but got {chunk_size}")
     acc = accumulate_dtype(q, k, v, log_a, initial_state)
     cs = chunk_cumsum(log_a.detach(), chunk_size, acc, chunks=_Layout(dims, chunk_size).n)
     # the factorised path is chosen from the data, which a compiled graph cannot branch on:
-    # under torch.compile the exact path (valid for any decay) is traced instead
+    # under torch.compile the exact path (valid for any decay) is traced instead (the custom
+    # op of op.py runs this eagerly, where the choice is made from the data)
     factorised = not torch.compiler.is_compiling() and _span(cs) <= MAX_FACTORISED_SPAN
-    y, final_state = _SSDChunked.apply(
-        q, k, v, log_a, initial_state, cs, factorised, scale, chunk_size, dims
-    )
-    return (y, final_state) if output_final_state else y
+    return q, k, v, log_a, initial_state, cs, factorised, scale, chunk_size, dims

@@ -1,0 +1,180 @@
+"""Every zoo entry as a PyTorch citizen: pickle, torch.export with static and dynamic T, the
+meta device, and torch.compile (first compile time, recompiles over 5 sequence lengths).
+
+For each zoo entry (tests/references.py, at the tests' small dims) and form:
+- pickle: pickle.loads(pickle.dumps(module)) gives the same outputs;
+- export static / dynamic T: torch.export.export, with T marked dynamic (torch.export.Dim)
+  in the second, and the exported program run at another T, against the eager module;
+- meta: compiled under torch.device("meta") and run on meta inputs (shapes only);
+- compile (auto form only; --forms to change): torch.compile(dynamic=True, fullgraph=True,
+  inductor), the seconds of the first call (forward and backward graphs: parameters require
+  grad), then the number of recompiles over 5 other T (dynamo's unique graphs minus one).
+
+Inductor's caches go to a fresh folder per run, so each first compile is cold (kernels shared
+by entries in one process are compiled once: later entries may profit). The CPU is shared
+(other jobs run beside this one): compile times are inflated, compare within a run.
+
+Run: python bench/citizen.py [--entries ssd,retnet] [--no-compile] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-"))
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import anatomy
+from tests.references import REFERENCES, load_zoo, random_inputs
+from tests.test_lowering import SMALL
+
+FORMS = ("parallel", "chunked", "auto")
+T0, T1 = 70, 133            # the export's example T, and the T it is run at after
+COMPILE_T = (17, 64, 129, 300, 700)
+TOL = 1e-4                  # relative RMSE against the eager module (float32)
+
+
+def rel_rmse(got, want) -> float:
+    got, want = got.double(), want.double()
+    return ((got - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt().clamp_min(1e-30)).item()
+
+
+def inputs_at(diagram, T: int) -> list[torch.Tensor]:
+    xs = random_inputs(diagram, B=2, T=T, seed=1, dtype=torch.float32)
+    return [xs[p.name] for p in diagram.inputs]
+
+
+def agrees(got, want) -> None:
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    for g, w in zip(got, want):
+        if g.shape != w.shape:
+            raise AssertionError(f"shape {tuple(g.shape)} != {tuple(w.shape)}")
+        err = rel_rmse(g, w)
+        if not err <= TOL:
+            raise AssertionError(f"relative RMSE {err:.2e} > {TOL}")
+
+
+def attempt(fn) -> str:
+    """'ok', or the first line of what went wrong."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - a benchmark reports every failure
+        return f"FAIL {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+    return "ok"
+
+
+def timed_axes(diagram) -> list[bool]:
+    """Which inputs have the time axis first (dim 1 of the tensor)."""
+    find = diagram.shapes.sizes.find
+    return [bool(p.axes) and find(p.axes[0]) == find(diagram.time_axis) for p in diagram.inputs]
+
+
+def entry(name: str, form: str, compile_it: bool) -> dict:
+    dims = SMALL.get(name, {})
+    diagram = load_zoo(name, **dims)
+    module = anatomy.compile(diagram, form=form, **dims).eval()
+    x0, x1 = inputs_at(diagram, T0), inputs_at(diagram, T1)
+    with torch.no_grad():
+        want0, want1 = module(*x0), module(*x1)
+    row: dict = {"entry": name, "form": form}
+
+    def pickled():
+        with torch.no_grad():
+            agrees(pickle.loads(pickle.dumps(module))(*x0), want0)
+
+    def export_static():
+        ep = torch.export.export(module, tuple(x0))
+        agrees(ep.module()(*x0), want0)
+
+    def export_dynamic():
+        T = torch.export.Dim("T", min=3, max=4096)  # torch itself specialises T = 2
+        shapes = tuple({1: T} if timed else None for timed in timed_axes(diagram))
+        ep = torch.export.export(module, tuple(x0), dynamic_shapes=shapes)
+        agrees(ep.module()(*x1), want1)
+
+    def meta():
+        with torch.device("meta"):
+            m = anatomy.compile(diagram, form=form, **dims)
+        out = m(*(x.to("meta") for x in x0))
+        out = out if isinstance(out, tuple) else (out,)
+        want = want0 if isinstance(want0, tuple) else (want0,)
+        if [o.shape for o in out] != [w.shape for w in want] or out[0].device.type != "meta":
+            raise AssertionError("wrong shapes or device")
+
+    for key, fn in (("pickle", pickled), ("export_static", export_static),
+                    ("export_dynamic_T", export_dynamic), ("meta", meta)):
+        row[key] = attempt(fn)
+    if compile_it:
+        row.update(compile_row(module.train(), diagram))
+    return row
+
+
+def compile_row(module, diagram) -> dict:
+    """First compile time, and recompiles over COMPILE_T."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(module, dynamic=True, fullgraph=True)
+    out: dict = {}
+    try:
+        start = time.perf_counter()
+        compiled(*inputs_at(diagram, T0))
+        out["first_compile_s"] = round(time.perf_counter() - start, 2)
+        graphs = counters["stats"]["unique_graphs"]
+        for T in COMPILE_T:
+            agrees(compiled(*inputs_at(diagram, T)), module(*inputs_at(diagram, T)))
+        out["recompiles_over_5_T"] = counters["stats"]["unique_graphs"] - graphs
+        out["compile"] = "ok"
+    except Exception as e:  # noqa: BLE001
+        out["compile"] = f"FAIL {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        traceback.print_exc(limit=3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", help="comma-separated zoo entries (default: all)")
+    parser.add_argument("--forms", default=",".join(FORMS))
+    parser.add_argument("--compile-forms", default="auto",
+                        help="forms whose torch.compile is measured (default: auto)")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--json", default="bench/results/citizen.json")
+    args = parser.parse_args()
+    names = args.entries.split(",") if args.entries else sorted(REFERENCES)
+    forms = args.forms.split(",")
+    rows = []
+    columns = ("pickle", "export_static", "export_dynamic_T", "meta", "first_compile_s",
+               "recompiles_over_5_T")
+    print(f"{'entry':<32} {'form':<9} " + " ".join(f"{c:>18}" for c in columns), flush=True)
+    for name in names:
+        for form in forms:
+            compile_it = not args.no_compile and form in args.compile_forms.split(",")
+            row = entry(name, form, compile_it)
+            rows.append(row)
+            cells = [str(row.get(c, "-"))[:18] for c in columns]
+            print(f"{name:<32} {form:<9} " + " ".join(f"{c:>18}" for c in cells), flush=True)
+            Path(args.json).write_text(json.dumps({
+                "torch": torch.__version__, "threads": torch.get_num_threads(),
+                "T_export": [T0, T1], "T_compile": COMPILE_T, "tolerance": TOL,
+                "note": "shared 2-core CPU: compile times are inflated by other jobs",
+                "rows": rows}, indent=1))
+    failures = [(r["entry"], r["form"], k, v) for r in rows for k, v in r.items()
+                if isinstance(v, str) and v.startswith("FAIL")]
+    for f in failures:
+        print("  ".join(f))
+    print(f"wrote {args.json}; {len(failures)} failures")
+
+
+if __name__ == "__main__":
+    main()
