@@ -32,6 +32,7 @@ def batch_like(x: Tensor, like: Tensor) -> Tensor:
 def contract(spec: str, *operands: Tensor, scale=1.0) -> Tensor:
     """An Einstein product (torch.einsum, ordered by opt_einsum) times a scalar."""
     dtype = _common_dtype(operands)
+    half = [o.dtype for o in operands if o.dtype in (torch.float16, torch.bfloat16)]
     operands = [o if o.dtype == dtype else o.to(dtype) for o in operands]
     if len(operands) > 2 and _symbolic(operands):
         y = _einsum_in_pairs(spec, operands)
@@ -39,7 +40,9 @@ def contract(spec: str, *operands: Tensor, scale=1.0) -> Tensor:
         y = torch.einsum(spec, *operands) if len(operands) > 1 or "->" in spec else operands[0]
     if isinstance(scale, Tensor) or scale != 1.0:
         y = y * scale
-    return y
+    # float32 decays or constants met half-precision activations: computed in float32,
+    # the result in the activations' dtype
+    return y.to(half[0]) if half and y.dtype != half[0] else y
 
 
 # the length a symbolic (traced, dynamic) size stands for when choosing a contraction order
@@ -64,6 +67,13 @@ def _einsum_in_pairs(spec: str, operands) -> Tensor:
         picked = [todo.pop(i) for i in sorted(inds, reverse=True)]
         todo.append(torch.einsum(equation, *picked))
     return todo[0]
+
+
+def work_dtype(like: Tensor) -> torch.dtype:
+    """The dtype constants, positions and decays are computed in: float32 for half-precision
+    modules (bfloat16 rounds 1 - 2**-12 to 1, so a decay computed there is lost), else
+    `like`'s own."""
+    return torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
 
 
 def _common_dtype(tensors) -> torch.dtype:
@@ -190,7 +200,7 @@ def constant_decay(log_gamma: Tensor, t: int, s: int, lead: int, offset=0) -> Te
 
 def scalar_decay(t: int, s: int, log_gamma, like: Tensor, offset=0) -> Tensor:
     """exp((t - s) log_gamma) for s <= t else 0 from one number: [t, s]."""
-    value = torch.as_tensor(log_gamma, dtype=like.dtype, device=like.device)
+    value = torch.as_tensor(log_gamma, dtype=work_dtype(like), device=like.device)
     return constant_decay(value, t, s, 0, offset)
 
 
@@ -256,7 +266,7 @@ def share(x: Tensor, dim: int, heads: int) -> Tensor:
 
 def index(n: int, like: Tensor, offset=0) -> Tensor:
     """offset, offset + 1, ..., offset + n - 1 (the step form's query positions)."""
-    return torch.arange(n, device=like.device, dtype=like.dtype) + offset
+    return torch.arange(n, device=like.device, dtype=work_dtype(like)) + offset
 
 
 
