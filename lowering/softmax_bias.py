@@ -41,8 +41,11 @@ _BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
            "div": operator.truediv, "pow": operator.pow}
 # elements of one block's score matrix (rows x keys x batch-and-heads): sets the row count
 BLOCK_ELEMENTS = 1 << 22
-# at most this many query rows: the sdpa path wins below it (bench/softmax_bias.py)
+# at most this many keys, the materialised mask (sdpa) is as fast or faster on the CPU than
+# the chunked softmax (bench/softmax_bias.py): forward only, and with gradients (where the
+# chunked backward recomputes every block)
 SDPA_MAX_T = {"cpu": 1024}
+SDPA_MAX_T_GRAD = {"cpu": 4096}
 
 
 def evaluate(expr: tuple, score, leaves, t_pos: Tensor, s_pos: Tensor, rows: slice,
@@ -123,67 +126,68 @@ def _row_blocks(n_rows: int, n_keys: int, lead: int):
     return [slice(i, min(n_rows, i + step)) for i in range(0, n_rows, step)]
 
 
+def _block(expr, q, k, v, leaves, pos, q_base, rows, cols, scale, causal, window):
+    """The output rows `rows`, from their keys `cols` (every key they may see): SDPA with
+    the block's bias as a float mask, or the softmax written out for other expressions."""
+    if not _additive(expr):
+        score = _block_scores(expr, q, k, leaves, pos, q_base, rows, cols, scale, causal,
+                              window)
+        return (_safe_softmax(score) @ v[..., cols, :].to(score.dtype)).to(q.dtype)
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    t_pos, s_pos = _positions(pos, q_base, rows, cols, work, q.device)
+    zero = torch.zeros((), dtype=work, device=q.device)
+    bias = evaluate(expr, zero, leaves, t_pos, s_pos, rows, cols, q_base)
+    bias = torch.as_tensor(bias, dtype=work, device=q.device)
+    keep = _keep(t_pos, s_pos, causal, window)
+    if keep is not None:
+        bias = bias.masked_fill(~keep, float("-inf"))
+    q_b, k_b, v_b = q[..., rows, :], k[..., cols, :], v[..., cols, :]
+    bias = bias.to(q.dtype).expand(q_b.shape[:-2] + (q_b.shape[-2], k_b.shape[-2]))
+    return F.scaled_dot_product_attention(q_b, k_b, v_b, attn_mask=bias, scale=scale)
+
+
 class ChunkedSoftmax(torch.autograd.Function):
-    """softmax(expr(score, positions, leaves) + mask) v, a block of query rows at a time.
-    Saves q, k, v, the leaves, the output and each row's log-sum-exp; the backward
-    recomputes each block's probabilities from them."""
+    """softmax(expr(score, positions, leaves) + mask) v, a block of query rows at a time,
+    each against only the keys its mask keeps. Saves only the inputs: the backward
+    recomputes one block at a time (memory O(T * block), like activation checkpointing)."""
 
     @staticmethod
     def forward(ctx, meta, q, k, v, *leaves):
         expr, pos, scale, causal, window = meta
         n_rows, n_keys = q.shape[-2], k.shape[-2]
         q_base = n_keys - n_rows
-        lead = math.prod(q.shape[:-2])
         out = q.new_empty(q.shape[:-1] + v.shape[-1:])
-        lse = torch.empty(q.shape[:-1], dtype=torch.float64 if q.dtype == torch.float64
-                          else torch.float32, device=q.device)
-        for rows in _row_blocks(n_rows, n_keys, lead):
+        for rows in _row_blocks(n_rows, n_keys, math.prod(q.shape[:-2])):
             cols = _key_range(rows, q_base, n_keys, causal, window)
-            score = _block_scores(expr, q, k, leaves, pos, q_base, rows, cols, scale,
-                                  causal, window)
-            m = score.amax(-1, keepdim=True)
-            m = torch.where(torch.isfinite(m), m, 0.0)  # a row with every key masked
-            p = torch.exp(score - m)
-            denom = p.sum(-1, keepdim=True)
-            o = (p @ v[..., cols, :].to(p.dtype)) / denom.clamp(min=torch.finfo(p.dtype).tiny)
-            out[..., rows, :] = o.to(out.dtype)
-            lse[..., rows] = (m + torch.log(denom)).squeeze(-1)
+            out[..., rows, :] = _block(expr, q, k, v, leaves, pos, q_base, rows, cols, scale,
+                                       causal, window)
         ctx.meta = meta
-        ctx.save_for_backward(q, k, v, out, lse, *leaves)
+        ctx.save_for_backward(q, k, v, *leaves)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, out, lse, *leaves = ctx.saved_tensors
+        q, k, v, *leaves = ctx.saved_tensors
         expr, pos, scale, causal, window = ctx.meta
         n_rows, n_keys = q.shape[-2], k.shape[-2]
         q_base = n_keys - n_rows
-        lead = math.prod(q.shape[:-2])
         need = ctx.needs_input_grad[1:]
-        grads = [torch.zeros_like(x) if n and isinstance(x, Tensor) else None
-                 for x, n in zip((q, k, v, *leaves), need)]
-        delta = (grad_out.to(lse.dtype) * out.to(lse.dtype)).sum(-1)
-        for rows in _row_blocks(n_rows, n_keys, lead):
+        grads = [torch.zeros_like(x) if n else None for x, n in zip((q, k, v, *leaves), need)]
+        for rows in _row_blocks(n_rows, n_keys, math.prod(q.shape[:-2])):
             cols = _key_range(rows, q_base, n_keys, causal, window)
             with torch.enable_grad():
-                inputs = [x.detach().requires_grad_(n) for x, n in zip((q, k, v), need[:3])]
-                leaf_in = [x.detach().requires_grad_(n) if isinstance(x, Tensor) and
-                           x.is_floating_point() else x for x, n in zip(leaves, need[3:])]
-                score = _block_scores(expr, inputs[0], inputs[1], leaf_in, pos, q_base, rows,
-                                      cols, scale, causal, window)
-                p = torch.exp(score - lse[..., rows].unsqueeze(-1))
-                o = p @ inputs[2][..., cols, :].to(p.dtype)
-                # d/d score of this surrogate is p * (dP - delta): the softmax backward
-                g = grad_out[..., rows, :].to(p.dtype)
-                surrogate = (g * o).sum() - (delta[..., rows] * p.sum(-1)).sum()
-                wrt = [x for x in (*inputs, *leaf_in) if isinstance(x, Tensor) and
-                       x.requires_grad]
-                got = iter(torch.autograd.grad(surrogate, wrt, allow_unused=True))
-            for i, x in enumerate((*inputs, *leaf_in)):
-                if isinstance(x, Tensor) and x.requires_grad:
-                    gi = next(got)
-                    if gi is not None:
-                        grads[i] += gi
+                ins = [x.detach().requires_grad_(n) if x.is_floating_point() else x
+                       for x, n in zip((q, k, v, *leaves), need)]
+                o = _block(expr, ins[0], ins[1], ins[2], ins[3:], pos, q_base, rows, cols,
+                           scale, causal, window)
+                wrt = [x for x in ins if x.requires_grad]
+                got = iter(torch.autograd.grad(o, wrt, grad_out[..., rows, :],
+                                               allow_unused=True))
+            for i, x in enumerate(ins):
+                if x.requires_grad:
+                    g = next(got)
+                    if g is not None:
+                        grads[i] += g
         return (None, *grads)
 
 
@@ -306,13 +310,14 @@ def choose(q: Tensor, k: Tensor, v: Tensor, leaves, causal: bool,
     """The path for these inputs: FlexAttention on CUDA, and while the module is being
     compiled (torch.compile), except on the CPU with gradients (FlexAttention has no CPU
     backward: there the materialised mask, which compiles). Eagerly on the CPU: sdpa with a
-    materialised mask for short sequences without a window, else the chunked softmax."""
+    materialised mask up to SDPA_MAX_T keys (SDPA_MAX_T_GRAD with gradients), else the
+    chunked softmax, whose memory stays O(T * block)."""
     cpu_grad = q.device.type == "cpu" and torch.is_grad_enabled() and any(
         isinstance(x, Tensor) and x.requires_grad for x in (q, k, v, *leaves))
     if q.device.type == "cuda" or (torch.compiler.is_compiling() and not cpu_grad):
         return "flex"
-    if torch.compiler.is_compiling() or (window is None and
-                                         k.shape[-2] <= SDPA_MAX_T.get(q.device.type, 0)):
+    limit = (SDPA_MAX_T_GRAD if cpu_grad else SDPA_MAX_T).get(q.device.type, 0)
+    if torch.compiler.is_compiling() or k.shape[-2] <= limit:
         return "sdpa"
     return "chunked"
 

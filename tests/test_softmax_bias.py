@@ -10,11 +10,10 @@ import warnings
 
 import pytest
 import torch
+from anatomy.lowering import softmax_bias
 
 import anatomy
-from anatomy.lowering import softmax_bias
-from tests.references import (REFERENCES, load_zoo, random_inputs, random_params,
-                              ref_sliding_window)
+from tests.references import REFERENCES, load_zoo, random_inputs, random_params, ref_sliding_window
 
 DIMS = {"d": 32, "h": 4}
 T = 70
@@ -142,9 +141,11 @@ def test_the_path_per_device_and_length(monkeypatch):
     choose = softmax_bias.choose
     cuda = _Like("cuda", 65536, grad=True)
     assert choose(cuda, cuda, cuda, (), True, None) == "flex"  # untested here: no GPU
-    short, long = torch.zeros(1, 4, 512, 8), torch.zeros(1, 4, 8192, 8)
-    assert choose(short, short, short, (), True, None) == "sdpa"
-    assert choose(short, short, short, (), True, 16) == "chunked"
+    short, mid, long = (torch.zeros(1, 4, n, 8) for n in (512, 4096, 8192))
+    assert choose(short, short, short, (), True, 16) == "sdpa"
+    assert choose(mid, mid, mid, (), True, None) == "chunked"
+    mid_grad = mid.clone().requires_grad_(True)
+    assert choose(mid_grad, mid, mid, (), True, None) == "sdpa"
     assert choose(long, long, long, (), True, None) == "chunked"
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert choose(long, long, long, (), True, None) == "flex"
