@@ -46,13 +46,6 @@ def _lower(x: torch.Tensor, strict: bool) -> torch.Tensor:
     return torch.tril(x, diagonal=-1 if strict else 0)
 
 
-def _decayed_scores_factorised(x, y, g, strict):
-    """sum_n x_tn y_sn e^{g_tn - g_sn} for s <= t (s < t if strict), through the mid-range m of
-    each chunk's g: the factors stay within e^{+-MAX_FACTORISED_SPAN/2}."""
-    mid = (0.5 * (g.amax(dim=-2, keepdim=True) + g.amin(dim=-2, keepdim=True))).detach()
-    return _lower((x * torch.exp(g - mid)) @ (y * torch.exp(mid - g)).transpose(-1, -2), strict)
-
-
 def _decayed_scores_exact(x, y, g, strict):
     """The same scores for any decay: per block row of SUB_CHUNK steps starting at j0, the
     columns s < j0 through the reference g_{j0-1} (e^{g_t - g_ref} <= 1 and e^{g_ref - g_s} <= 1
@@ -78,14 +71,27 @@ def _decayed_scores_exact(x, y, g, strict):
     return torch.cat(rows, dim=-2)
 
 
-def decayed_scores(x, y, g, strict, factorised):
-    """[..., C, C] lower-triangular scores sum_n x_tn y_sn e^{g_tn - g_sn} (s <= t, or s < t if
-    strict); g None means no decay. x, y: [..., C, N]; g: [..., C, N or 1]."""
+def chunk_operands(qc, kc, g, factorised):
+    """Per chunk: the pairwise scores A = kk (strict) and M_qk = qk (inclusive), and the decayed
+    keys and queries K~ = e^{g} k, Q~ = e^{g} q, K = e^{g_C - g} k. g None means no decay.
+
+    Factorised: one exponential e = e^{g - m} around each chunk's mid-range m, then
+    e^{g_t - g_s} = e_t / e_s, e^{g} = e e^{m} and e^{g_C - g} = e^{g_C - m} / e."""
     if g is None:
-        return _lower(x @ y.transpose(-1, -2), strict)
+        return (_lower(kc @ kc.transpose(-1, -2), True), _lower(qc @ kc.transpose(-1, -2), False),
+                kc, qc, kc)
     if factorised:
-        return _decayed_scores_factorised(x, y, g, strict)
-    return _decayed_scores_exact(x, y, g, strict)
+        mid = (0.5 * (g.amax(dim=-2, keepdim=True) + g.amin(dim=-2, keepdim=True))).detach()
+        e = torch.exp(g - mid)
+        kf, qf, kr = kc * e, qc * e, kc / e
+        kk = _lower(kf @ kr.transpose(-1, -2), True)
+        qk = _lower(qf @ kr.transpose(-1, -2), False)
+        to_mid = torch.exp(mid)
+        return kk, qk, kf * to_mid, qf * to_mid, kr * torch.exp(g[..., -1:, :] - mid)
+    kk = _decayed_scores_exact(kc, kc, g, strict=True)
+    qk = _decayed_scores_exact(qc, kc, g, strict=False)
+    e = torch.exp(g)
+    return kk, qk, kc * e, qc * e, kc * torch.exp(g[..., -1:, :] - g)
 
 
 def max_chunk_span(g: torch.Tensor) -> float:
@@ -128,13 +134,7 @@ def delta_rule_chunked(
     factorised = g is not None and not torch.compiler.is_compiling() and (
         max_chunk_span(g.detach()) <= MAX_FACTORISED_SPAN)
 
-    kk = decayed_scores(kc, kc, g, strict=True, factorised=factorised)
-    qk = decayed_scores(qc, kc, g, strict=False, factorised=factorised)
-    if g is None:
-        k_in, q_in, k_out = kc, qc, kc
-    else:
-        k_in, q_in = kc * torch.exp(g), qc * torch.exp(g)
-        k_out = kc * torch.exp(g[..., -1:, :] - g)
+    kk, qk, k_in, q_in, k_out = chunk_operands(qc, kc, g, factorised)
 
     # UT transform: one unit-lower-triangular solve per chunk for W and U' together
     system = torch.eye(C, dtype=acc, device=v.device) + bc * kk
@@ -143,12 +143,13 @@ def delta_rule_chunked(
     W, U0 = solved.split([N, P], dim=-1)
 
     # chunk-to-chunk recurrence S_next = M S + D, all heads in one matmul per chunk
-    M = -k_out.transpose(-1, -2) @ W  # [BH, n, N, N]
+    transfer = k_out.transpose(-1, -2) @ solved  # [BH, n, N, N + P]: K^T W | K^T U'
     if g is None:
-        M = M + torch.eye(N, dtype=acc, device=v.device)
+        decay_end = torch.ones(B * H, n, N, dtype=acc, device=v.device)
     else:
-        M = M + torch.diag_embed(torch.exp(g[..., -1, :]).expand(B * H, n, N))
-    D = k_out.transpose(-1, -2) @ U0  # [BH, n, N, P]
+        decay_end = torch.exp(g[..., -1, :]).expand(B * H, n, N)
+    M = torch.diag_embed(decay_end) - transfer[..., :N]
+    D = transfer[..., N:]
     if initial_state is None:
         S = torch.zeros(B * H, N, P, dtype=acc, device=v.device)
     else:
