@@ -11,6 +11,8 @@ paper listing and labelled so). On CUDA the Triton path is timed as well, agains
 ``chunk_simple_gla``. Implementations are timed round-robin (median and quartiles reported).
 
 Usage: python bench/kernels.py [--quick] [--lengths T ...] [--reps R] [--json PATH]
+The delta-rule section (DeltaNet, Gated DeltaNet, KDA vs fla): python bench/kernels.py
+--section delta_rule [its options, see bench/delta_rule_bench.py].
 """
 
 from __future__ import annotations
@@ -401,13 +403,21 @@ def targets(records: list[dict], T: int) -> dict:
 
 
 def main() -> None:
+    section = argparse.ArgumentParser(add_help=False)
+    section.add_argument("--section", choices=("ssd", "delta_rule"), default="ssd")
+    chosen, rest = section.parse_known_args()
+    if chosen.section == "delta_rule":  # its own options: see bench/delta_rule_bench.py
+        import delta_rule_bench
+
+        delta_rule_bench.main(rest)
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
     parser.add_argument("--lengths", type=int, nargs="+", help="sequence lengths T to run")
     parser.add_argument("--reps", type=int, help="timed rounds per implementation (default 11)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" /
                         "kernels.json", help="where to write the JSON results")
-    args = parser.parse_args()
+    args = parser.parse_args(rest)
     lengths = args.lengths or ([256, 512] if args.quick else [1024, 2048, 4096, 8192, 16384])
     reps = args.reps or (3 if args.quick else 11)
     run(lengths, reps, args.json)
