@@ -72,3 +72,18 @@ def test_files_carry_the_rows():
     assert float(table[1]["mean"]) == pytest.approx(0.6)
     data = json.loads(to_json(rows, "accuracy", True, {"budget": 10}))
     assert data["budget"] == 10 and data["rows"][0]["name"] == "B"
+
+
+def test_bootstrap_interval_and_the_floor():
+    from anatomy.search.leaderboard import bootstrap_ci
+    # resampled means of [0, 1]: 0 (1/4), 0.5 (1/2), 1 (1/4): the 95% interval is [0, 1]
+    assert bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert bootstrap_ci([0.3, 0.3, 0.3]) == pytest.approx((0.3, 0.3))
+    low, high = bootstrap_ci([0.9, 0.6, 0.9])
+    assert 0.6 <= low < 0.8 < high <= 0.9
+    rows = aggregate(VARIANTS, TRIALS, higher_is_better=True)
+    b = next(r for r in rows if r.name == "B")
+    assert (b.ci_low, b.ci_high) == bootstrap_ci([0.9, 0.6, 0.9])
+    md = to_markdown(rows, "accuracy", True, floor=0.25)
+    assert "no-recall floor: 0.2500" in md and "smoke test" not in md  # B: 0.8 > 0.35
+    assert "smoke test: no variant clears" in to_markdown(rows, "accuracy", True, floor=0.75)

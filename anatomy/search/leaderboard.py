@@ -18,6 +18,8 @@ import math
 import random
 from dataclasses import asdict, dataclass, field
 
+FLOOR_MARGIN = 0.1  # a recall score this far above the no-recall floor shows recall
+
 
 @dataclass
 class Row:
@@ -123,6 +125,10 @@ def to_markdown(rows: list[Row], metric: str, higher_is_better: bool,
     if floor is not None:
         head += (f"\n\nno-recall floor: {floor:.4f} (the best {metric} without recall: "
                  "guessing among the pairs' values)")
+        best = max((r.mean for r in rows if r.mean is not None), default=None)
+        if best is None or best < floor + FLOOR_MARGIN:
+            head += (f"\n\nsmoke test: no variant clears the no-recall floor by "
+                     f"{FLOOR_MARGIN}; at this budget the ranking says nothing about recall")
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
