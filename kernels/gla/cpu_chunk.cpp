@@ -84,7 +84,7 @@ struct Chunk {
   int64_t t0 = 0;
   int L = 0, c = 1, m = 1;
   std::vector<double> b, bq, ref, x;      // b, bq [Q, N]; ref, x [m, N]
-  std::vector<float> arg;                 // exponents [Q, N] (scratch)
+  std::vector<float> arg;                 // exponents [2 Q, N] (scratch)
   std::vector<float> q, k, Fq, Fk, Fx;    // [Q, N]
   std::vector<float> qs, ks, kx, qi, kd;  // [Q, N]
   std::vector<float> g, gamma, Kx, A;     // g [m, m, N], gamma [N], Kx [Q, N], A [Q, Q]
@@ -92,7 +92,7 @@ struct Chunk {
 
   explicit Chunk(const Dims& d_)
       : d(d_), b(d_.Q * d_.N), bq(d_.Q * d_.N), ref(d_.Q * d_.N), x(d_.Q * d_.N),
-        arg(d_.Q * d_.N), q(d_.Q * d_.N), k(d_.Q * d_.N), Fq(d_.Q * d_.N), Fk(d_.Q * d_.N),
+        arg(2 * d_.Q * d_.N), q(d_.Q * d_.N), k(d_.Q * d_.N), Fq(d_.Q * d_.N), Fk(d_.Q * d_.N),
         Fx(d_.Q * d_.N), qs(d_.Q * d_.N), ks(d_.Q * d_.N), kx(d_.Q * d_.N), qi(d_.Q * d_.N),
         kd(d_.Q * d_.N), g(d_.Q * d_.Q * d_.N), gamma(d_.N), Kx(d_.Q * d_.N), A(d_.Q * d_.Q),
         exp_ref(d_.Q * d_.N), exp_end(d_.Q * d_.N) {}
