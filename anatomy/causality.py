@@ -182,7 +182,7 @@ class Analysis:
             return [union(ins, ins[0].zero_unless)]
         if op == "shift":
             return [self.shifted(box, ins[0])]
-        if op in ("scan", "ssd"):
+        if op in ("scan", "ssd", "delta_rule"):
             # recurrences along their axis: position i reads positions <= i of every input
             return [self.summed(box, union(ins), ins, out_axes)]
         if op in ("rope", "xpos", "share"):

@@ -92,6 +92,12 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            "axes of q and k that the target lacks are summed (the state); a log_a with state "
            "axes decays each key channel on its own (gated linear attention's kernel)",
            tensors=4, axes=("axis",), options={"chunk": 64}),
+    OpSpec("delta_rule", "mixing",
+           "the delta rule along an axis: o_t = q_t S_t, S_t = (I - beta_t k_t k_t^T) "
+           "diag(exp(log_a_t)) S_{t-1} + beta_t k_t v_t^T, S_-1 = 0 (DeltaNet with log_a = 0, "
+           "Gated DeltaNet with log_a per head, KDA with log_a per key channel); the axes of "
+           "q and k that the target lacks are the state's key axes",
+           tensors=5, axes=("axis",), options={"chunk": 64}),
     OpSpec("reshape", "structure",
            "merge the input's axes the target lacks, row-major, into the target's axes the "
            "input lacks (e.g. [t, d] -> [t, h, p])", tensors=1),

@@ -46,7 +46,7 @@ class _Printer:
         box = self.d.producer(wire)
         if box is None or len(box.outputs) != 1 or box.op in ("call", "slot", "concat",
                                                                "reshape", "param", "split",
-                                                               "ssd"):
+                                                               "ssd", "delta_rule"):
             return False
         if box.op == "contract" and consumer.op == "contract":
             return False

@@ -433,6 +433,16 @@ class AnatomyBuilder:
         raise AnatError(f"unexpected {kind} here", loc)  # pragma: no cover
 
     def _unknown(self, ident: str, node) -> AnatError:
+        if ident == getattr(self, "stem", None):
+            return AnatError(
+                f"`{ident}` refers to itself: a wire is defined once, from wires defined "
+                "before it, so a recurrence cannot be written as a state that reads its own "
+                "previous value", self.ctx.loc(node),
+                hint="write the recurrence's box instead: `scan(u, log_a, t)` for "
+                     "S_t = a_t S_{t-1} + u_t (a decay: diagonal transition), or "
+                     "`delta_rule(q, k, v, beta, log_a, t)` for "
+                     "S_t = (I - beta_t k_t k_t^T) a_t S_{t-1} + beta_t k_t v_t^T "
+                     "(a matrix transition: DeltaNet, Gated DeltaNet, KDA); docs/language.md")
         known = set(self.wires) | set(self.dims)
         return AnatError(f"unknown name `{ident}`", self.ctx.loc(node),
                          hint=did_you_mean(ident, known, "wire"))
@@ -590,6 +600,8 @@ class AnatomyBuilder:
                                 loc, hint="summed (state) axes are shared by q and k")
             self._check_kept(expected, union_axes(*(u.axes for u in tensors)), loc)
             return self._emit(name, tensors, expected, loc, **attrs)
+        if name == "delta_rule":
+            return self._delta_rule(spec, tensors, axes[0], attrs, expected, loc)
         if name in ("rope", "xpos"):
             need(axes[0], x, "reads positions along")
             need(axes[1], x, "rotates pairs along")
@@ -623,6 +635,45 @@ class AnatomyBuilder:
         if name == "reshape":
             return self._reshape(x, expected, loc)
         raise AnatError(f"{name} cannot be used here", loc)  # pragma: no cover
+
+    def _delta_rule(self, spec: OpSpec, tensors: list[Use], t: str, attrs: dict[str, Any],
+                    expected: Axes | None, loc: SourceLoc) -> Use:
+        """`o[t, h, p] = delta_rule(q, k, v, beta, log_a, t)`: q, k [t, heads, state],
+        v [t, heads, values], beta [t, heads], log_a a number or [t?, heads, state?]."""
+        if expected is None:
+            raise AnatError("delta_rule takes its axes from its target: write it as "
+                            "`o[t, h, p] = delta_rule(q, k, v, beta, log_a, t)`", loc)
+        q, k, v, beta, log_a = (u.axes for u in tensors)
+        for role, axes in (("q", q), ("k", k), ("v", v), ("beta", beta)):
+            if t not in axes:
+                raise AnatError(f"delta_rule reads its {role} along `{t}`, but {role} has axes "
+                                f"[{', '.join(axes)}]", loc, hint=_usage(spec))
+        if t not in expected:
+            raise AnatError(f"the target of delta_rule must keep the axis `{t}`", loc)
+        if set(q) != set(k):
+            raise AnatError(f"delta_rule's q [{', '.join(q)}] and k [{', '.join(k)}] must have "
+                            "the same axes: k_t k_t^T is a matrix over the state's key axes",
+                            loc, hint=_usage(spec))
+        state = tuple(a for a in k if a not in expected)
+        heads = tuple(a for a in expected if a != t and a in k)
+        values = tuple(a for a in expected if a != t and a not in k)
+        if not state:
+            raise AnatError("delta_rule needs state axes: axes of q and k that the target "
+                            "lacks (e.g. n in q[t, h, n] with a target o[t, h, p])", loc)
+        if len(heads) > 1:
+            raise AnatError(f"delta_rule runs one heads axis, but its target has "
+                            f"{', '.join(heads)}", loc, hint="merge the head axes into one")
+        checks = ((v, (t,) + heads + values, "v", "time, heads and the target's value axes"),
+                  (beta, (t,) + heads, "beta", "time and heads (one step size per token)"),
+                  (log_a, (t,) + heads + state, "log_a", "time, heads and state axes"))
+        for axes, allowed, role, what in checks:
+            extra = [a for a in axes if a not in allowed]
+            if extra:
+                raise AnatError(f"delta_rule's {role} has axis {extra[0]}; it takes {what}",
+                                loc, hint=_usage(spec))
+        if attrs.get("chunk", 64) < 1:
+            raise AnatError("delta_rule needs chunk=N with N >= 1", loc, hint=_usage(spec))
+        return self._emit("delta_rule", tensors, expected, loc, **attrs)
 
     def _reshape(self, x: Use, expected: Axes | None, loc: SourceLoc) -> Use:
         """`q[t, h, p] = reshape(x)` with x[t, d]: x's axes the target lacks are merged

@@ -70,7 +70,7 @@ def lower_ssd(b: GraphBuilder, box: Box, initial_state=None):
     if per_channel:  # a decay per key channel: [B, T, H, N] for the gated kernel
         target = (BATCH, r.t) + heads + state
         sizes = tuple(b.size(a) for a in state)
-        log_a = b.call(ops.channel_log_decay, b.align(la, target), v_t, bool(heads), sizes)
+        log_a = b.call(ops.as_kernel_gate, b.align(la, target), v_t, bool(heads), sizes)
     elif la.layout is None:
         log_a = b.call(ops.constant_log_decay, v_t, la.value)
     else:
@@ -95,9 +95,60 @@ def lower_ssd(b: GraphBuilder, box: Box, initial_state=None):
     return final
 
 
+def delta_roles(d, box: Box) -> SsdRoles:
+    """The axes of a `delta_rule` box by role: o[t, H, P], state [H, N, P]."""
+    (t,) = box.attr("along")
+    k = box.inputs[1].axes
+    out = d.wires[box.outputs[0]].axes
+    heads = tuple(a for a in out if a != t and a in k)
+    values = tuple(a for a in out if a != t and a not in k)
+    return SsdRoles(t, heads, tuple(a for a in k if a not in out), values)
+
+
+def lower_delta_rule(b: GraphBuilder, box: Box, initial_state=None):
+    """Emit one call of the delta-rule kernel for a `delta_rule` box: the chunked (UT
+    transform) form, or in the parallel form the recurrence itself. With an
+    `initial_state` node (the step form), return the node of the final state."""
+    from anatomy.kernels import delta_rule
+    r = delta_roles(b.d, box)
+    heads = r.heads
+    q, k, v, beta, la = (b.use(u, current=True) for u in box.inputs)
+    q_t = _as_kernel_input(b, q, r.t, heads, r.state, expand_heads=True)
+    k_t = _as_kernel_input(b, k, r.t, heads, r.state, expand_heads=True)
+    v_t = _as_kernel_input(b, v, r.t, heads, r.values, expand_heads=True)
+    beta_t = b.call(ops.as_kernel_gate, b.align(beta, (BATCH, r.t) + heads), v_t, bool(heads),
+                    ())
+    if la.layout is None:
+        log_a = None if la.static and la.value == 0 else \
+            b.call(ops.constant_log_decay, v_t, la.value)
+    else:
+        state = tuple(a for a in r.state if a in la.layout)
+        sizes = tuple(b.size(a) for a in state) if state else ()
+        if state and state != r.state:
+            raise AnatError("delta_rule's log_a has some of the state axes but not all: "
+                            f"{', '.join(state)} of {', '.join(r.state)}", box.loc)
+        log_a = b.call(ops.as_kernel_gate, b.align(la, (BATCH, r.t) + heads + state), v_t,
+                       bool(heads), sizes)
+    kwargs = {"log_a": log_a, "chunk_size": box.attr("chunk", 64)}
+    if b.form == "parallel" or initial_state is not None:
+        kwargs["backend"] = "recurrent"  # the defining recurrence, one token at a time
+    final = None
+    if initial_state is None:
+        y = b.call(delta_rule, q_t, k_t, v_t, beta_t, **kwargs, name=box.outputs[0])
+    else:
+        both = b.call(delta_rule, q_t, k_t, v_t, beta_t, **kwargs,
+                      initial_state=initial_state, output_final_state=True)
+        y = b.call(operator.getitem, both, 0, name=box.outputs[0])
+        final = b.call(operator.getitem, both, 1)
+    sizes = tuple(b.size(a) for a in r.values)
+    y = b.call(ops.unflatten_values, y, bool(heads), sizes)
+    b.store(box, y, (BATCH, r.t) + heads + r.values)
+    return final
+
+
 def state_shape(b: GraphBuilder, box: Box) -> tuple[int | None, int | None, int | None]:
     """(H, N, P) of the SSM state [B, H, N, P] an `ssd` box carries (None: not known)."""
-    r = ssd_roles(b.d, box)
+    r = delta_roles(b.d, box) if box.op == "delta_rule" else ssd_roles(b.d, box)
 
     def size(axes):
         n = 1

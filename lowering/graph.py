@@ -357,6 +357,10 @@ class GraphBuilder:
         from .forms import lower_ssd
         lower_ssd(self, box)
 
+    def _box_delta_rule(self, box: Box) -> None:
+        from .forms import lower_delta_rule
+        lower_delta_rule(self, box)
+
     def _box_shift(self, box: Box) -> None:
         x = self.use(box.inputs[0])
         dim = x.layout.index(box.attr("along")[0])

@@ -26,7 +26,7 @@ from anatomy.errors import AnatError
 from anatomy.ir import Box, Use
 
 from . import torch_ops as ops
-from .forms import lower_attention, lower_ssd, match_attention, state_shape
+from .forms import lower_attention, lower_delta_rule, lower_ssd, match_attention, state_shape
 from .graph import BATCH, GraphBuilder, Val
 from .softmax_bias import cumulative_log_decay, keep_last
 
@@ -221,6 +221,12 @@ class StepBuilder(GraphBuilder):
         key = f"ssm:{box.outputs[0]}"
         initial = self.call(ops.state_entry, self.state_in, key)
         self.state_out[key] = lower_ssd(self, box, initial_state=initial)
+        self.state_specs[key] = ("ssm", state_shape(self, box))
+
+    def _box_delta_rule(self, box: Box) -> None:
+        key = f"ssm:{box.outputs[0]}"
+        initial = self.call(ops.state_entry, self.state_in, key)
+        self.state_out[key] = lower_delta_rule(self, box, initial_state=initial)
         self.state_specs[key] = ("ssm", state_shape(self, box))
 
     def _box_scan(self, box: Box) -> None:

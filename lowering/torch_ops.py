@@ -392,13 +392,13 @@ def as_log_decay(la: Tensor, v: Tensor, batched: bool, has_time: bool,
     return torch.broadcast_to(la, v.shape[:3])
 
 
-def channel_log_decay(la: Tensor, v: Tensor, has_heads: bool, state: tuple) -> Tensor:
-    """A per-channel log-decay laid out [B|1, T|1, heads?|1, state...|1] broadcast to the
-    gated kernel's [B, T, H, N] (the state axes flattened into N)."""
+def as_kernel_gate(la: Tensor, v: Tensor, has_heads: bool, state: tuple) -> Tensor:
+    """A gate or log-decay laid out [B|1, T|1, heads?|1, state...|1] broadcast to a kernel's
+    [B, T, H] (no state axes) or [B, T, H, N] (the state axes flattened into N)."""
     if not has_heads:
         la = la.unsqueeze(2)
     la = torch.broadcast_to(la, tuple(v.shape[:3]) + tuple(state))
-    return la.reshape(tuple(v.shape[:3]) + (-1,))
+    return la.reshape(tuple(v.shape[:3]) + (-1,)) if state else la
 
 
 def unflatten_values(y: Tensor, has_heads: bool, sizes: tuple) -> Tensor:

@@ -3,7 +3,7 @@
 `draw_program(draw)` composes a mixer `f(x[t, d]) -> y[t, d]` from the op table's families:
 projections with feature maps, rotary positions, KV sharing, shifts and flips along time;
 a mixing core (softmax attention with or without a mask, masked linear attention with or
-without a normaliser, a sum-normalised score, a `scan`, an `ssd`) whose mask is one of the
+without a normaliser, a sum-normalised score, a `scan`, an `ssd`, a `delta_rule`) whose mask is one of the
 position masks, a decay (data-dependent per head, per key channel as in gated linear
 attention, or constant), a difference of masks, or none (bidirectional); the core inlined or called as a composite; an output norm, gate
 and shift. Each choice is an independent draw, so hypothesis shrinks a failure to the
@@ -29,7 +29,7 @@ POSITIVE = ["elu({}) + 1", "exp({})", "sigmoid({})"]
 MASKS = ["causal(t, s)", "window(t, s, size={w})", "full(t, s)",
          "causal(t, s) - window(t, s, size=1)", "decay(la, t, s)",
          "decay(la, t, s) * window(t, s, size={w})", "decay(lc, t, s)"]
-MIXERS = ["softmax", "linear", "linear_normalised", "normalise", "scan", "ssd"]
+MIXERS = ["softmax", "linear", "linear_normalised", "normalise", "scan", "ssd", "delta_rule"]
 
 
 def draw_program(draw, st) -> str:
@@ -120,6 +120,10 @@ def _core(mixer: str, mask: str, q: str, k: str, la: str, scale: float) -> list[
     if mixer == "scan":
         return [f"kv[t, h, n, p] = {k} * v", f"st[t, h, n, p] = scan(kv, {la}, t)",
                 f"o[t, h, p] = {q} * st"]
+    if mixer == "delta_rule":  # unit keys and a step size in (0, 1), as the models use
+        gate = "0" if la == "lc" else la
+        return [f"kn[t, h, n] = l2normalise({k}, n)", "beta[t, h] = sigmoid(la)",
+                f"o[t, h, p] = delta_rule({q}, kn, v, beta, {gate}, t)"]
     return [f"o[t, h, p] = ssd({q}, {k}, v, {la}, t)"]
 
 

@@ -638,7 +638,98 @@ def ref_persistent_memory(inputs, params, dims=None) -> Tensor:
 Reference = Callable[..., Tensor]
 
 # anatomy name -> (zoo file, reference)
+# --------------------------------------------------------------------------------------------
+# Gated linear attention and the delta rule, token by token from the papers' recurrences
+# --------------------------------------------------------------------------------------------
+
+
+def gla_recurrence(q: Tensor, k: Tensor, v: Tensor, log_alpha: Tensor) -> Tensor:
+    """Yang et al. 2024: S_t = diag(alpha_t) S_{t-1} + k_t v_t^T, o_t = q_t S_t;
+    q, k, log_alpha [B, T, H, N], v [B, T, H, P]."""
+    S = q.new_zeros(q.shape[0], q.shape[2], q.shape[3], v.shape[3])
+    out = []
+    for t in range(q.shape[1]):
+        S = log_alpha[:, t].exp()[..., None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        out.append(torch.einsum("bhn,bhnp->bhp", q[:, t], S))
+    return torch.stack(out, 1)
+
+
+def delta_recurrence(q: Tensor, k: Tensor, v: Tensor, beta: Tensor,
+                     log_a: Tensor | None = None) -> Tensor:
+    """The generalised delta rule with an explicit transition matrix per token:
+    S_t = (I - beta_t k_t k_t^T) diag(alpha_t) S_{t-1} + beta_t k_t v_t^T, o_t = q_t S_t.
+    q, k [B, T, H, N], v [B, T, H, P], beta [B, T, H], log_a None (DeltaNet), [B, T, H]
+    (Gated DeltaNet) or [B, T, H, N] (KDA: the gate decays each key channel)."""
+    B, T, H, N = q.shape
+    eye = torch.eye(N, dtype=q.dtype)
+    S = q.new_zeros(B, H, N, v.shape[3])
+    out = []
+    for t in range(T):
+        kt, bt = k[:, t], beta[:, t, :, None, None]
+        if log_a is not None:
+            a = log_a[:, t].exp()
+            S = (a[..., None, None] if a.dim() == 2 else a[..., None]) * S
+        transition = eye - bt * kt[..., :, None] * kt[..., None, :]  # [B, H, N, N]
+        S = transition @ S + bt * kt[..., :, None] * v[:, t, :, None, :]
+        out.append(torch.einsum("bhn,bhnp->bhp", q[:, t], S))
+    return torch.stack(out, 1)
+
+
+def _delta_qkv(x: Tensor, p: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """SiLU and L2-normalised q (scaled by 1/sqrt(n)) and k (x / (|x| + 1e-6), the
+    language's l2normalise), v, sigmoid beta."""
+    def l2(z):
+        return z / (z.norm(dim=-1, keepdim=True) + 1e-6)
+    q, k = l2(F.silu(_proj(x, p["w_qf"]))), l2(F.silu(_proj(x, p["w_kf"])))
+    return q / math.sqrt(q.shape[-1]), k, _proj(x, p["w_v"]), torch.sigmoid(_proj(x, p["w_beta"]))
+
+
+def _gated_output(x: Tensor, r: Tensor, p: dict, gate: Tensor) -> Tensor:
+    """Per-head RMS norm of the mix, times the output gate, projected back to d."""
+    return _proj(gate * rmsnorm(r, 1, p["scale_o"]), p["w_y"], 2)
+
+
+def ref_deltanet(inputs, params, dims=None) -> Tensor:
+    """Schlag et al. 2021 / Yang et al. 2024, DeltaNet (no short convolutions)."""
+    x, p = inputs["x"], params
+    q, k, v, beta = _delta_qkv(x, p)
+    return _gated_output(x, delta_recurrence(q, k, v, beta), p, F.silu(_proj(x, p["w_g"])))
+
+
+def ref_gated_deltanet(inputs, params, dims=None) -> Tensor:
+    """Yang, Kautz, Hatamizadeh 2025: DeltaNet with Mamba-2's gate alpha_t per head."""
+    x, p = inputs["x"], params
+    q, k, v, beta = _delta_qkv(x, p)
+    log_a = F.softplus(_proj(x, p["w_dt"]) + p["dt_bias"]) * -torch.exp(p["a_log"])
+    return _gated_output(x, delta_recurrence(q, k, v, beta, log_a), p,
+                         F.silu(_proj(x, p["w_g"])))
+
+
+def ref_kda(inputs, params, dims=None) -> Tensor:
+    """Kimi Delta Attention: the gate per key channel from a low-rank projection."""
+    x, p = inputs["x"], params
+    q, k, v, beta = _delta_qkv(x, p)
+    dt = F.softplus(_proj(_proj(x, p["w_gd"]), p["w_dt"]) + p["dt_bias"])
+    log_a = dt * -torch.exp(p["a_log"])[:, None]
+    gate = torch.sigmoid(_proj(_proj(x, p["w_gl"]), p["w_g"]))
+    return _gated_output(x, delta_recurrence(q, k, v, beta, log_a), p, gate)
+
+
+def ref_gated_linear_attention(inputs, params, dims=None) -> Tensor:
+    """Yang et al. 2024, GLA: log alpha = logsigmoid(low-rank projection + bias) / 16."""
+    x, p = inputs["x"], params
+    q = _proj(x, p["w_q"]) / math.sqrt(p["w_q"].shape[-1])
+    k, v = _proj(x, p["w_k"]), _proj(x, p["w_v"])
+    log_alpha = F.logsigmoid(_proj(_proj(x, p["w_gd"]), p["w_log_alpha"])
+                             + p["b_log_alpha"]) / 16
+    return _gated_output(x, gla_recurrence(q, k, v, log_alpha), p, F.silu(_proj(x, p["w_g"])))
+
+
 REFERENCES: dict[str, tuple[str, Reference]] = {
+    "deltanet": ("deltanet.anat", ref_deltanet),
+    "gated_deltanet": ("gated_deltanet.anat", ref_gated_deltanet),
+    "kda": ("kda.anat", ref_kda),
+    "gated_linear_attention": ("gated_linear_attention.anat", ref_gated_linear_attention),
     "softmax_core": ("cores.anat", ref_softmax_core),
     "linear_core": ("cores.anat", ref_linear_core),
     "retention_core": ("cores.anat", ref_retention_core),

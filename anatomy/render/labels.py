@@ -62,7 +62,7 @@ def box_title(d: Diagram, box: Box) -> str:
     elif op == "slot":
         title = f"slot {box.attr('slot')}"
     elif op in ("softmax", "normalise", "l2normalise", "layernorm", "rmsnorm", "groupnorm",
-                "scan", "ssd"):
+                "scan", "ssd", "delta_rule"):
         title = f"{op} over {', '.join(along)}"
     elif op == "share":
         title = f"share {along[0]}→{along[1]}"
