@@ -1,0 +1,57 @@
+"""scripts/study/analyse.py on a study folder made by hand: per (variant, T, d) the learning
+rate with the best mean over seeds is kept, with that rate's seeds, their bootstrap
+interval and the floor of its sequence length; diverged seeds count as accuracy 0."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from anatomy.search.leaderboard import bootstrap_ci
+from anatomy.search.store import SearchStore
+from anatomy.search.train import TrialResult
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "study" / "analyse.py"
+
+
+def load_analyse():
+    spec = importlib.util.spec_from_file_location("study_analyse", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def search(folder: Path, seq_len: int, width: int, lr: float, scores: dict, floor: float):
+    store = SearchStore(folder / "search.db", {"task": {"seq_len": seq_len},
+                                               "load_dims": {"d": width}, "lr": lr})
+    for name, metrics in scores.items():
+        store.add_variant(name, name, [], [name])
+        store.add_trials(name, range(len(metrics)))
+    for trial, variant, seed in store.claim(100):
+        metric = scores[variant][seed]
+        store.finish(trial, TrialResult("diverged") if metric is None
+                     else TrialResult("done", metric=metric, seconds=2.0))
+    store.close()
+    (folder / "leaderboard.json").write_text(json.dumps({"floor": floor}))
+
+
+def test_best_rate_per_cell(tmp_path):
+    search(tmp_path / "a", 64, 32, 1e-3, {"soft": [0.5, 0.6, 0.7], "lin": [0.3, 0.3, 0.3]}, .25)
+    search(tmp_path / "b", 64, 32, 1e-2, {"soft": [1.0, 0.9, None], "lin": [0.2, 0.2, 0.2]}, .25)
+    search(tmp_path / "c", 128, 32, 1e-3, {"soft": [0.1, 0.2, 0.3]}, 0.125)
+    analyse = load_analyse()
+    summary = analyse.summarise(tmp_path)
+    rows = {(r["variant"], r["seq_len"]): r for r in summary["rows"]}
+    soft = rows[("soft", 64)]  # 1e-3: mean 0.6; 1e-2: (1.0 + 0.9 + 0) / 3 = 0.633
+    assert soft["lr"] == 1e-2 and soft["per_seed"] == [1.0, 0.9, 0.0]
+    assert soft["mean"] == pytest.approx(1.9 / 3)
+    assert (soft["ci_low"], soft["ci_high"]) == bootstrap_ci([1.0, 0.9, 0.0])
+    assert rows[("lin", 64)]["lr"] == 1e-3 and rows[("lin", 64)]["mean"] == pytest.approx(0.3)
+    assert rows[("soft", 128)]["mean"] == pytest.approx(0.2)
+    assert summary["floors"] == {64: 0.25, 128: 0.125}
+    assert summary["trials"] == {"planned": 15, "finished": 15}
+    assert analyse.main([str(tmp_path)]) == 0
+    assert "| 64 | 0.2500 | 32 | soft | 0.01 | 0.6333 |" in (tmp_path / "summary.md").read_text()
