@@ -162,10 +162,16 @@ def run(lengths: list[int], compile_lengths: list[int], reps: int, json_path: Pa
                           f"[{stats['time_ms_q1']:.1f}, {stats['time_ms_q3']:.1f}]", flush=True)
                 for x in leaves:
                     x.grad = None
+            write_json(records, lengths, reps, json_path)  # partial results survive a stop
     print_table(records)
-    summary = targets(records, T=8192 if 8192 in lengths else lengths[-1])
-    for line in summary["lines"]:
+    result = write_json(records, lengths, reps, json_path)
+    for line in result["targets"]["lines"]:
         print(line)
+    print(f"# wrote {json_path}")
+    return result
+
+
+def write_json(records: list[dict], lengths: list[int], reps: int, json_path: Path) -> dict:
     result = {
         "section": "delta_rule",
         "device": "cpu",
@@ -177,11 +183,10 @@ def run(lengths: list[int], compile_lengths: list[int], reps: int, json_path: Pa
         "repetitions": reps,
         "shape": {"B": B, "H": H, "N": N, "P": P, "chunk": CHUNK, "dtype": "float32"},
         "records": records,
-        "targets": summary,
+        "targets": targets(records, T=8192 if 8192 in lengths else lengths[-1]),
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2))
-    print(f"# wrote {json_path}")
     return result
 
 
