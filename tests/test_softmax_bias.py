@@ -164,3 +164,37 @@ def test_no_library_warning_reaches_the_user():
             auto(x)
         auto(x).sum().backward()
         auto.step(x[:, :3].detach(), auto.init_state(2))
+
+
+FORGET_GATE_AT_ONE = """
+anatomy fox_gate_one(q[t, h, n], k[t, h, n], v[t, h, p]) -> y[t, h, p]
+  dims h = 2, n = 4, p = 4
+  qk[h, t, s] = q * k[s, h, n] / sqrt(n)
+  w[h, t, s] = softmax(qk + log(decay(0, t, s)), s)
+  y[t, h, p] = w * v[s, h, p]
+
+anatomy causal_softmax(q[t, h, n], k[t, h, n], v[t, h, p]) -> y[t, h, p]
+  dims h = 2, n = 4, p = 4
+  qk[h, t, s] = q * k[s, h, n] / sqrt(n)
+  w[h, t, s] = softmax(qk, s, mask=causal(t, s))
+  y[t, h, p] = w * v[s, h, p]
+
+# near miss: a forget gate just below 1 (f = exp(-0.1)), which ALiBi-like forgets
+anatomy gate_below_one(q[t, h, n], k[t, h, n], v[t, h, p]) -> y[t, h, p]
+  dims h = 2, n = 4, p = 4
+  qk[h, t, s] = q * k[s, h, n] / sqrt(n)
+  w[h, t, s] = softmax(qk + log(decay(-0.1, t, s)), s)
+  y[t, h, p] = w * v[s, h, p]
+"""
+
+
+def test_prove_a_forget_gate_at_one_is_causal_softmax_and_refuse_a_near_miss():
+    from anatomy.rewrite.proof import Proof, Refusal, prove
+    program = anatomy.load(FORGET_GATE_AT_ONE)
+    proof = prove(program["fox_gate_one"], program["causal_softmax"])
+    assert isinstance(proof, Proof) and not proof.approximate
+    assert "log_causal" in proof.render()
+    refused = prove(program["gate_below_one"], program["causal_softmax"])
+    assert isinstance(refused, Refusal)
+    cex = refused.counterexample
+    assert cex is not None and cex.rel_rmse > 1e-3

@@ -41,7 +41,8 @@ class Value:
 
 
 _UNARY = {
-    "exp": sympy.exp, "log": sympy.log, "sqrt": sympy.sqrt, "abs": sympy.Abs,
+    "exp": sympy.exp, "sqrt": sympy.sqrt, "abs": sympy.Abs,
+    "log": lambda x: -sympy.oo if x == 0 else sympy.log(x),  # as in torch: log 0 = -inf
     "tanh": sympy.tanh, "relu": lambda x: sympy.Max(0, x),
     "elu": lambda x: sympy.Piecewise((x, x > 0), (sympy.exp(x) - 1, True)),
     "gelu": lambda x: x / 2 * (1 + sympy.erf(x / sympy.sqrt(2))),
@@ -217,9 +218,9 @@ class Interpreter:
                 else:
                     row.append(exp(sum((arr[m] for m in range(j + 1, i + 1)), zero)))
             rows.append(row)
-        full = np.array([[np.broadcast_to(np.asarray(x, dtype=object),
-                                          tuple(self.size(a) for a in rest)) for x in row]
-                         for row in rows], dtype=object)
+        shape = tuple(self.size(a) for a in rest)  # np.stack: 0-d entries (no rest) too
+        full = np.stack([np.stack([np.broadcast_to(np.asarray(x, dtype=object), shape)
+                                   for x in row]) for row in rows])
         self.store(b, full.reshape((n, n) + tuple(self.size(a) for a in rest)),
                    (t, s) + rest)
 

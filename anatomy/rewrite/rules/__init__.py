@@ -20,7 +20,8 @@ RULES: dict[str, Rule] = {r.name: r for r in (
 # the order matters only for which normal-form path is printed, not for where it ends
 NORMALISING: tuple[Rule, ...] = tuple(RULES[n] for n in (
     "inline", "share_identity", "unit_axis", "unchunk", "unscan", "pow_unit", "mul_zero",
-    "add_zero", "mul_one", "fold_numbers", "div_scalar", "power", "causal_decay", "flip_flip",
+    "add_zero", "mul_one", "fold_numbers", "div_scalar", "power", "causal_decay", "log_causal",
+    "flip_flip",
     "flip_shift", "flip_into", "shift_into", "decay_flip", "flip_sum", "distribute", "flatten",
     "normalise_scale", "decay_compose"))
 

@@ -221,6 +221,59 @@ def causal_decay(d: Diagram, site: Site) -> Diagram:
     return e.done()
 
 
+def find_log_causal(d: Diagram) -> Iterator[Site]:
+    """softmax(x + log L(0), s) with L(0) = decay(0, t, s) (or already masked causally)."""
+    for sm in d.boxes:
+        if sm.op != "softmax":
+            continue
+        add = producer(d, sm.inputs[0])
+        if add is None or add.op != "add" or len(d.consumers(add.outputs[0])) != 1:
+            continue
+        for i in (0, 1):
+            found = _log_causal_axes(d, sm, add, i)
+            if found is None:
+                continue
+            if len(sm.inputs) > 1:
+                mask = producer(d, sm.inputs[1])
+                if mask is None or mask.op != "causal" or tuple(
+                        seen_as(d, sm.inputs[1])[a] for a in mask.attr("along")) != found:
+                    continue
+            yield Site("log_causal", sm.id, (i,))
+
+
+def _log_causal_axes(d: Diagram, sm: Box, add: Box, i: int):
+    """(t, s) in the softmax's names when the add's input i is log(decay(0, t, s)) and the
+    softmax runs along s; else None."""
+    log = producer(d, add.inputs[i])
+    if log is None or log.op != "log":
+        return None
+    dec = producer(d, log.inputs[0])
+    if dec is None or dec.op != "decay":
+        return None
+    const = producer(d, dec.inputs[0])
+    if const is None or const.op != "const" or const.attr("value") != 0:
+        return None
+    to_log, to_add, to_sm = (seen_as(d, u) for u in (log.inputs[0], add.inputs[i],
+                                                     sm.inputs[0]))
+    t, s = (to_sm[to_add[to_log[a]]] for a in dec.attr("along"))
+    return (t, s) if s == sm.attr("along")[0] else None
+
+
+def log_causal(d: Diagram, site: Site) -> Diagram:
+    e = Edit(d)
+    sm = d.box(site.box)
+    add = producer(d, sm.inputs[0])
+    (i,) = site.params
+    t, s = _log_causal_axes(d, sm, add, i)
+    x = rename_use(add.inputs[1 - i], seen_as(d, sm.inputs[0]))
+    if len(sm.inputs) > 1:
+        e.set_inputs(sm.id, [x, sm.inputs[1]])
+    else:
+        mask = e.add("causal", [], (t, s), "_", before=sm.id, along=(t, s))
+        e.replace(sm.id, "softmax", [x, mask], **{**dict(sm.attrs), "tensor_options": ("mask",)})
+    return e.done()
+
+
 def find_decay_compose(d: Diagram) -> Iterator[Site]:
     for b in d.boxes:
         if b.op != "contract":
@@ -296,6 +349,18 @@ RULES = [
          "multiplies)",
          find_causal_decay, causal_decay, normalising=True, witnesses=(
              _CORE + "  y[t, h, p] = causal(t, s) * q * k[s, h, n] * v[s, h, p]\n",
+         )),
+    Rule("log_causal", EXACT,
+         "softmax_s(x + log L(0)[t, s]) = softmax_s(x, mask=causal(t, s)): the log of the "
+         "decay with log a = 0 is the causal mask's bias (0 or -inf), so a forget gate at 1 "
+         "inside a softmax is causal softmax",
+         find_log_causal, log_causal, normalising=True, witnesses=(
+             _CORE + "  qk[h, t, s] = q * k[s, h, n]\n"
+                     "  w[h, t, s] = softmax(qk + log(decay(0, t, s)), s)\n"
+                     "  y[t, h, p] = w * v[s, h, p]\n",
+             _CORE + "  qk[h, t, s] = q * k[s, h, n]\n"
+                     "  w[h, t, s] = softmax(log(decay(0, t, s)) + qk, s, mask=causal(t, s))\n"
+                     "  y[t, h, p] = w * v[s, h, p]\n",
          )),
     Rule("decay_compose", EXACT,
          "L(a) ∘ L(b) = L(a·b): decay masks compose by adding their log-decays",
