@@ -3,7 +3,8 @@
 # every anatomy, compile each to a PyTorch module and run it once, prove SSD equal to masked
 # linear attention (and check the saved proof), draw the gallery (site/index.html:
 # every anatomy's picture, source and summary), enumerate the default search space and run
-# a small search (three variants, one seed, a tiny budget) whose leaderboard it prints.
+# a small search (two variants, one seed, a budget at which softmax attention recalls)
+# whose leaderboard it prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -20,11 +21,14 @@ echo "== render: the gallery of every zoo anatomy -> site/index.html"
 .venv/bin/anatomy render zoo/ -o site/
 echo "== enumerate: the default search space, deduplicated by canonical form"
 .venv/bin/anatomy enumerate zoo/search/attention.anat --quiet
-echo "== search: three variants on multi-query associative recall (1 seed, 100k tokens each)"
+echo "== search: softmax vs linear attention on multi-query associative recall (Zoology's layout,"
+echo "   learned positions, 1 seed, 1M tokens each, about 45 s per trial on 2 idle cores): softmax"
+echo "   recalls (0.994 on seed 0), linear attention stays near the no-recall floor (0.25); the"
+echo "   leaderboard calls itself a smoke test if no variant clears the floor"
 rm -rf runs/main-search
-.venv/bin/anatomy search zoo/search/attention.anat --task mqar --dims d=32,h=4 \
-  --seq-len 32 --vocab 32 --pairs 4 --budget 100k --seeds 1 --no-progress \
+.venv/bin/anatomy search zoo/search/attention.anat --task mqar --positions learned \
+  --dims d=32,h=1 --seq-len 64 --vocab 64 --pairs 4 --batch 8 --budget 1M --seeds 1 \
+  --workers 2 --no-progress \
   --variant "mha identity scaled_dot causal_mask softmax_normaliser" \
   --variant "mha identity scaled_dot causal_mask no_normaliser" \
-  --variant "mha identity scaled_dot selective_decay no_normaliser" \
   --out runs/main-search
