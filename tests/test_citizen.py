@@ -106,8 +106,10 @@ def test_print_nests_composites_and_names_other_dtypes_and_shared_uses():
 
 
 # -- graphs: custom ops, torch.export with a dynamic T, meta and fake tensors, torch.compile --
-GRAPH_CASES = [("ssd", "chunked"), ("ssd", "auto"), ("retnet", "auto"), ("hydra", "auto"),
-               ("context_memory", "auto"), ("causal_mix", "parallel"), ("gqa", "auto")]
+# the default suite's sample: the SSD op, Hydra (two of them), the scan op, a 3-operand
+# contraction; every entry and form: -m slow, and bench/citizen.py
+GRAPH_CASES = [("ssd", "chunked"), ("hydra", "auto"), ("context_memory", "auto"),
+               ("causal_mix", "parallel")]
 
 
 def export_and_meta(name: str, form: str) -> None:
@@ -161,7 +163,7 @@ def test_fake_tensors_run_the_chunked_kernel_as_an_op():
     assert y.shape == (2, 1000, 32)
 
 
-@pytest.mark.parametrize(("name", "form"), [("ssd", "chunked"), ("ssd", "auto")])
+@pytest.mark.parametrize(("name", "form"), [("ssd", "chunked")])
 def test_compile_has_no_graph_breaks_and_no_recompiles_across_T(name, form):
     from torch._dynamo.utils import counters
     module, _ = compiled(name, form)
