@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 MIXERS = ("forgetting_transformer", "alibi", "sliding_window")
+# decoding: the sliding window, the same with a causal mask (no window), FoX, ALiBi
+DECODERS = {"window": ("sliding_window", False), "causal": ("sliding_window", True),
+            "fox": ("forgetting_transformer", False), "alibi": ("alibi", False)}
 DIMS = {"d": 256, "h": 4}
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,7 +122,11 @@ def skip_reason(variant: str, T: int, mode: str) -> str | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", help=argparse.SUPPRESS)
-    ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    ap.add_argument("--mixers", nargs="*", default=list(MIXERS))
+    ap.add_argument("--variants", nargs="+", default=["auto", "sdpa", "explicit"])
+    ap.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"])
+    ap.add_argument("--decoders", nargs="*", default=list(DECODERS))
+    ap.add_argument("--lengths", type=int, nargs="*", default=[1024, 4096, 16384])
     ap.add_argument("--prefills", type=int, nargs="+", default=[1024, 16384])
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--long", type=int, nargs="*", default=[32768],
@@ -135,11 +142,11 @@ def main() -> None:
     load = [os.getloadavg()[0]]
     print(f"{'mixer':24} {'T':>6} {'mode':8} {'auto ms':>9} {'sdpa ms':>9} {'explicit':>9} "
           f"{'auto/sdpa':>9} {'auto MB':>8} {'sdpa MB':>8} {'expl MB':>8}")
-    for name in MIXERS:
+    for name in args.mixers:
         for T in args.lengths:
-            for mode in ("fwd", "fwd+bwd"):
-                got = {}
-                for variant in ("auto", "sdpa", "explicit"):
+            for mode in args.modes:
+                got = {v: {} for v in ("auto", "sdpa", "explicit")}
+                for variant in args.variants:
                     case = {"name": name, "variant": variant, "T": T, "mode": mode,
                             "window": args.window, "repeat": 3 if T <= 4096 else 1}
                     why = skip_reason(variant, T, mode)
@@ -163,14 +170,13 @@ def main() -> None:
               f" peak {r.get('peak_mb', float('nan')):6.0f} MB above the process before the "
               f"call {r.get('skipped') or r.get('failed') or ''}", flush=True)
     print(f"\ndecode (auto form), ms per token after a prefill; window {args.window}")
-    for name, causal in (("sliding_window", False), ("sliding_window", True),
-                         ("forgetting_transformer", False), ("alibi", False)):
+    for label in args.decoders:
+        name, causal = DECODERS[label]
         for P in args.prefills:
             case = {"name": name, "variant": "auto", "T": P, "mode": "decode",
                     "window": args.window, "causal": causal, "tokens": args.tokens}
             r = measure(case, args.timeout)
             rows.append(r)
-            label = name + (" (causal)" if causal else "")
             print(f"{label:32} prefill {P:6}: {r.get('ms_per_token', float('nan')):8.2f} ms/token"
                   f"  KV cache length {r.get('cache_length')}"
                   f"  {r.get('skipped') or r.get('failed') or ''}", flush=True)
