@@ -12,7 +12,9 @@ paper listing and labelled so). On CUDA the Triton path is timed as well, agains
 
 Usage: python bench/kernels.py [--quick] [--lengths T ...] [--reps R] [--json PATH]
 The delta-rule section (DeltaNet, Gated DeltaNet, KDA vs fla): python bench/kernels.py
---section delta_rule [its options, see bench/delta_rule_bench.py].
+--section delta_rule [its options, see bench/delta_rule_bench.py]. The GLA section (per-channel
+decay vs fla's naive_recurrent_gla and the paper's chunked algorithm): --section gla [its
+options, see bench/gla_bench.py].
 """
 
 from __future__ import annotations
@@ -404,8 +406,13 @@ def targets(records: list[dict], T: int) -> dict:
 
 def main() -> None:
     section = argparse.ArgumentParser(add_help=False)
-    section.add_argument("--section", choices=("ssd", "delta_rule"), default="ssd")
+    section.add_argument("--section", choices=("ssd", "delta_rule", "gla"), default="ssd")
     chosen, rest = section.parse_known_args()
+    if chosen.section == "gla":  # its own options: see bench/gla_bench.py
+        import gla_bench
+
+        gla_bench.main(rest)
+        return
     if chosen.section == "delta_rule":  # its own options: see bench/delta_rule_bench.py
         import delta_rule_bench
 
