@@ -44,6 +44,13 @@ def resolve_zoo(source: str | Path) -> tuple[Path, str | None] | None:
     there is no clone. None when the name means nothing there.
     """
     text = str(source)
+    try:
+        return _resolve_zoo(text)
+    except OSError:  # not a name the file system can take (e.g. too long): source text
+        return None
+
+
+def _resolve_zoo(text: str) -> tuple[Path, str | None] | None:
     if "\n" in text or Path(text).exists():
         return None
     if text.isidentifier() and text != "zoo":

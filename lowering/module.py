@@ -28,12 +28,6 @@ class AnatModule(fx.GraphModule):
     shapes: Shapes
     form: str
 
-    def _recompile_submodules(self) -> list:
-        """Nothing: each composite's module was compiled when it was built. (torch.fx
-        recompiles every descendant whenever a module recompiles, which made compiling
-        nested composites quadratic in their depth.)"""
-        return []
-
     def __reduce__(self):
         """Pickled as what it was compiled from plus its tensors (lowering/saving.py)."""
         from .saving import recipe, restore
@@ -49,6 +43,12 @@ class AnatModule(fx.GraphModule):
         return describe(self)
 
     __str__ = __repr__
+
+    def _recompile_submodules(self) -> list:
+        """Nothing: each composite's module was compiled when it was built. (torch.fx
+        recompiles every descendant whenever a module recompiles, which made compiling
+        nested composites quadratic in their depth.)"""
+        return []
 
     def _step_module(self):
         gm = self.__dict__.get("_step_gm")

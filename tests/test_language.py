@@ -253,8 +253,11 @@ anatomy every(x[t, d], g[t, h]) -> y[t, d]
   mixed[t, h] = dv * dc
   st[t, h, c] = scan(xs, g, t)
   ss[t, h, c] = ssd(xs, xs, xs, g, t, chunk=16)
+  vr[t, h, r] = linear(x)
+  dr[t, h, r] = delta_rule(xs, xs, vr, sigmoid(g), g, t)
   y[t, d] = a + b + att + nat + l2 + ln + rn + linear(gn) \\
-    + linear(mixed) + sh + ro + cat + linear(shared) + ix + linear(st + ss) + reshape(rs)
+    + linear(mixed) + sh + ro + cat + linear(shared) + ix + linear(st + ss) + reshape(rs) \\
+    + linear(dr)
 """
 
 
