@@ -196,9 +196,7 @@ class Analysis:
                 * len(box.outputs)
         # elementwise arithmetic and activations
         kept = frozenset()
-        if op in ZERO_PRESERVING and not ins[0].whole:
-            kept = ins[0].zero_unless
-        elif op == "div" and not ins[0].whole:
+        if op in ZERO_PRESERVING and not ins[0].whole or op == "div" and not ins[0].whole:
             kept = ins[0].zero_unless
         elif op in ("add", "sub") and not any(r.whole for r in ins):
             kept = frozenset.intersection(*(r.zero_unless for r in ins))
@@ -295,8 +293,9 @@ def acausal_reason(d: Diagram, shapes) -> tuple[Box, str] | None:
         extra = [a for a in r.bound if a != t]
         if extra:
             box = d.producer(p.name)
-            return (box, f"gives output {p.name} an entry along {extra[0]} that reads "
-                         f"positions up to {extra[0]}")
+            why = f"gives output {p.name} an entry along {extra[0]} that reads positions " \
+                  f"up to {extra[0]}"
+            return box, why
     return None
 
 

@@ -35,8 +35,8 @@ MIXERS = ["softmax", "linear", "linear_normalised", "normalise", "scan", "ssd", 
 def draw_program(draw, st) -> str:
     """An .anat file of one or two anatomies; the last one, `f`, is the mixer."""
     lines: list[str] = []
-    pick = lambda options: draw(st.sampled_from(options))  # noqa: E731
-    flag = lambda: draw(st.booleans())  # noqa: E731
+    pick = lambda options: draw(st.sampled_from(options))
+    flag = lambda: draw(st.booleans())
     src = "x"
     by = pick([0, 1, 0, 2, 0, 1, 0, -1])
     if by:

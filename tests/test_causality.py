@@ -91,7 +91,7 @@ def test_causal_mixers_keep_a_step_form_equal_to_the_parallel_form(text):
 
 def test_the_sequence_length_and_norms_over_time_look_at_the_whole_sequence():
     text = SOFTMAX.format(mask=", mask=causal(t, s)")
-    box, why = verdict(text.replace("y[t, d] = linear(o)", "y[t, d] = linear(o) / size(t)"))
+    box, _ = verdict(text.replace("y[t, d] = linear(o)", "y[t, d] = linear(o) / size(t)"))
     assert box.op == "size"
     box, _ = verdict(text.replace("y[t, d] = linear(o)",
                                   "y[t, d] = layernorm(linear(o), t, affine=false)"))
@@ -107,7 +107,7 @@ def test_causality_is_decided_through_composite_boxes():
 
 """
     call = HEAD + "  o[t, h, n] = core(q, k, v)\n  y[t, d] = linear(o)\n"
-    box, why = verdict(core.format(mask="") + call)
+    box, _ = verdict(core.format(mask="") + call)
     assert box.op == "softmax" and box.loc.line == 4  # the box inside the composite
     assert verdict(core.format(mask=", mask=causal(t, s)") + call) is None
 

@@ -11,14 +11,13 @@ prints the counts (programs, forms compiled, refused, agreed, the worst error).
 from __future__ import annotations
 
 import pytest
+from forms_fuzz import check_forms, draw_program
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forms_fuzz import check_forms, draw_program
-
 TOLERANCE = 1e-9
-COMMON = dict(deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+COMMON = {"deadline": None, "database": None, "derandomize": True,
+          "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
 
 
 def agree_or_refuse(data) -> None:

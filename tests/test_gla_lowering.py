@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import anatomy
 from anatomy.kernels import gla
 from anatomy.lowering.torch_ops import segment_decay
+
+import anatomy
 
 MIXER = """anatomy gla_mixer(x[t, d]) -> y[t, d]
   dims d = 16, h = 2, n = 4, p = d / h
