@@ -67,33 +67,41 @@ def lower_ssd(b: GraphBuilder, box: Box, initial_state=None):
         v_t = _as_kernel_input(b, v, r.t, heads, values, expand_heads=True)
     la = b.use(box.inputs[3], current=True)
     per_channel = la.layout is not None and any(a in la.layout for a in state)
-    if per_channel:  # a decay per key channel: [B, T, H, N] for the gated kernel
-        target = (BATCH, r.t) + heads + state
-        sizes = tuple(b.size(a) for a in state)
-        log_a = b.call(ops.as_kernel_gate, b.align(la, target), v_t, bool(heads), sizes)
-    elif la.layout is None:
-        log_a = b.call(ops.constant_log_decay, v_t, la.value)
-    else:
-        has_time = r.t in la.layout  # without it: a constant decay, the same at every step
-        target = ((BATCH,) if la.batched else ()) + ((r.t,) if has_time else ()) + heads
-        log_a = b.call(ops.as_log_decay, b.align(la, target), v_t, la.batched, has_time,
-                       bool(heads))
-    chunk = box.attr("chunk", 64)
-    kernel = gla if per_channel else ssd
+    kernel = gla if per_channel else ssd  # a decay per key channel: the gated kernel
+    log_a = _kernel_log_decay(b, la, r, v_t)
+    return _call_kernel(b, box, r, kernel, (q_t, k_t, v_t, log_a),
+                        {"chunk_size": box.attr("chunk", 64)}, initial_state)
+
+
+def _kernel_log_decay(b: GraphBuilder, la: Val, r: SsdRoles, v_t):
+    """A log-decay laid out for a kernel: [B, T, H], or [B, T, H, N] when it carries state
+    axes (a decay per key channel; state axes it lacks are broadcast). A number, or a wire
+    without batch, time or heads, is broadcast to them."""
+    if la.layout is None:
+        return b.call(ops.constant_log_decay, v_t, la.value)
+    state = r.state if any(a in la.layout for a in r.state) else ()
+    sizes = tuple(b.size(a) for a in state)
+    return b.call(ops.as_kernel_gate, b.align(la, (BATCH, r.t) + r.heads + state), v_t,
+                  bool(r.heads), sizes)
+
+
+def _call_kernel(b: GraphBuilder, box: Box, r: SsdRoles, kernel, args: tuple, kwargs: dict,
+                 initial_state=None):
+    """Call a chunked kernel (y [B, T, H, P_flat]) and store y in the box's natural layout
+    (B, t, heads..., values...). With an `initial_state` node (the step form), return the
+    node of the final state."""
     final = None
     if initial_state is None:
-        y = b.call(kernel, q_t, k_t, v_t, log_a, chunk_size=chunk, name=box.outputs[0])
+        y = b.call(kernel, *args, **kwargs, name=box.outputs[0])
     else:
-        both = b.call(kernel, q_t, k_t, v_t, log_a, chunk_size=chunk,
-                      initial_state=initial_state, output_final_state=True)
+        both = b.call(kernel, *args, **kwargs, initial_state=initial_state,
+                      output_final_state=True)
         y = b.call(operator.getitem, both, 0, name=box.outputs[0])
         final = b.call(operator.getitem, both, 1)
-    # y: [B, T, H, P_flat] -> natural layout (B, t, heads..., values...)
-    sizes = tuple(b.size(a) for a in values)
-    y = b.call(ops.unflatten_values, y, bool(heads), sizes)
-    b.store(box, y, (BATCH, r.t) + heads + values)
+    sizes = tuple(b.size(a) for a in r.values)
+    y = b.call(ops.unflatten_values, y, bool(r.heads), sizes)
+    b.store(box, y, (BATCH, r.t) + r.heads + r.values)
     return final
-
 
 def delta_roles(d, box: Box) -> SsdRoles:
     """The axes of a `delta_rule` box by role: o[t, H, P], state [H, N, P]."""
@@ -118,33 +126,12 @@ def lower_delta_rule(b: GraphBuilder, box: Box, initial_state=None):
     v_t = _as_kernel_input(b, v, r.t, heads, r.values, expand_heads=True)
     beta_t = b.call(ops.as_kernel_gate, b.align(beta, (BATCH, r.t) + heads), v_t, bool(heads),
                     ())
-    if la.layout is None:
-        log_a = None if la.static and la.value == 0 else \
-            b.call(ops.constant_log_decay, v_t, la.value)
-    else:
-        state = tuple(a for a in r.state if a in la.layout)
-        sizes = tuple(b.size(a) for a in state) if state else ()
-        if state and state != r.state:
-            raise AnatError("delta_rule's log_a has some of the state axes but not all: "
-                            f"{', '.join(state)} of {', '.join(r.state)}", box.loc)
-        log_a = b.call(ops.as_kernel_gate, b.align(la, (BATCH, r.t) + heads + state), v_t,
-                       bool(heads), sizes)
+    # log_a = 0 is DeltaNet: no gate at all
+    log_a = None if la.static and la.value == 0 else _kernel_log_decay(b, la, r, v_t)
     kwargs = {"log_a": log_a, "chunk_size": box.attr("chunk", 64)}
     if b.form == "parallel" or initial_state is not None:
         kwargs["backend"] = "recurrent"  # the defining recurrence, one token at a time
-    final = None
-    if initial_state is None:
-        y = b.call(delta_rule, q_t, k_t, v_t, beta_t, **kwargs, name=box.outputs[0])
-    else:
-        both = b.call(delta_rule, q_t, k_t, v_t, beta_t, **kwargs,
-                      initial_state=initial_state, output_final_state=True)
-        y = b.call(operator.getitem, both, 0, name=box.outputs[0])
-        final = b.call(operator.getitem, both, 1)
-    sizes = tuple(b.size(a) for a in r.values)
-    y = b.call(ops.unflatten_values, y, bool(heads), sizes)
-    b.store(box, y, (BATCH, r.t) + heads + r.values)
-    return final
-
+    return _call_kernel(b, box, r, delta_rule, (q_t, k_t, v_t, beta_t), kwargs, initial_state)
 
 def state_shape(b: GraphBuilder, box: Box) -> tuple[int | None, int | None, int | None]:
     """(H, N, P) of the SSM state [B, H, N, P] an `ssd` box carries (None: not known)."""

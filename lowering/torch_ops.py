@@ -380,18 +380,6 @@ def constant_log_decay(v: Tensor, value: float) -> Tensor:
     return torch.full(v.shape[:3], float(value), dtype=torch.float32, device=v.device)
 
 
-def as_log_decay(la: Tensor, v: Tensor, batched: bool, has_time: bool,
-                 has_heads: bool) -> Tensor:
-    """A log-decay laid out [B?, T?, H?] broadcast to the kernel's [B, T, H]."""
-    if not has_heads:
-        la = la.unsqueeze(-1)
-    if not has_time:
-        la = la.unsqueeze(1 if batched else 0)
-    if not batched:
-        la = la.unsqueeze(0)
-    return torch.broadcast_to(la, v.shape[:3])
-
-
 def as_kernel_gate(la: Tensor, v: Tensor, has_heads: bool, state: tuple) -> Tensor:
     """A gate or log-decay laid out [B|1, T|1, heads?|1, state...|1] broadcast to a kernel's
     [B, T, H] (no state axes) or [B, T, H, N] (the state axes flattened into N)."""
