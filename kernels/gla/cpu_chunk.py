@@ -14,54 +14,26 @@ Built on first use like the SSD kernel (``kernels/ssd/cpu_chunk.py``: about 20 s
 from __future__ import annotations
 
 import functools
-import hashlib
-import os
-import subprocess
-import sys
-import warnings
 from pathlib import Path
 
 import torch
 
-from ..ssd.cpu_chunk import CFLAGS as SSD_CFLAGS
-from ..ssd.cpu_chunk import LDFLAGS, _cpu_signature, _put_ninja_on_path, cpu_kernel_takes
+from ..cpu_build import CFLAGS as BASE_CFLAGS
+from ..cpu_build import load_extension
+from ..ssd.cpu_chunk import cpu_kernel_takes
 from .validate import check_gla_inputs
 
 SOURCE = Path(__file__).with_name("cpu_chunk.cpp")
 # -fno-math-errno: lets the compiler vectorise the exp loops (glibc's vector expf)
-CFLAGS = [*SSD_CFLAGS, "-fno-math-errno"]
+CFLAGS = [*BASE_CFLAGS, "-fno-math-errno"]
 
 __all__ = ["cpu_kernel_available", "cpu_kernel_takes", "gla_chunked_cpu"]
-
-
-def _build_directory() -> Path:
-    """Where the compiled extension lives: one folder per source, flags, CPU and torch."""
-    root = os.environ.get("ANATOMY_BUILD_DIR") or Path.home() / ".cache" / "anatomy" / "build"
-    key = SOURCE.read_bytes() + repr((CFLAGS, LDFLAGS)).encode() + _cpu_signature().encode()
-    digest = hashlib.sha256(key).hexdigest()[:12]
-    return Path(root) / f"gla_cpu-torch{torch.__version__}-{digest}"
 
 
 @functools.cache
 def _extension():
     """The compiled module, or None (with a warning saying why) when it cannot be built."""
-    if os.environ.get("ANATOMY_CPU_KERNEL", "1") == "0":
-        return None
-    from torch.utils.cpp_extension import load
-
-    _put_ninja_on_path()
-    build = _build_directory()
-    build.mkdir(parents=True, exist_ok=True)
-    if not any(build.glob("*.so")):
-        print(f"anatomy: compiling the CPU GLA kernel into {build} (first use only, ~20 s)",
-              file=sys.stderr, flush=True)
-    try:
-        return load(name="anatomy_gla_cpu", sources=[str(SOURCE)], build_directory=str(build),
-                    extra_cflags=CFLAGS, extra_ldflags=LDFLAGS, verbose=False)
-    except (RuntimeError, ImportError, OSError, subprocess.CalledProcessError) as error:
-        warnings.warn(f"anatomy: the CPU GLA kernel could not be built ({error}); "
-                      "falling back to the PyTorch chunked path", stacklevel=3)
-        return None
+    return load_extension("gla", "GLA", SOURCE, CFLAGS)
 
 
 def cpu_kernel_available() -> bool:

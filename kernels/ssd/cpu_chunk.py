@@ -16,81 +16,20 @@ and ``ssd(backend="auto")`` uses ``chunk.py`` instead.
 from __future__ import annotations
 
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import warnings
 from pathlib import Path
 
 import torch
 
+from ..cpu_build import CFLAGS, load_extension
 from .validate import check_ssd_inputs
 
 SOURCE = Path(__file__).with_name("cpu_chunk.cpp")
-# -march=native: the elementwise loops use the machine's vector width (BLAS picks its own); on
-# x86 GCC otherwise keeps to 256-bit vectors even where 512-bit ones exist (they were ~4% slower
-# here, measured)
-CFLAGS = ["-O3", "-march=native", "-fopenmp"]
-if platform.machine().lower() in ("x86_64", "amd64"):
-    CFLAGS.append("-mprefer-vector-width=512")
-LDFLAGS = ["-fopenmp"]
-
-
-def _cpu_signature() -> str:
-    """The CPU's model and feature flags (a build for one CPU may not run on another)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine() + platform.processor()
-    keep = [line for line in info.splitlines() if line.startswith(("model name", "flags"))]
-    return platform.machine() + "\n".join(sorted(set(keep)))
-
-
-def _build_directory() -> Path:
-    """Where the compiled extension lives: one folder per source, flags, CPU and torch."""
-    root = os.environ.get("ANATOMY_BUILD_DIR") or Path.home() / ".cache" / "anatomy" / "build"
-    key = SOURCE.read_bytes() + repr((CFLAGS, LDFLAGS)).encode() + _cpu_signature().encode()
-    digest = hashlib.sha256(key).hexdigest()[:12]
-    return Path(root) / f"ssd_cpu-torch{torch.__version__}-{digest}"
-
-
-def _put_ninja_on_path() -> None:
-    """torch's extension builder runs ``ninja`` from PATH; the pip package's binary is not on
-    PATH when the virtual environment's python is run without activating it."""
-    if shutil.which("ninja"):
-        return
-    try:
-        import ninja
-    except ImportError:
-        return
-    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
 @functools.cache
 def _extension():
     """The compiled module, or None (with a warning saying why) when it cannot be built."""
-    if os.environ.get("ANATOMY_CPU_KERNEL", "1") == "0":
-        return None
-    from torch.utils.cpp_extension import load
-
-    _put_ninja_on_path()
-    build = _build_directory()
-    build.mkdir(parents=True, exist_ok=True)
-    if not any(build.glob("*.so")):
-        print(f"anatomy: compiling the CPU SSD kernel into {build} (first use only, ~20 s)",
-              file=sys.stderr, flush=True)
-    try:
-        return load(name="anatomy_ssd_cpu", sources=[str(SOURCE)], build_directory=str(build),
-                    extra_cflags=CFLAGS, extra_ldflags=LDFLAGS, verbose=False)
-    # a missing compiler (RuntimeError, OSError, CalledProcessError), or a torch without an
-    # exported sgemm_ (ImportError: undefined symbol)
-    except (RuntimeError, ImportError, OSError, subprocess.CalledProcessError) as error:
-        warnings.warn(f"anatomy: the CPU SSD kernel could not be built ({error}); "
-                      "falling back to the PyTorch chunked path", stacklevel=3)
-        return None
+    return load_extension("ssd", "SSD", SOURCE, CFLAGS)
 
 
 def cpu_kernel_available() -> bool:
