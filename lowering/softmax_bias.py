@@ -48,11 +48,10 @@ SDPA_MAX_T = {"cpu": 1024}
 SDPA_MAX_T_GRAD = {"cpu": 4096}
 
 
-def evaluate(expr: tuple, score, leaves, t_pos: Tensor, s_pos: Tensor, rows: slice,
-             cols: slice, q_base: int):
-    """The expression on one block: query rows `rows` (query-local), key columns `cols`;
-    t_pos [R, 1] and s_pos [1, C] are absolute positions. `q_base`: the key index of the
-    first query (queries are the last T of the keys)."""
+def _walk(expr: tuple, score, t_pos, s_pos, read):
+    """The score expression at query positions t_pos and key positions s_pos. `read(node)`
+    gives a `leaf` or `segsum` node: the only nodes whose reading depends on where the
+    expression is evaluated (a block of rows and columns, or one FlexAttention point)."""
     head = expr[0]
     if head == "score":
         return score
@@ -62,27 +61,37 @@ def evaluate(expr: tuple, score, leaves, t_pos: Tensor, s_pos: Tensor, rows: sli
         return s_pos
     if head == "const":
         return expr[1]
-    if head == "leaf":
-        x = leaves[expr[1]]
-        if isinstance(x, Tensor) and x.dim() >= 2:
-            x = x[..., rows, :] if x.shape[-2] > 1 else x
-            x = x[..., cols] if x.shape[-1] > 1 else x
-        return x
-    if head == "segsum":
-        c = leaves[expr[1]]
-        c_t = c[..., q_base + rows.start:q_base + rows.stop]
-        seg = c_t.unsqueeze(-1) - c[..., cols].unsqueeze(-2)
-        return seg.masked_fill(s_pos > t_pos, float("-inf"))
+    if head in ("leaf", "segsum"):
+        return read(expr)
     if head == "ramp":
-        slope = evaluate(expr[1], score, leaves, t_pos, s_pos, rows, cols, q_base)
+        slope = _walk(expr[1], score, t_pos, s_pos, read)
         diff = t_pos - s_pos
         return torch.where(diff >= 0, diff.clamp(min=0) * slope, float("-inf"))
-    args = [evaluate(e, score, leaves, t_pos, s_pos, rows, cols, q_base) for e in expr[1:]]
+    args = [_walk(e, score, t_pos, s_pos, read) for e in expr[1:]]
     if head == "neg":
         return -args[0]
     if head in _BINARY:
         return _BINARY[head](*args)
     return ops.POINTWISE[head](args[0])
+
+
+def evaluate(expr: tuple, score, leaves, t_pos: Tensor, s_pos: Tensor, rows: slice,
+             cols: slice, q_base: int):
+    """The expression on one block: query rows `rows` (query-local), key columns `cols`;
+    t_pos [R, 1] and s_pos [1, C] are absolute positions. `q_base`: the key index of the
+    first query (queries are the last T of the keys)."""
+    def read(node):
+        if node[0] == "segsum":
+            c = leaves[node[1]]
+            c_t = c[..., q_base + rows.start:q_base + rows.stop]
+            seg = c_t.unsqueeze(-1) - c[..., cols].unsqueeze(-2)
+            return seg.masked_fill(s_pos > t_pos, float("-inf"))
+        x = leaves[node[1]]
+        if isinstance(x, Tensor) and x.dim() >= 2:
+            x = x[..., rows, :] if x.shape[-2] > 1 else x
+            x = x[..., cols] if x.shape[-1] > 1 else x
+        return x
+    return _walk(expr, score, t_pos, s_pos, read)
 
 
 def uses(expr: tuple, head: str) -> bool:
@@ -274,35 +283,16 @@ def _flat_leaf(x, lead):
 
 def _point(expr, score, leaves, b, q_idx, kv_idx, t_pos, s_pos, q_base):
     """The expression at one (batch, query, key) point: FlexAttention's score_mod."""
-    head = expr[0]
-    if head == "score":
-        return score
-    if head == "t":
-        return t_pos
-    if head == "s":
-        return s_pos
-    if head == "const":
-        return expr[1]
-    if head == "leaf":
-        x = leaves[expr[1]]
+    def read(node):
+        if node[0] == "segsum":
+            c = leaves[node[1]]
+            seg = c[b, q_idx + q_base] - c[b, kv_idx]
+            return torch.where(kv_idx <= q_idx + q_base, seg, float("-inf"))
+        x = leaves[node[1]]
         if not isinstance(x, Tensor) or x.dim() == 0:
             return x
         return x[b, q_idx if x.shape[-2] > 1 else 0, kv_idx if x.shape[-1] > 1 else 0]
-    if head == "segsum":
-        c = leaves[expr[1]]
-        seg = c[b, q_idx + q_base] - c[b, kv_idx]
-        return torch.where(kv_idx <= q_idx + q_base, seg, float("-inf"))
-    if head == "ramp":
-        slope = _point(expr[1], score, leaves, b, q_idx, kv_idx, t_pos, s_pos, q_base)
-        diff = t_pos - s_pos
-        return torch.where(diff >= 0, diff * slope, float("-inf"))
-    args = [_point(e, score, leaves, b, q_idx, kv_idx, t_pos, s_pos, q_base)
-            for e in expr[1:]]
-    if head == "neg":
-        return -args[0]
-    if head in _BINARY:
-        return _BINARY[head](*args)
-    return ops.POINTWISE[head](args[0])
+    return _walk(expr, score, t_pos, s_pos, read)
 
 
 def choose(q: Tensor, k: Tensor, v: Tensor, leaves, causal: bool,
