@@ -131,16 +131,13 @@ def run_search(config: SearchConfig, log: Callable[[str], None] | None = None) -
 
 
 def _exclusion(space: SearchSpace, c: VariantClass) -> str | None:
-    """Why a variant is not trained (it does not compile, or it is not causal), or None."""
+    """Why a variant is not trained because of what its diagram says (it is not causal), or
+    None. Whether it compiles and runs is `_nonfinite`'s test, on the model itself."""
     from anatomy.causality import acausal_reason
-    from anatomy.lowering import compile as compile_diagram
     try:
         variant = space.instantiate(c.representative.choice)
-        compile_diagram(variant, **dict(variant.shapes.dims))
     except AnatError as e:
         return f"does not compile: {e.message}"
-    except Exception as e:  # noqa: BLE001 - a variant that cannot run is excluded, not fatal
-        return f"does not run: {type(e).__name__}: {e}"
     found = acausal_reason(variant, variant.shapes)
     if found is not None:
         box, why = found
