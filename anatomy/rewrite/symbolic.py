@@ -298,7 +298,7 @@ class Interpreter:
         self.store(b, np.moveaxis(np.stack(out), 0, dim), axes)
 
     def _ssd(self, b: Box) -> None:
-        """Mamba-2's chunked algorithm (background.md section 5): within a chunk the masked
+        """Mamba-2's chunked algorithm (docs/background.md §6): within a chunk the masked
         quadratic form from the chunk's start; each chunk's final state; the states passed
         from chunk to chunk with the chunk's total decay; y_t = intra + q_t exp(cum_t) S_in."""
         q, k, v, la = (self.use(u) for u in b.inputs)

@@ -1,4 +1,4 @@
-"""Rules of decay masks and their forms (background.md sections 3-5).
+"""Rules of decay masks and their forms (docs/background.md §3–§6).
 
 A decay mask L(a)[t, s] = exp(Σ_{i=s+1..t} log a_i) for s <= t, else 0, is 1-semiseparable:
 - state space duality: Σ_s L(a)[t, s] u[s] is the recurrence S_t = a_t S_{t-1} + u_t (`scan`);

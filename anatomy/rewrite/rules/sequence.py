@@ -1,5 +1,5 @@
 """Rules of `flip` (reverse an axis) and `shift` (move one step later, zero first): the
-identities behind Hydra's quasiseparable mixer (background.md section 6).
+identities behind Hydra's quasiseparable mixer (docs/background.md §7).
 
 The normal form pushes flips and shifts towards the inputs: through products (a flip or a
 shift of a product is the product of the flipped or shifted factors that carry the axis),
