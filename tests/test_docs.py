@@ -83,3 +83,49 @@ def test_a_changed_header_changes_the_page(tmp_path):
     assert entry.anatomies == (("b", "The doc of b"),)
     assert '- **[a.anat](../zoo/a.anat)**: A paper (Someone, "Title", 2030). What it does.' \
         in zoo_markdown([entry])
+
+
+ROOT = DOC.parent.parent
+SOURCES = [p for folder in ("anatomy", "grammar", "lowering", "kernels", "zoo", "tests",
+                            "bench", "scripts", "docs")
+           for p in sorted((ROOT / folder).rglob("*"))
+           if p.suffix in (".py", ".md", ".anat", ".sh", ".cpp", ".lark")] + [ROOT / "README.md"]
+REPO_PATH = re.compile(r"(?<![\w/.-])((?:docs|bench|tests|scripts|zoo|kernels|lowering|grammar|"
+                       r"anatomy)/[\w./-]*\.(?:md|py|anat|sh|cpp|lark|json))\b")
+SECTION = re.compile(r"background\.md\s*§(\d+)(?:\s*[–-]\s*§(\d+))?")
+
+
+def test_every_repository_path_named_in_code_and_docs_exists():
+    """A path like docs/kernels.md or bench/prover.py named in a docstring, comment or doc
+    must exist (results files a bench writes on its first run are exempt)."""
+    missing = set()
+    for source in SOURCES:
+        for m in REPO_PATH.finditer(source.read_text(errors="replace")):
+            path = m.group(1).rstrip(".")
+            if path.startswith("bench/results/") or "*" in path or "<" in path:
+                continue
+            if not (ROOT / path).exists():
+                missing.add(f"{source.relative_to(ROOT)}: {path}")
+    assert not missing, "named but absent:\n" + "\n".join(sorted(missing))
+
+
+def test_every_background_section_cited_exists():
+    sections = {int(n) for n in re.findall(r"^## (\d+)\.", (DOC.parent / "background.md")
+                                           .read_text(), re.MULTILINE)}
+    assert sections == set(range(1, max(sections) + 1))
+    cited = {(str(source.relative_to(ROOT)), int(n)) for source in SOURCES
+             for m in SECTION.finditer(source.read_text(errors="replace"))
+             for n in m.groups() if n}
+    assert cited, "nothing cites docs/background.md by section"
+    assert not {c for c in cited if c[1] not in sections}, cited
+
+
+def test_markdown_links_resolve():
+    broken = []
+    for doc in [*sorted(DOC.parent.glob("*.md")), ROOT / "README.md"]:
+        for target in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (doc.parent / target).exists():
+                broken.append(f"{doc.name}: {target}")
+    assert not broken, broken
