@@ -18,7 +18,9 @@ FORMS = ("auto", "parallel", "chunked")
 
 class AnatModule(fx.GraphModule):
     """A compiled diagram. `forward` takes the diagram's inputs by name and order, each laid
-    out [batch, time, ...]. `diagram`, `shapes` and `form` record what it was compiled from.
+    out [batch, time, ...], and optionally `attention_mask` [batch, time] (0: padding) or
+    packed sequences `cu_seqlens` (lowering/varlen.py). `diagram`, `shapes` and `form`
+    record what it was compiled from.
 
     `step(*inputs, state) -> (outputs, state)` is the recurrent form over a chunk of new
     tokens (any length: prefill or decode); `init_state(batch)` is the state before any.
@@ -43,6 +45,15 @@ class AnatModule(fx.GraphModule):
         return describe(self)
 
     __str__ = __repr__
+
+    def recompile(self):
+        """Generate the code (torch.fx), then let `forward` take `attention_mask` or
+        `cu_seqlens` (lowering/varlen.py) beside the diagram's inputs."""
+        code = super().recompile()
+        from .varlen import with_varlen
+        cls = type(self)
+        cls.forward = with_varlen(cls.forward)
+        return code
 
     def _recompile_submodules(self) -> list:
         """Nothing: each composite's module was compiled when it was built. (torch.fx
@@ -73,10 +84,15 @@ class AnatModule(fx.GraphModule):
         """The generated code of the step form."""
         return self._step_module().code
 
-    def step(self, *inputs, state: dict | None = None):
-        """Run the recurrent form over a chunk [batch, chunk, ...] continuing from `state`."""
+    def step(self, *inputs, state: dict | None = None, attention_mask=None, cu_seqlens=None):
+        """Run the recurrent form over a chunk [batch, chunk, ...] continuing from `state`.
+        With `attention_mask` [batch, chunk] (0: padding) or packed sequences `cu_seqlens`,
+        each row continues its own state row (lowering/varlen.py)."""
         if state is None:
             *inputs, state = inputs
+        if attention_mask is not None or cu_seqlens is not None or "rows" in state:
+            from .varlen import split_step
+            return split_step(self, list(inputs), state, attention_mask, cu_seqlens)
         return self._step_module()(*inputs, state)
 
     def init_state(self, batch: int, dtype: torch.dtype | None = None,
@@ -155,15 +171,45 @@ def compile_diagram(d: Diagram, shapes: Shapes, form: str = "auto") -> AnatModul
     lowered, lowered_shapes = (d, shapes) if form == "parallel" else structured_forms(d, shapes)
     builder = GraphBuilder(lowered, lowered_shapes, owner, rules=choose_rules(form), form=form)
     graph = builder.build()
-    module = AnatModule(owner, graph, class_name=d.name)
-    module.graph.eliminate_dead_code()  # e.g. masks that a structured form did not need
-    module.recompile()
+    graph.owning_module = owner  # its submodules answer the purity check
+    graph.eliminate_dead_code()  # e.g. masks that a structured form did not need
+    module = AnatModule(owner, graph, class_name=d.name)  # generates the code once
     module.diagram, module.shapes, module.form = d, shapes, form
     return module
 
 
+MAX_MODULES = 4096
+MAX_MODULES_ENV = "ANATOMY_MAX_MODULES"
+
+
+def guard_modules(d: Diagram, shapes: Shapes, max_modules: int | None = None) -> None:
+    """Refuse (AnatError) a diagram whose compiled module would hold more than
+    `max_modules` modules (default `MAX_MODULES`, or the `ANATOMY_MAX_MODULES` variable).
+
+    Every composite call is a submodule with its own parameters (two calls of one anatomy
+    are two layers, as in Hydra's `yf` and `yb`), so a chain of anatomies that each call the
+    next twice makes 2**depth modules; the count is computed in time linear in the program
+    (`Shapes.expanded_calls`), before anything is built."""
+    import os
+    if max_modules is None:
+        raw = os.environ.get(MAX_MODULES_ENV, "")
+        try:
+            max_modules = int(raw) if raw.strip() else MAX_MODULES
+        except ValueError:
+            raise AnatError(f"{MAX_MODULES_ENV}={raw!r} is not a whole number",
+                            hint=f"e.g. {MAX_MODULES_ENV}=20000") from None
+    modules = shapes.expanded_calls() + 1
+    if modules > max_modules:
+        raise AnatError(f"compiling {d.name} would build {modules:,} modules (one per "
+                        f"composite call, each with its own parameters), more than the "
+                        f"limit of {max_modules:,}", d.loc,
+                        hint=f"call fewer composites (each call is a separate layer), or "
+                             f"raise the limit with {MAX_MODULES_ENV}=N")
+
+
 def compile(source, anatomy: str | None = None, *, form: str = "auto",
-            memory_limit: int | str | None = None, **dims: int) -> AnatModule:
+            memory_limit: int | str | None = None, max_modules: int | None = None,
+            **dims: int) -> AnatModule:
     """Compile an anatomy to an nn.Module.
 
     `source` is a path to a .anat file, .anat text, a zoo name (`"ssd"`, `"ssd_core"`), a
@@ -172,7 +218,8 @@ def compile(source, anatomy: str | None = None, *, form: str = "auto",
     `form`: "parallel" (the explicit quadratic graph), "chunked" (semiseparable contractions
     through anatomy.kernels), or "auto" (chunked where it applies, fused attention too).
     A module whose parameters would not fit in `memory_limit` (bytes or "8G"; default: the
-    memory available, `lowering/memory.py`) is refused before anything is allocated.
+    memory available, `lowering/memory.py`) is refused before anything is allocated, and so
+    is one that would build more than `max_modules` modules (`guard_modules`).
     """
     from anatomy.program import load, resolve_zoo
     if isinstance(source, (str, Path)) and anatomy is None:  # a zoo name: that anatomy
@@ -187,6 +234,7 @@ def compile(source, anatomy: str | None = None, *, form: str = "auto",
         diagram = program[anatomy] if anatomy else program[names[-1]]
     shapes = check(diagram, dims)
     from .memory import guard, module_bytes
+    guard_modules(diagram, shapes, max_modules)
     guard(f"compiling {diagram.name}", module_bytes(shapes), memory_limit)
     return compile_diagram(diagram, shapes, form)
 

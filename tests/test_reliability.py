@@ -59,8 +59,8 @@ def test_what_would_expand_a_doubling_chain_is_refused_up_front(tmp_path):
     with pytest.raises(AnatError, match="boxes"):
         d.to_svg(depth=30)
     assert "<svg" in d.to_svg(depth=3)
-    with pytest.raises(AnatError, match="needs about"):
-        anatomy.compile(d, memory_limit="1G")
+    with pytest.raises(AnatError, match="2,147,483,647 modules"):
+        anatomy.compile(d)
 
 
 def test_compiling_nested_composites_recompiles_each_module_once(monkeypatch):
@@ -74,7 +74,33 @@ def test_compiling_nested_composites_recompiles_each_module_once(monkeypatch):
     monkeypatch.setattr(fx.GraphModule, "recompile", counted)
     anatomy.compile(load(doubling_chain(5))["a0"], form="parallel")
     modules = 2**6 - 1
-    assert len(count) <= 2 * modules, len(count)  # was ~2 * modules * depth
+    assert len(count) == modules, len(count)  # was ~2 * modules * depth
+
+
+def test_compiling_a_doubling_chain_is_refused_before_building(monkeypatch, capsys, tmp_path):
+    # every call owns its parameters, so a 16-level chain would be 131,071 modules: the count
+    # is known in linear time and refused before the first module is built
+    from anatomy.lowering.module import MAX_MODULES
+    built = []
+    monkeypatch.setattr(anatomy.lowering.module, "compile_diagram",
+                        lambda *a, **k: built.append(1))
+    d = load(doubling_chain(16))["a0"]
+    with pytest.raises(AnatError, match="131,071 modules") as e:
+        anatomy.compile(d)
+    assert "ANATOMY_MAX_MODULES" in e.value.hint and not built
+    with pytest.raises(AnatError, match="limit of 100"):
+        anatomy.compile(d, max_modules=100)
+    monkeypatch.setenv("ANATOMY_MAX_MODULES", "lots")
+    with pytest.raises(AnatError, match="not a whole number"):
+        anatomy.compile(d)
+    monkeypatch.setenv("ANATOMY_MAX_MODULES", str(2**17))
+    with pytest.raises(AnatError, match="needs about"):  # then the memory guard
+        anatomy.compile(d, memory_limit="1G")
+    monkeypatch.delenv("ANATOMY_MAX_MODULES")
+    path = tmp_path / "chain.anat"
+    path.write_text(doubling_chain(30))
+    assert main(["compile", str(path), "--name", "a0"]) == 2
+    assert f"limit of {MAX_MODULES:,}" in capsys.readouterr().err
 
 
 # -- the memory guard --------------------------------------------------------------------------
