@@ -4,7 +4,8 @@
 by name and are `Diagram`s (the typed IR every other part of the tool reads).
 """
 
-from .canonical import canonical
+from . import canonical as _structure  # noqa: F401  (loaded before `canonical` below is bound)
+from . import views  # noqa: F401  (Diagram.to_text, to_svg, check, str: anatomy/views.py)
 from .errors import AnatError, SourceLoc
 from .ir import Box, Diagram, Port, Program, Signature, Use, Wire
 from .program import load, zoo_dir
@@ -35,13 +36,20 @@ __all__ = [
 ]
 
 
+def canonical(d: Diagram, normalise: bool = True) -> str:
+    """One hash for diagrams equal up to wire renaming, statement order and (with
+    `normalise`) the normalising exact rewrite rules (anatomy.rewrite.canonical)."""
+    from anatomy.rewrite import canonical as hash_of
+    return hash_of(d, normalise)
+
+
 def __getattr__(name: str):
     # compile and grow import torch: only pay for it when compiling
     if name in ("compile", "grow"):
         from anatomy import lowering
         return getattr(lowering, name)
     if name == "prove":
-        from anatomy.rewrite import prove
+        from anatomy.verify import prove
         return prove
     raise AttributeError(f"module 'anatomy' has no attribute {name!r}")
 

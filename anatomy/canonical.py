@@ -1,6 +1,7 @@
-"""Canonical forms of diagrams: one hash for diagrams that are equal up to the names of their
-wires and axes and the order of their statements (and, by default, up to the normalising
-subset of the exact rewrite rules).
+"""Structural identity of diagrams: one hash for diagrams that are equal up to the names of
+their wires and axes and the order of their statements. (The canonical form up to the
+normalising rewrite rules, `anatomy.canonical(d)`, lives with the rewrite engine:
+`anatomy.rewrite.canonical`; this module is the core it builds on.)
 
 The diagram is encoded as a labelled graph in which names do not appear: a node per box
 (labelled by its op and its name-free attributes), a node per axis *of each box* (labelled
@@ -227,13 +228,3 @@ def same_structure(a: Diagram, b: Diagram) -> bool:
     same = nx.algorithms.isomorphism.categorical_node_match("label", None)
     same_edge = nx.algorithms.isomorphism.categorical_edge_match("label", None)
     return nx.is_isomorphic(ga, gb, node_match=same, edge_match=same_edge)
-
-
-def canonical(d: Diagram, normalise: bool = True) -> str:
-    """One hash for diagrams equal up to wire renaming, statement order and (with
-    `normalise`) the normalising subset of the exact rewrite rules
-    (`anatomy.rewrite.normalise`)."""
-    if normalise:
-        from .rewrite import normalise as normalise_diagram
-        d = normalise_diagram(d).diagram
-    return structure_hash(d)

@@ -172,7 +172,8 @@ def load_target(target: str, dims: dict[str, int]):
 
 def cmd_prove(args) -> int:
     """Prove two anatomies equal by rewriting, or refuse (exit 1) with a counterexample."""
-    from .rewrite import Proof, Side, prove
+    from .rewrite import Proof, Side
+    from .verify import prove
     dims = parse_dims(args.dims)
     sides = []
     for target in (args.left, args.right):
@@ -184,7 +185,8 @@ def cmd_prove(args) -> int:
         return 1
     print(result.render(show_diagrams=not args.brief))
     if args.svg:
-        index = result.pictures(args.svg)
+        from .render import proof_pictures
+        index = proof_pictures(result, args.svg)
         print(f"proof pictures written to {index}", file=sys.stderr)
     if args.json:
         result.save(args.json)
@@ -194,7 +196,7 @@ def cmd_prove(args) -> int:
 
 
 def cmd_verify_proof(args) -> int:
-    from .rewrite import verify_proof
+    from .verify import verify_proof
     result = verify_proof(args.proof, allow_unpinned=args.allow_unpinned)
     print(result.render())
     return 0 if result.ok else 1
@@ -203,7 +205,7 @@ def cmd_verify_proof(args) -> int:
 def cmd_rules(args) -> int:
     """The rule table; with --certify, each rule's certificate (sympy and numeric)."""
     from .rewrite import RULES
-    from .rewrite.certify import certify
+    from .verify import certify
     ok = True
     for rule in RULES.values():
         if args.certify:

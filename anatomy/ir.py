@@ -120,7 +120,10 @@ class Dim:
 
 @dataclass
 class Diagram:
-    """One anatomy: a typed DAG of boxes and wires with a signature and dims."""
+    """One anatomy: a typed DAG of boxes and wires with a signature and dims.
+
+    `to_text()`, `str()`, `check(**dims)`, `to_svg()` are conveniences that anatomy.views
+    attaches (the IR itself imports no printer, checker or renderer)."""
 
     name: str
     signature: Signature
@@ -231,29 +234,6 @@ class Diagram:
                       "doc": self.doc, "loc": self.loc, "program": self.program}
         fields.update(changes)
         return Diagram(**fields)
-
-    # -- views --------------------------------------------------------------------------
-    def to_text(self) -> str:
-        from .printer import print_diagram
-        return print_diagram(self)
-
-    def check(self, **dims: int):
-        """Infer and check every axis size at these dims (defaults otherwise)."""
-        from .shapes import check
-        return check(self, dims)
-
-    def to_svg(self, depth: int = 1, highlight: set[str] = frozenset()) -> str:
-        """The diagram drawn as an SVG string diagram (needs graphviz; docs/rendering.md)."""
-        from .render import to_svg
-        return to_svg(self, depth, highlight)
-
-    def _repr_svg_(self) -> str:
-        """Jupyter shows a diagram as its picture."""
-        return self.to_svg()
-
-    def __str__(self) -> str:
-        return self.to_text()
-
 
 @dataclass
 class Program:

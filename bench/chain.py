@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import anatomy
-from anatomy.canonical import canonical
 from anatomy.errors import AnatError
 from anatomy.program import load
 from anatomy.render import to_dot
+from anatomy.rewrite import canonical
 
 STEPS = ("check", "print", "render", "canonical", "compile")
 

@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 import anatomy
 from anatomy.errors import AnatError
-from anatomy.rewrite import Proof, Side, prove
+from anatomy.rewrite import Proof, Side
+from anatomy.verify import prove
 
 
 def signature_key(d) -> tuple:
@@ -72,7 +73,7 @@ def outcome(result) -> tuple[str, float | None]:
         return "proof", None
     if result.counterexample is not None:
         return "counterexample", result.counterexample.rel_rmse
-    from anatomy.rewrite.numeric import compile_pair
+    from anatomy.verify.numeric import compile_pair
     try:  # the prover before issue 14 said "agreed, or parameters not matched" in one note
         matched = compile_pair(result.left.diagram, result.right.diagram)[2]
     except AnatError:

@@ -23,9 +23,10 @@ from pathlib import Path
 from timing import median_time
 
 import anatomy
-from anatomy.rewrite import RULES, Proof, Side, prove
-from anatomy.rewrite.certify import certify
-from anatomy.rewrite.numeric import distance
+from anatomy.rewrite import RULES, Proof, Side
+from anatomy.verify import prove
+from anatomy.verify.certify import certify
+from anatomy.verify.numeric import distance
 
 ZOO = Path(anatomy.zoo_dir())
 CLAIMS = [  # (left, right, dims, expected)

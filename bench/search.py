@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import anatomy
-from anatomy.canonical import canonical
+from anatomy.rewrite import canonical
 from anatomy.search import SearchSpace
 
 TEMPLATE = anatomy.zoo_dir() / "search" / "attention.anat"

@@ -9,8 +9,9 @@ import random
 import networkx as nx
 
 import anatomy
-from anatomy.canonical import canonical, same_structure, structure_hash
+from anatomy.canonical import same_structure, structure_hash
 from anatomy.ir import Box, Use
+from anatomy.rewrite import canonical
 from anatomy.rewrite.edit import _topological
 
 SEPARATE = """

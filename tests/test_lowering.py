@@ -180,7 +180,7 @@ anatomy earlier(q[t, h, n], k[t, h, n], v[t, h, n]) -> y[t, h, n]
 def test_the_rewrite_engines_interpreter_agrees_on_reshape_and_empty_rows():
     import sympy
 
-    from anatomy.rewrite.symbolic import evaluate, symbolically_equal
+    from anatomy.verify.symbolic import evaluate, symbolically_equal
     program = anatomy.load("""
 anatomy twice(x[t, d]) -> y[t, d]
   dims d = 6, h = 2

@@ -19,9 +19,10 @@ import pytest
 import torch
 
 import anatomy
-from anatomy.rewrite import Proof, Side, prove, verify_proof
-from anatomy.rewrite.numeric import DECISIVE, LENGTHS, SEEDS, _compare, compile_pair, search
-from anatomy.rewrite.numeric import random_inputs as inputs_for
+from anatomy.rewrite import Proof, Side
+from anatomy.verify import prove, verify_proof
+from anatomy.verify.numeric import DECISIVE, LENGTHS, SEEDS, _compare, compile_pair, search
+from anatomy.verify.numeric import random_inputs as inputs_for
 from tests.prover_claims import CLAIMS, CLAIMS_TEXT, load_claims
 
 ZOO = Path(__file__).resolve().parent.parent / "zoo"
@@ -122,7 +123,7 @@ def test_the_sum_normaliser_cancels_the_scale_of_a_scaled_dot_product(tmp_path):
     """Issue 14 (b): under an exact sum normaliser (eps = 0), `dot` and `scaled_dot` fill
     the search template to one canonical class, for every feature map and mask (with MHA);
     under softmax they stay apart."""
-    from anatomy.canonical import canonical
+    from anatomy.rewrite import canonical
     from anatomy.search import instantiate
     path = tmp_path / "space.anat"
     path.write_text((ZOO / "search" / "attention.anat").read_text() + """

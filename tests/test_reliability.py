@@ -19,8 +19,9 @@ from anatomy import shapes as shapes_module
 from anatomy.cli import main
 from anatomy.errors import AnatError
 from anatomy.program import load, zoo_dir
-from anatomy.rewrite import Proof, Side, prove, verify_proof
+from anatomy.rewrite import Proof, Side
 from anatomy.search.store import SearchStore
+from anatomy.verify import prove, verify_proof
 
 ZOO = zoo_dir()
 

@@ -3,7 +3,7 @@ and replayed, the false claims refused with counterexamples, approximate steps o
 request.
 
 The certifier compares two independent evaluations of each rule's two sides: the symbolic
-interpreter (anatomy/rewrite/symbolic.py, written from the papers' equations) and the
+interpreter (anatomy/verify/symbolic.py, written from the papers' equations) and the
 compiled torch modules. Tolerances: sympy differences simplify to exactly 0; numeric
 relative RMSE <= 1e-9 in float64.
 """
@@ -20,12 +20,13 @@ import torch
 
 import anatomy
 from anatomy import AnatError
-from anatomy.rewrite import RULES, Proof, Refusal, Side, prove, verify_proof
-from anatomy.rewrite.certify import certify
+from anatomy.rewrite import RULES, Proof, Refusal, Side
 from anatomy.rewrite.edit import Edit
 from anatomy.rewrite.rules import algebra, sequence
 from anatomy.rewrite.site import APPROXIMATE, EXACT, Rule, Site
-from anatomy.rewrite.symbolic import Interpreter
+from anatomy.verify import prove, verify_proof
+from anatomy.verify.certify import certify
+from anatomy.verify.symbolic import Interpreter
 from tests.references import REFERENCES, load_zoo, random_inputs
 
 ZOO = Path(__file__).resolve().parent.parent / "zoo"
@@ -218,8 +219,8 @@ def test_false_claims_are_refused_with_a_counterexample(left, right):
     assert cex is not None and abs(cex.left - cex.right) > 1e-6 and cex.rel_rmse > 1e-6
     # the counterexample is real: recompute it from the reported inputs
     a, b = side(left).diagram, side(right).diagram
-    from anatomy.rewrite.numeric import compile_pair
-    from anatomy.rewrite.numeric import random_inputs as inputs_for
+    from anatomy.verify.numeric import compile_pair
+    from anatomy.verify.numeric import random_inputs as inputs_for
     ma, mb, _ = compile_pair(a, b)
     xs = inputs_for(a, cex.length, cex.seed)
     with torch.no_grad():

@@ -16,10 +16,10 @@ import sys
 import pytest
 
 import anatomy
-from anatomy.canonical import canonical
-from anatomy.errors import AnatError
-from anatomy.search import SearchSpace, instantiate, slots_of
 from anatomy.causality import acausal_reason
+from anatomy.errors import AnatError
+from anatomy.rewrite import canonical
+from anatomy.search import SearchSpace, instantiate, slots_of
 from anatomy.search.model import block_diagram
 
 ATTENTION = anatomy.zoo_dir() / "search" / "attention.anat"

@@ -189,7 +189,8 @@ anatomy gate_below_one(q[t, h, n], k[t, h, n], v[t, h, p]) -> y[t, h, p]
 
 
 def test_prove_a_forget_gate_at_one_is_causal_softmax_and_refuse_a_near_miss():
-    from anatomy.rewrite.proof import Proof, Refusal, prove
+    from anatomy.rewrite.proof import Proof, Refusal
+    from anatomy.verify import prove
     program = anatomy.load(FORGET_GATE_AT_ONE)
     proof = prove(program["fox_gate_one"], program["causal_softmax"])
     assert isinstance(proof, Proof) and not proof.approximate

@@ -17,7 +17,7 @@ import graphviz
 
 from ..errors import AnatError
 from ..ir import Box, Diagram
-from ..shapes import Shapes
+from ..shapes import Shapes, check
 from . import labels
 from .plates import plates
 from .style import COLOURS, FONT, HIGHLIGHT, box_kind, legend
@@ -62,7 +62,7 @@ class _Picture:
 def build(diagram: Diagram, depth: int = 1, highlight: set[str] = frozenset()) -> graphviz.Digraph:
     """The graphviz graph of `diagram`, with composite boxes expanded `depth - 1` levels."""
     pic = _Picture(set(highlight))
-    shapes = diagram.shapes or diagram.check()
+    shapes = diagram.shapes or check(diagram, {})
     boxes = _drawn_boxes(shapes, depth, {})
     if boxes > MAX_BOXES:
         raise AnatError(f"{diagram.name} at depth {depth} draws {boxes:,} boxes, more than "

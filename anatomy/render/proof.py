@@ -89,3 +89,18 @@ def render_proof(steps: Iterable[Any], out_dir: Path | str, depth: int = 1) -> P
     index = out_dir / "index.html"
     write_text(index, page.document(f"proof: {first} → {last}", body))
     return index
+
+
+def proof_pictures(proof: Any, out_dir: str | Path) -> Path:
+    """A proof (anatomy.rewrite.Proof) drawn: one SVG per step, the rewritten boxes
+    outlined, and an index.html stepping through them with each rule's statement."""
+    pictures = [Step(proof.left.diagram, rule="start",
+                     statement=f"{proof.left.label()}, to be shown equal to "
+                               f"{proof.right.label()}")]
+    previous = proof.left.diagram
+    for direction, step in proof.chain():
+        how = "" if direction == "forward" else " (read right to left)"
+        pictures.append(Step(step.diagram, changed_boxes(previous, step.diagram),
+                             step.rule.name + how, step.rule.statement, step.rule.kind))
+        previous = step.diagram
+    return render_proof(pictures, out_dir)

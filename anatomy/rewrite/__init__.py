@@ -2,23 +2,36 @@
 and the rewrites the compiler lowers with.
 
 - `RULES` (anatomy.rewrite.rules): the table of rules, each exact or approximate, with a
-  one-line statement and the witnesses that certify it (`certify`).
-- `normalise(d)`: the normal form proofs and canonical forms meet at.
-- `prove(a, b)`: a `Proof` (printable, saved as JSON, replayed by `verify_proof`) or a
-  `Refusal` with a counterexample.
+  one-line statement and the witnesses that certify it (`anatomy.verify.certify`).
+- `normalise(d)`: the normal form proofs and canonical forms meet at;
+  `canonical(d)`: the hash of that normal form (`anatomy.canonical`).
+- `find_proof(a, b)`: a `Proof` (printable, saved as JSON, replayed by
+  `anatomy.verify.verify_proof`) or a `Refusal`; `anatomy.verify.prove` adds a numeric
+  counterexample to a refusal (numbers need the lowering, a layer above this one).
 - `lower(d)`: the lowering rules applied wherever they match (masked linear attention
   becomes the chunked `ssd` box, whose state gives the recurrent form).
 """
 
 from __future__ import annotations
 
+from anatomy.canonical import structure_hash
 from anatomy.ir import Diagram
 
-from .proof import Proof, Refusal, Rewriting, Side, normalise, prove, verify_proof
+from .proof import Proof, Refusal, Rewriting, Side, find_proof, normalise
+from .proof import normalise as _normalise
 from .rules import LOWERING, NORMALISING, RULES
 from .site import APPROXIMATE, EXACT, Rule, Site
 
 MAX_LOWERING_STEPS = 200
+
+
+def canonical(d: Diagram, normalise: bool = True) -> str:
+    """One hash for diagrams equal up to wire renaming, statement order and (with
+    `normalise`) the normalising subset of the exact rewrite rules: the structure hash
+    (anatomy.canonical.structure_hash) of the normal form."""
+    if normalise:
+        d = _normalise(d).diagram
+    return structure_hash(d)
 
 
 def lower(d: Diagram, shapes=None) -> Diagram:
@@ -35,4 +48,4 @@ def lower(d: Diagram, shapes=None) -> Diagram:
 
 
 __all__ = ["APPROXIMATE", "EXACT", "LOWERING", "NORMALISING", "RULES", "Proof", "Refusal",
-           "Rewriting", "Rule", "Side", "Site", "lower", "normalise", "prove", "verify_proof"]
+           "Rewriting", "Rule", "Side", "Site", "canonical", "find_proof", "lower", "normalise"]

@@ -1,12 +1,12 @@
-"""Proofs of equivalence: chains of rule applications that meet, and refusals with
-counterexamples.
+"""Proofs of equivalence: chains of rule applications that meet, and refusals.
 
-`prove(a, b)` rewrites both diagrams to the normal form of the exact normalising rules and
-compares the results up to names and statement order; with `allow_approximate`, it also
+`find_proof(a, b)` rewrites both diagrams to the normal form of the exact normalising rules
+and compares the results up to names and statement order; with `allow_approximate`, it also
 tries approximate rules (each flagged in the proof). A `Proof` prints as text (each step:
 rule, where it applied, the diagram after it as .anat) and saves as JSON that
-`verify_proof` replays without searching. When no proof is found, `prove` returns a
-`Refusal`, with a numeric counterexample where the two diagrams differ on random inputs.
+`anatomy.verify.verify_proof` replays without searching. When no chain is found it returns
+a `Refusal`; `anatomy.verify.prove` (the verification layer, above rewriting and lowering)
+adds a numeric counterexample where the two diagrams differ on random inputs.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from typing import Any
 from anatomy.canonical import same_structure, structure_hash
 from anatomy.errors import AnatError
 from anatomy.ir import Diagram
+from anatomy.printer import print_diagram
 
 from .domain import on_common_domain
-from .numeric import TOLERANCE, Counterexample, search
-from .proof_file import FORMAT, changed, locate, stored_path
-from .proof_file import read as read_proof
+from .proof_file import FORMAT, stored_path
 from .rules import APPROXIMATE, NORMALISING, RULES
 from .site import Site
 
@@ -96,7 +95,7 @@ class Side:
         file = stored_path(proof, self.file) if proof and self.file else self.file
         return {"file": file, "name": self.name or self.diagram.name, "dims": self.dims,
                 "sha256": _sha256(self.file) if self.file else None,
-                "text": self.diagram.to_text()}
+                "text": print_diagram(self.diagram)}
 
 
 @dataclass
@@ -136,7 +135,7 @@ class Proof:
                   f"{', '.join(self.rules_used) or 'none (same up to names and order)'}")]
         lines += [self.note, ""] if self.note else [""]
         if show_diagrams:
-            lines += [f"{self.left.label()}:", _indent(self.left.diagram.to_text())]
+            lines += [f"{self.left.label()}:", _indent(print_diagram(self.left.diagram))]
         for i, (direction, step) in enumerate(self.chain(), 1):
             rule = step.rule
             flag = "  [APPROXIMATE]" if rule.kind == APPROXIMATE else ""
@@ -144,33 +143,16 @@ class Proof:
             lines.append(f"step {i}: {rule.name} at `{step.site.box}`{how}{flag}")
             lines.append(f"  {rule.statement}")
             if show_diagrams:
-                lines.append(_indent(step.diagram.to_text()))
+                lines.append(_indent(print_diagram(step.diagram)))
         lines.append(f"= {self.right.label()}  ∎")
         return "\n".join(lines)
-
-    def pictures(self, out_dir: str | Path) -> Path:
-        """One SVG per step, the rewritten boxes outlined, and an index.html stepping
-        through them with each rule's statement (anatomy.render.render_proof)."""
-        from anatomy.render.proof import Step as Picture
-        from anatomy.render.proof import changed_boxes, render_proof
-        pictures = [Picture(self.left.diagram, rule="start",
-                            statement=f"{self.left.label()}, to be shown equal to "
-                                      f"{self.right.label()}")]
-        previous = self.left.diagram
-        for direction, step in self.chain():
-            how = "" if direction == "forward" else " (read right to left)"
-            pictures.append(Picture(step.diagram, changed_boxes(previous, step.diagram),
-                                    step.rule.name + how, step.rule.statement,
-                                    step.rule.kind))
-            previous = step.diagram
-        return render_proof(pictures, out_dir)
 
     def to_json(self, path: str | Path | None = None) -> dict[str, Any]:
         """The proof as JSON (`proof_file.SCHEMA`); `path`: where it is saved (files are
         stored relative to it)."""
         def steps(r: Rewriting):
             return [{**s.site.to_json(), "kind": s.rule.kind, "statement": s.rule.statement,
-                     "hash": structure_hash(s.diagram), "text": s.diagram.to_text()}
+                     "hash": structure_hash(s.diagram), "text": print_diagram(s.diagram)}
                     for s in r.steps]
         return {"format": FORMAT, "approximate": self.approximate,
                 "left": self.left.to_json(path), "right": self.right.to_json(path),
@@ -190,7 +172,7 @@ class Refusal:
     right: Side
     left_normal: Diagram
     right_normal: Diagram
-    counterexample: Counterexample | None
+    counterexample: Any  # anatomy.verify.numeric.Counterexample | None
     seconds: float = 0.0
     note: str = ""
 
@@ -202,16 +184,16 @@ class Refusal:
             lines += ["they are not equal:", _indent(self.counterexample.render())]
         elif self.note:
             lines.append(self.note)
-        lines += ["", f"normal form of {self.left.label()}:", _indent(self.left_normal.to_text()),
+        lines += ["", f"normal form of {self.left.label()}:", _indent(print_diagram(self.left_normal)),
                   f"normal form of {self.right.label()}:",
-                  _indent(self.right_normal.to_text())]
+                  _indent(print_diagram(self.right_normal))]
         return "\n".join(lines)
 
 
-def prove(a: Diagram | Side, b: Diagram | Side, allow_approximate: bool = False
-          ) -> Proof | Refusal:
+def find_proof(a: Diagram | Side, b: Diagram | Side, allow_approximate: bool = False
+               ) -> Proof | Refusal:
     """Search for a chain of rules between two diagrams (exact rules only, unless
-    `allow_approximate`)."""
+    `allow_approximate`); a Refusal, without a counterexample, when there is none."""
     start = time.perf_counter()
     left = a if isinstance(a, Side) else Side(a)
     right = b if isinstance(b, Side) else Side(b)
@@ -225,10 +207,8 @@ def prove(a: Diagram | Side, b: Diagram | Side, allow_approximate: bool = False
         if found is not None:
             return Proof(left, right, *found, seconds=time.perf_counter() - start,
                          note=domain)
-    found = search(left.diagram, right.diagram)
-    note = "\n".join(x for x in (found.note, domain) if x)
-    return Refusal(left, right, ln.diagram, rn.diagram, found.counterexample,
-                   time.perf_counter() - start, note)
+    return Refusal(left, right, ln.diagram, rn.diagram, None,
+                   time.perf_counter() - start, domain)
 
 
 def _approximate_search(ln: Rewriting, rn: Rewriting, depth: int = 2):
@@ -267,79 +247,6 @@ def _check_signatures(left: Side, right: Side) -> None:
         raise AnatError(f"{left.label()} {a} and {right.label()} {b} do not have the same "
                         "signature, so they cannot be equal",
                         hint="compare anatomies with the same inputs and outputs")
-
-
-# -- JSON proofs -----------------------------------------------------------------------------
-@dataclass
-class Verification:
-    """The outcome of replaying a saved proof, with what was checked."""
-
-    ok: bool
-    messages: list[str]
-
-    def render(self) -> str:
-        return "\n".join(self.messages)
-
-
-def verify_proof(path: str | Path, allow_unpinned: bool = False) -> Verification:
-    """Replay a saved proof without searching: reload both sides (checking the files are
-    the ones proved), re-apply every recorded step and check it gives the recorded
-    diagram (its hash and its printed text), with the rule's recorded kind and statement,
-    check the two chains meet where the proof says, and compare the two sides numerically.
-    The file is checked against its schema first (`proof_file`); a side's file that is not
-    pinned by a sha256 is refused unless `allow_unpinned`."""
-    from anatomy.program import load
-    data = read_proof(path)
-    messages: list[str] = []
-
-    def fail(message: str) -> Verification:
-        return Verification(False, messages + [message])
-    ends, starts, kinds = [], [], []
-    for side in ("left", "right"):
-        info = data[side]
-        file = locate(path, side, info, allow_unpinned)
-        if changed(file, info):
-            return fail(f"{info['file']} changed since the proof was made (its sha256 "
-                        "differs)")
-        d = load(file, strict_dims=False, **info["dims"])[info["name"]]
-        if d.to_text() != info["text"]:
-            return fail(f"{side}: the recorded text is not {info['file']}:{info['name']} "
-                        "as printed")
-        starts.append(d)
-    for side, d in zip(("left", "right"), on_common_domain(*starts)[:2]):
-        for i, step in enumerate(data[f"{side}_steps"], 1):
-            site = Site.from_json(step)
-            rule = RULES.get(site.rule)
-            if rule is None:
-                return fail(f"{side} step {i}: unknown rule {site.rule}")
-            if (step["kind"], step["statement"]) != (rule.kind, rule.statement):
-                return fail(f"{side} step {i}: the recorded kind or statement is not rule "
-                            f"{rule.name}'s")
-            if site not in rule.sites(d):
-                return fail(f"{side} step {i}: {site.describe()} does not apply")
-            d = rule.apply(d, site)
-            if structure_hash(d) != step["hash"] or d.to_text() != step["text"]:
-                return fail(f"{side} step {i}: {site.describe()} gives another diagram than "
-                            "the proof records")
-            kinds.append(rule.kind)
-        messages.append(f"{side}: {len(data[f'{side}_steps'])} steps replayed")
-        ends.append(d)
-    if not same_structure(*ends) or structure_hash(ends[0]) != data["meet"]:
-        return fail("the two chains do not meet where the proof says")
-    if data["approximate"] != (APPROXIMATE in kinds):
-        return fail("the proof's `approximate` flag does not match its steps")
-    messages.append("the chains meet (same diagram up to names and statement order)")
-    if not data["approximate"]:
-        cex = search(*starts).worst
-        if cex is not None and not cex.rel_rmse <= TOLERANCE:
-            return fail("but the two sides differ numerically:\n" + cex.render())
-        messages.append("numeric check: the two sides agree on random inputs")
-    if allow_unpinned and any(data[s]["sha256"] is None for s in ("left", "right")):
-        messages.append("(a side was not pinned by a sha256: replayed against the file as it "
-                        "is now)")
-    messages.append("proof verified" + (" (with approximate steps)"
-                                        if data["approximate"] else ""))
-    return Verification(True, messages)
 
 
 def _sha256(file: str) -> str | None:

@@ -50,7 +50,7 @@ class Rule:
     """One rewrite rule: `lhs = rhs` (exact) or `lhs ~> rhs` (approximate).
 
     `statement` is the equation in one line; `witnesses` are .anat programs whose last
-    anatomy the rule applies to, used to certify it (anatomy.rewrite.certify).
+    anatomy the rule applies to, used to certify it (anatomy.verify.certify).
     `normalising`: part of the normal form that proofs and canonical forms rewrite to.
     """
 

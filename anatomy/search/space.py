@@ -271,7 +271,7 @@ class SearchSpace:
         return d
 
     def _leaf_key(self, choice: Choice) -> Filling:
-        from anatomy.canonical import canonical
+        from anatomy.rewrite import canonical
         try:  # inlining re-checks each filler in place, which can refuse a filling too
             return Filling(choice, canonical(self.instantiate(choice)))
         except AnatError as e:

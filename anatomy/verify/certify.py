@@ -1,7 +1,7 @@
 """Certificates for rules: a rule is applied to each of its witness diagrams at every site,
 and the diagram before is compared with the diagram after
 
-- symbolically (sympy, `anatomy.rewrite.symbolic`) at a small sequence length: every output
+- symbolically (sympy, `anatomy.verify.symbolic`) at a small sequence length: every output
   entry of the difference simplifies to zero;
 - numerically (both sides compiled, float64, same inputs and parameters) at longer
   sequences: relative RMSE below `numeric.TOLERANCE`.
@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 
 from anatomy.ir import Diagram
+from anatomy.rewrite.site import APPROXIMATE, Rule
 
 from .numeric import TOLERANCE, distance
-from .site import APPROXIMATE, Rule
 from .symbolic import Unsupported, symbolically_equal
 
 SYMBOLIC_LENGTH = 4

@@ -182,7 +182,7 @@ def without_epsilons(d: Diagram) -> Diagram:
 
 def inlined(d: Diagram) -> Diagram:
     """The diagram with every composite box replaced by its body."""
-    from .rules import RULES
+    from anatomy.rewrite.rules import RULES
     while sites := RULES["inline"].sites(d):
         d = RULES["inline"].apply(d, sites[0])
     return d
