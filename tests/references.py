@@ -866,3 +866,72 @@ def load_zoo(name: str, **dims):
     import anatomy
 
     return anatomy.load(str(anatomy.zoo_dir() / REFERENCES[name][0]), **dims)[name]
+
+
+# --------------------------------------------------------------------------------------------
+# RWKV-6 (Peng et al. 2024, "Eagle and Finch") and HGRN2 (Qin et al. 2024): a decay per key
+# channel, from the papers' recurrences
+# --------------------------------------------------------------------------------------------
+
+
+def rwkv6_recurrence(r: Tensor, k: Tensor, v: Tensor, log_w: Tensor, u: Tensor) -> Tensor:
+    """Finch's wkv: o_t = r_t (S_{t-1} + diag(u) k_t^T v_t), S_t = diag(w_t) S_{t-1} + k_t^T v_t.
+    r, k, log_w [B, T, H, N], v [B, T, H, P], u [H, N]."""
+    S = r.new_zeros(r.shape[0], r.shape[2], r.shape[3], v.shape[3])
+    out = []
+    for t in range(r.shape[1]):
+        kv = k[:, t, :, :, None] * v[:, t, :, None, :]
+        out.append(torch.einsum("bhn,bhnp->bhp", r[:, t], S + u[..., None] * kv))
+        S = log_w[:, t].exp()[..., None] * S + kv
+    return torch.stack(out, 1)
+
+
+def _group_layernorm(x: Tensor, scale: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """Layer norm of each head's channels (the last axis), affine over heads and channels."""
+    mean = x.mean(-1, keepdim=True)
+    var = (x - mean).pow(2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * scale + bias
+
+
+def rwkv6_inputs(x: Tensor, p: dict) -> tuple[Tensor, ...]:
+    """Finch's time-mixing inputs (r, k, v, log w, u, g) from x: the token shift with
+    data-dependent interpolation, ddlerp_c = x + (x_{t-1} - x) (mu_c + tanh(x' A_c) B_c) with
+    x' = x + (x_{t-1} - x) mu_x, and the decay log w = -exp(w0 + tanh(x_w A_w) B_w)."""
+    xx = shift(x) - x
+    xxx = x + xx * p["mu_x"]
+
+    def ddlerp(c):
+        return x + xx * (p[f"mu_{c}"] + _proj(torch.tanh(_proj(xxx, p[f"w_l{c}"])), p[f"w_x{c}"]))
+    r, k, v = _proj(ddlerp("r"), p["w_r"]), _proj(ddlerp("k"), p["w_k"]), _proj(ddlerp("v"), p["w_v"])
+    g = F.silu(_proj(ddlerp("g"), p["w_g"]))
+    log_w = -torch.exp(p["w0"] + _proj(torch.tanh(_proj(ddlerp("w"), p["w_dw"])), p["w_log_w"]))
+    return r, k, v, log_w, p["u"], g
+
+
+def ref_rwkv6(inputs, params, dims=None, recurrence=rwkv6_recurrence) -> Tensor:
+    """Finch's time mixing: wkv per head, group norm (eps 64e-5), swish gate, output map.
+    `recurrence(r, k, v, log_w, u)` may be swapped for a peer's implementation."""
+    x, p = inputs["x"], params
+    r, k, v, log_w, u, g = rwkv6_inputs(x, p)
+    a = recurrence(r, k, v, log_w, u)
+    return _proj(g * _group_layernorm(a, p["scale_o"], p["shift_o"], 64e-5), p["w_y"], 2)
+
+
+def hgrn2_inputs(x: Tensor, p: dict) -> tuple[Tensor, ...]:
+    """HGRN2's (q, k, i, log f): q = SiLU(W_q x), f = sigmoid(W_f x), k = 1 - f."""
+    z = _proj(x, p["w_z"])
+    return F.silu(_proj(x, p["w_q"])), torch.sigmoid(-z), _proj(x, p["w_i"]), F.logsigmoid(z)
+
+
+def ref_hgrn2(inputs, params, dims=None, recurrence=gla_recurrence) -> Tensor:
+    """HGRN2: S_t = diag(f_t) S_{t-1} + (1 - f_t) i_t^T, o_t = q_t S_t; per-head RMS norm,
+    output map. `recurrence(q, k, v, log_alpha)` may be swapped for a peer's."""
+    x, p = inputs["x"], params
+    a = recurrence(*hgrn2_inputs(x, p))
+    return _proj(rmsnorm(a, 1, p["scale_o"]), p["w_y"], 2)
+
+
+REFERENCES.update({
+    "rwkv6": ("rwkv6.anat", ref_rwkv6),
+    "hgrn2": ("hgrn2.anat", ref_hgrn2),
+})
