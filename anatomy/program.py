@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from anatomy.grammar.builder import AnatomyBuilder, Context, parse_signature
+from anatomy.grammar.syntax import AnatomyDecl, SlotDecl, UseDecl, read
+
 from .errors import AnatError, SourceLoc, did_you_mean
 from .ir import Diagram, Program, Signature
 
@@ -123,11 +126,7 @@ class _Loader:
         return program
 
     def load_text(self, text: str, file: str, base: Path, stack: tuple[Path, ...]) -> Program:
-        from anatomy.grammar.parser import parse, position, source_lines
-        from anatomy.grammar.transformer import AnatomyBuilder, Context, parse_signature
-
-        lines = source_lines(text)
-        tree = parse(text, file)
+        source = read(text, file)
         anatomies: dict[str, Diagram] = {}
         slots: dict[str, Signature] = {}
         slot_locs: dict[str, SourceLoc] = {}
@@ -140,43 +139,38 @@ class _Loader:
             table[name] = value
             origin[name] = loc
 
-        ctx_stub = Context(file, lines, {}, {})
-        for item in tree.children:
-            if item.data == "use":
-                loc = position(item, file, lines)
-                target = self._resolve_use(item.children[0][1:-1], base, loc)
-                if target in stack:
-                    chain = " -> ".join(p.name for p in stack + (target,))
-                    raise AnatError(f"`use` cycle: {chain}", loc,
-                                    hint="a file may not use itself, directly or indirectly")
-                used = self.load_file(target, str(target), stack)
-                for d in used.anatomies.values():
-                    add(anatomies, d.name, d, loc)
-                for name, sig in used.slots.items():
-                    add(slots, name, sig, loc)
-                    slot_locs[name] = used.slot_locs.get(name, loc)
+        ctx_stub = Context(source, {}, {})
+        for item in source.of(UseDecl):
+            loc = source.loc(item)
+            target = self._resolve_use(item.path, base, loc)
+            if target in stack:
+                chain = " -> ".join(p.name for p in stack + (target,))
+                raise AnatError(f"`use` cycle: {chain}", loc,
+                                hint="a file may not use itself, directly or indirectly")
+            used = self.load_file(target, str(target), stack)
+            for d in used.anatomies.values():
+                add(anatomies, d.name, d, loc)
+            for name, sig in used.slots.items():
+                add(slots, name, sig, loc)
+                slot_locs[name] = used.slot_locs.get(name, loc)
         signatures = {n: d.signature for n, d in anatomies.items()}
-        for item in tree.children:
-            loc = position(item, file, lines)
-            if item.data == "slot_decl":
-                name = str(item.children[0])
-                add(slots, name, parse_signature(ctx_stub, item.children[1]), loc)
-                slot_locs[name] = loc
-            elif item.data == "anatomy":
-                name = str(item.children[0])
-                if name in signatures or name in slots:
-                    raise AnatError(f"`{name}` is defined twice", loc,
-                                    related=[(origin[name], "first defined here")])
-                signatures[name] = parse_signature(ctx_stub, item.children[1])
-                origin[name] = loc
-        ctx = Context(file, lines, signatures, slots)
+        for item in source.items:
+            loc = source.loc(item)
+            if isinstance(item, SlotDecl):
+                add(slots, item.name, parse_signature(ctx_stub, item.signature), loc)
+                slot_locs[item.name] = loc
+            elif isinstance(item, AnatomyDecl):
+                if item.name in signatures or item.name in slots:
+                    raise AnatError(f"`{item.name}` is defined twice", loc,
+                                    related=[(origin[item.name], "first defined here")])
+                signatures[item.name] = parse_signature(ctx_stub, item.signature)
+                origin[item.name] = loc
+        ctx = Context(source, signatures, slots)
         own = []
-        for item in tree.children:
-            if item.data == "anatomy":
-                doc = _comment_above(lines, item.meta.line)
-                diagram = AnatomyBuilder(ctx, item, doc).build()
-                anatomies[diagram.name] = diagram
-                own.append(diagram.name)
+        for item in source.of(AnatomyDecl):
+            diagram = AnatomyBuilder(ctx, item).build()
+            anatomies[diagram.name] = diagram
+            own.append(diagram.name)
         program = Program(anatomies, slots, file, slot_locs, tuple(own))
         for d in anatomies.values():
             if d.name in own:
@@ -192,16 +186,6 @@ class _Loader:
         raise AnatError(f"cannot find `{rel}` to use", loc,
                         hint=f"paths are relative to this file or to the zoo; "
                              f"{did_you_mean(rel, known, 'zoo file')}")
-
-
-def _comment_above(lines: list[str], line: int) -> str:
-    """The block of `#` comment lines directly above a 1-based line, without the `#`s."""
-    out = []
-    i = line - 2
-    while i >= 0 and lines[i].strip().startswith("#"):
-        out.append(lines[i].strip().lstrip("#").strip())
-        i -= 1
-    return "\n".join(reversed(out)).strip()
 
 
 def file_header(text: str) -> str:

@@ -1,14 +1,13 @@
-"""Parse tree to diagram IR: one statement becomes one box (nested sub-expressions become
-boxes of their own, on anonymous wires), with axes checked as far as the text alone allows.
+"""Syntax to diagram IR: one statement becomes one box (nested sub-expressions become boxes
+of their own, on anonymous wires), with axes checked as far as the text alone allows.
 
-Sizes are checked later, by anatomy.shapes, once dims are known.
+The builder reads the typed syntax of grammar/syntax.py; each kind of expression has its own
+method. Sizes are checked later, by anatomy.shapes, once dims are known.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from lark import Tree
+from typing import Any, ClassVar
 
 from anatomy.dims import MAX_DIM, DimExpr
 from anatomy.errors import AnatError, SourceLoc, did_you_mean
@@ -26,25 +25,28 @@ from anatomy.ir import (
 )
 from anatomy.ops import INITS, OPS, OPTION_SPELLING, OpSpec, keeps_axes
 
-from .parser import position
+from .syntax import (
+    AnatomyDecl,
+    Assign,
+    Binary,
+    Call,
+    Dims,
+    Expr,
+    Ident,
+    Indexed,
+    Init,
+    Kwarg,
+    ListExpr,
+    Neg,
+    Node,
+    Number,
+    Param,
+    Ref,
+    SignatureDecl,
+    SourceFile,
+)
 
-MAX_EXPR_DEPTH = 200
-
-ELEMENTWISE_BINARY = {"add", "sub", "div", "pow"}
-
-
-def _tree_depth_ok(tree: Tree) -> bool:
-    stack = [(tree, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_EXPR_DEPTH:
-            return False
-        if isinstance(node, Tree):
-            # count expression nodes only, so that `x` and `x[t, d]` are equally deep (the
-            # printer writes the second form: its output must not be deeper than its input)
-            stack.extend((c, depth + 1) for c in node.children
-                         if isinstance(c, Tree) and c.data != "axis_list")
-    return True
+MAX_EXPR_DEPTH = 200  # expression nodes on one path; `x` and `x[t, d]` count the same
 
 
 def union_axes(*axes_lists: Axes) -> Axes:
@@ -57,18 +59,20 @@ def union_axes(*axes_lists: Axes) -> Axes:
 class Context:
     """What a file's statements may refer to beyond their own anatomy."""
 
-    def __init__(self, file: str, lines: list[str], signatures: dict[str, Signature],
+    def __init__(self, source: SourceFile, signatures: dict[str, Signature],
                  slots: dict[str, Signature]):
-        self.file, self.lines = file, lines
+        self.source = source
+        self.file = source.file
         self.signatures, self.slots = signatures, slots
 
-    def loc(self, node) -> SourceLoc:
-        return position(node, self.file, self.lines)
+    def loc(self, node: Node | None) -> SourceLoc:
+        return self.source.loc(node)
 
 
-def parse_signature(ctx: Context, node: Tree) -> Signature:
-    inputs, outputs = (tuple(_port(ctx, p) for p in ports.children if p is not None)
-                       for ports in node.children)
+def parse_signature(ctx: Context, node: SignatureDecl) -> Signature:
+    """A declared signature as ports, with repeated names and axes refused."""
+    inputs, outputs = (tuple(Port(p.name, _axis_list(ctx, p.axes), ctx.loc(p)) for p in ports)
+                       for ports in (node.inputs, node.outputs))
     if not outputs:
         raise AnatError("a signature needs at least one output", ctx.loc(node))
     seen: dict[str, Port] = {}
@@ -80,35 +84,25 @@ def parse_signature(ctx: Context, node: Tree) -> Signature:
     return Signature(inputs, outputs)
 
 
-def _port(ctx: Context, node: Tree) -> Port:
-    name = str(node.children[0])
-    axes = _axis_list(ctx, node.children[1])
-    return Port(name, axes, ctx.loc(node))
-
-
-def _axis_list(ctx: Context, node) -> Axes:
-    if node is None:
-        return ()
-    axes = tuple(str(t) for t in node.children)
+def _axis_list(ctx: Context, idents: tuple[Ident, ...]) -> Axes:
+    axes = tuple(i.name for i in idents)
     for i, a in enumerate(axes):
         if a in axes[:i]:
-            raise AnatError(f"axis `{a}` is listed twice", ctx.loc(node.children[i]),
+            raise AnatError(f"axis `{a}` is listed twice", ctx.loc(idents[i]),
                             hint="an axis names one dimension; rename one of them")
     return axes
 
 
 class AnatomyBuilder:
-    """Builds one Diagram from an `anatomy` tree."""
+    """Builds one Diagram from an `anatomy` declaration."""
 
-    def __init__(self, ctx: Context, tree: Tree, doc: str):
+    def __init__(self, ctx: Context, decl: AnatomyDecl):
         self.ctx = ctx
-        self.tree = tree
-        name_tok, sig_node, fills_node = tree.children[0], tree.children[1], tree.children[2]
-        self.name = str(name_tok)
-        self.signature = parse_signature(ctx, sig_node)
-        self.fills = str(fills_node.children[0]) if fills_node is not None else None
-        self.fills_loc = ctx.loc(fills_node) if fills_node is not None else None
-        self.doc = doc
+        self.decl = decl
+        self.name = decl.name
+        self.signature = parse_signature(ctx, decl.signature)
+        self.fills = decl.fills.name if decl.fills is not None else None
+        self.doc = decl.doc
         self.wires: dict[str, Wire] = {}
         self.boxes: list[Box] = []
         self.dims: dict[str, Dim] = {}
@@ -116,9 +110,8 @@ class AnatomyBuilder:
         self.anon = 0
         self.stem = self.name
         self.implicit_count: dict[str, int] = {}
-        self.written = {str(t.children[0]) for stmt in tree.children[3:]
-                        if isinstance(stmt, Tree) and stmt.data == "assign"
-                        for t in stmt.children[:-1]}
+        self.written = {t.name for stmt in decl.statements if isinstance(stmt, Assign)
+                        for t in stmt.targets}
         for p in self.signature.inputs:
             self._define(p.name, p.axes, "input", p.loc)
 
@@ -159,12 +152,10 @@ class AnatomyBuilder:
 
     # -- statements -----------------------------------------------------------------------
     def build(self) -> Diagram:
-        for stmt in self.tree.children[3:]:
-            if stmt is None:
-                continue
-            if stmt.data == "dims":
+        for stmt in self.decl.statements:
+            if isinstance(stmt, Dims):
                 self._dims(stmt)
-            elif stmt.data == "param":
+            elif isinstance(stmt, Param):
                 self._param(stmt)
             else:
                 self._assign(stmt)
@@ -182,7 +173,7 @@ class AnatomyBuilder:
             if wires[p.name].role == "internal":
                 wires[p.name] = Wire(p.name, wires[p.name].axes, "output", wires[p.name].loc)
         return Diagram(self.name, self.signature, self.dims, wires, self.boxes, self.fills,
-                       self.ctx.file, self.doc, self.ctx.loc(self.tree))
+                       self.ctx.file, self.doc, self.ctx.loc(self.decl))
 
     @property
     def inputs(self) -> tuple[Port, ...]:
@@ -194,75 +185,72 @@ class AnatomyBuilder:
         ins = self.signature.inputs
         return ins[0].axes[0] if ins and ins[0].axes else None
 
-    def _dims(self, node: Tree) -> None:
-        for d in node.children:
-            name, expr = str(d.children[0]), d.children[1]
+    def _dims(self, node: Dims) -> None:
+        for d in node.dims:
+            name, expr = d.name, d.value
             loc = self.ctx.loc(d)
             if name in self.dims:
                 raise AnatError(f"dim `{name}` is declared twice", loc,
                                 related=[(self.dims[name].loc, "first declared here")])
             self.dims[name] = Dim(name, None if expr is None else self._dim_expr(expr), loc)
 
-    def _dim_expr(self, node) -> DimExpr:
+    def _dim_expr(self, node: Expr) -> DimExpr:
         ops = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
-        if isinstance(node, Tree) and node.data == "number":
-            text = str(node.children[0])
+        if isinstance(node, Number):
+            text = node.text
             if not text.isdigit():
                 raise AnatError(f"dims are whole numbers, not {text}", self.ctx.loc(node))
             if len(text.lstrip("0")) > len(str(MAX_DIM)) or int(text) > MAX_DIM:
                 raise AnatError(f"dim value {text} is too large", self.ctx.loc(node))
             value = int(text)
             return DimExpr("num", (value,))
-        if isinstance(node, Tree) and node.data == "ref":
-            return DimExpr("ref", (str(node.children[0]),))
-        if isinstance(node, Tree) and node.data in ops:
-            return DimExpr(ops[node.data], (self._dim_expr(node.children[0]),
-                                            self._dim_expr(node.children[1])))
+        if isinstance(node, Ref):
+            return DimExpr("ref", (node.name,))
+        if isinstance(node, Binary) and node.op in ops:
+            return DimExpr(ops[node.op], (self._dim_expr(node.left), self._dim_expr(node.right)))
         raise AnatError("a dim is a number, another dim, or + - * / of them",
                         self.ctx.loc(node), hint="e.g. `dims h = 8, p = d / h`")
 
-    def _param(self, node: Tree) -> None:
-        name = str(node.children[0])
-        axes = _axis_list(self.ctx, node.children[1])
-        init = self._init(node.children[2], axes) if node.children[2] is not None \
-            else ("normal", 0.02)
-        self._emit("param", [], axes, self.ctx.loc(node), name=name, role="param", init=init)
+    def _param(self, node: Param) -> None:
+        axes = _axis_list(self.ctx, node.axes)
+        init = self._init(node.init, axes) if node.init is not None else ("normal", 0.02)
+        self._emit("param", [], axes, self.ctx.loc(node), name=node.name, role="param",
+                   init=init)
 
-    def _init(self, node: Tree, axes: Axes) -> tuple:
-        name = str(node.children[0])
+    def _init(self, node: Init, axes: Axes) -> tuple:
+        name = node.name
         loc = self.ctx.loc(node)
         if name not in INITS:
             raise AnatError(f"unknown initialiser `{name}`", loc, hint=did_you_mean(name, INITS))
-        args = [a for a in node.children[1:] if a is not None]
+        args = node.args
         if name == "fan_in":
             names = []
             for a in args:
-                if not (isinstance(a, Tree) and a.data == "ref") or str(a.children[0]) not in axes:
+                if not isinstance(a, Ref) or a.name not in axes:
                     raise AnatError("fan_in takes axes of the parameter", self.ctx.loc(a),
                                     hint=f"e.g. fan_in({axes[0] if axes else 'd'})")
-                names.append(str(a.children[0]))
+                names.append(a.name)
             return ("fan_in", *names) if names else ("fan_in", *axes[:1])
         if len(args) not in INITS[name]:
             want = " or ".join(str(n) for n in INITS[name])
             raise AnatError(f"initialiser `{name}` takes {want} numbers, got {len(args)}", loc)
         return (name, *(self._number(a) for a in args))
 
-    def _number(self, node) -> float:
-        if isinstance(node, Tree) and node.data == "neg":
-            return -self._number(node.children[0])
-        if isinstance(node, Tree) and node.data == "number":
-            return _to_number(str(node.children[0]), self.ctx.loc(node))
+    def _number(self, node: Expr) -> float:
+        if isinstance(node, Neg):
+            return -self._number(node.operand)
+        if isinstance(node, Number):
+            return _to_number(node.text, self.ctx.loc(node))
         raise AnatError("expected a number here", self.ctx.loc(node))
 
-    def _assign(self, node: Tree) -> None:
-        *targets, expr = node.children
-        if not _tree_depth_ok(expr):
+    def _assign(self, node: Assign) -> None:
+        expr = node.expr
+        if expr.depth > MAX_EXPR_DEPTH:
             raise AnatError(f"expression nested more than {MAX_EXPR_DEPTH} deep",
                             self.ctx.loc(node), hint="split it into several statements")
         # `y` takes its axes from the right side; `y[]` is a scalar
-        tgts = [(str(t.children[0]),
-                 _axis_list(self.ctx, t.children[1]) if len(t.children) > 1 else None,
-                 self.ctx.loc(t)) for t in targets]
+        tgts = [(t.name, _axis_list(self.ctx, t.axes) if t.axes is not None else None,
+                 self.ctx.loc(t)) for t in node.targets]
         self.stem = tgts[0][0]
         if len(tgts) > 1:
             self._multi_assign(tgts, expr, self.ctx.loc(node))
@@ -270,17 +258,17 @@ class AnatomyBuilder:
         name, axes, loc = tgts[0]
         self._root(name, axes, expr, loc)
 
-    def _root(self, name: str, axes: Axes | None, expr, loc: SourceLoc) -> None:
+    def _root(self, name: str, axes: Axes | None, expr: Expr, loc: SourceLoc) -> None:
         if name in self.wires:
             self._define(name, (), "internal", loc)  # raises "already defined"
         factors = _flatten_mul(expr)
         scale = None
-        if expr.data == "div" and len(_flatten_mul(expr.children[0])) > 1:
+        if isinstance(expr, Binary) and expr.op == "div" and len(_flatten_mul(expr.left)) > 1:
             # `q * k / sqrt(n)`: a scalar divisor joins the product, so the summed axes are
             # contracted away instead of materialised
-            factors = _flatten_mul(expr.children[0])
-            scale = expr.children[1]
-        if len(factors) > 1 or expr.data in ("ref", "indexed"):
+            factors = _flatten_mul(expr.left)
+            scale = expr.right
+        if len(factors) > 1 or isinstance(expr, (Ref, Indexed)):
             uses = [self._expr(f, None) for f in factors]
             if scale is not None:
                 one = self._emit("const", [], (), self.ctx.loc(scale), value=1)
@@ -354,19 +342,18 @@ class AnatomyBuilder:
                 hint="axes on the left must come from the right; axes only on the right "
                      "are summed")
 
-    def _multi_assign(self, tgts, expr, loc: SourceLoc) -> None:
-        if not (isinstance(expr, Tree) and expr.data in ("call", "slot_call")):
+    def _multi_assign(self, tgts, expr: Expr, loc: SourceLoc) -> None:
+        if not isinstance(expr, Call):
             raise AnatError("several targets need a box with several outputs (split or an "
                             "anatomy call)", loc)
         for name, axes, tloc in tgts:
             if axes is None:
                 raise AnatError(f"target `{name}` needs its axes written out", tloc)
-        if expr.data == "call" and str(expr.children[0]) in OPS \
-                and str(expr.children[0]) != "split":
-            raise AnatError(f"{expr.children[0]} has one output, but there are {len(tgts)} "
+        if not expr.slot and expr.name in OPS and expr.name != "split":
+            raise AnatError(f"{expr.name} has one output, but there are {len(tgts)} "
                             "targets", loc, hint="several targets need a box with several "
                             "outputs (split or an anatomy call)")
-        if expr.data == "call" and str(expr.children[0]) == "split":
+        if not expr.slot and expr.name == "split":
             args, kwargs = self._split_args(expr)
             if len(args) != 1 or kwargs:
                 raise AnatError("split takes one tensor: `a[t, k1], b[t, k2] = split(x)`", loc)
@@ -376,61 +363,73 @@ class AnatomyBuilder:
         self._composite(expr, [(n, a) for n, a, _ in tgts], None)
 
     # -- expressions ----------------------------------------------------------------------
-    def _expr(self, node, expected: Axes | None, name: str | None = None) -> Use:
+    def _expr(self, node: Expr, expected: Axes | None) -> Use:
+        """The wire an expression computes, boxes emitted for it; `expected` is the axes the
+        statement's target asks for, passed down through boxes that keep their input's axes."""
+        method = self._EXPR.get(type(node))
+        if method is None:  # pragma: no cover - every expression node has a method
+            raise AnatError(f"unexpected {type(node).__name__} here", self.ctx.loc(node))
+        return method(self, node, expected)
+
+    def _number_expr(self, node: Number, expected: Axes | None) -> Use:
         loc = self.ctx.loc(node)
-        kind = node.data
-        if kind == "number":
-            return self._emit("const", [], (), loc,
-                              value=_to_number(str(node.children[0]), loc))
-        if kind == "ref":
-            ident = str(node.children[0])
-            if ident in self.wires:
-                return Use(ident, self.wires[ident].axes)
-            if ident in self.dims or ident in self.axes_seen:
-                return self._emit("size", [], (), loc, axis=ident)
-            raise self._unknown(ident, node)
-        if kind == "indexed":
-            ident = str(node.children[0])
-            axes = _axis_list(self.ctx, node.children[1])
-            if ident not in self.wires:
-                raise self._unknown(ident, node)
-            wire = self.wires[ident]
-            if len(axes) != len(wire.axes):
-                raise AnatError(
-                    f"`{ident}` has {len(wire.axes)} axes [{', '.join(wire.axes)}] but is "
-                    f"indexed with {len(axes)}", loc,
-                    related=[(wire.loc, "defined here")] if wire.loc.line else [],
-                    hint="index a wire with one name per axis, in order")
-            self.axes_seen.update(axes)
-            return Use(ident, axes)
-        if kind == "list":
-            raise AnatError("a [list] is only allowed as an option value (e.g. out=[h, p])",
-                            loc)
-        if kind == "neg":
-            x = self._expr(node.children[0], expected)
-            return self._emit("neg", [x], x.axes, loc)
-        if kind in ELEMENTWISE_BINARY:
-            a = self._expr(node.children[0], expected)
-            b = self._expr(node.children[1], expected if kind != "pow" else None)
-            return self._emit(kind, [a, b], union_axes(a.axes, b.axes), loc)
-        if kind == "mul":
+        return self._emit("const", [], (), loc, value=_to_number(node.text, loc))
+
+    def _ref(self, node: Ref, expected: Axes | None) -> Use:
+        if node.name in self.wires:
+            return Use(node.name, self.wires[node.name].axes)
+        if node.name in self.dims or node.name in self.axes_seen:
+            return self._emit("size", [], (), self.ctx.loc(node), axis=node.name)
+        raise self._unknown(node.name, node)
+
+    def _indexed(self, node: Indexed, expected: Axes | None) -> Use:
+        axes = _axis_list(self.ctx, node.axes)
+        if node.name not in self.wires:
+            raise self._unknown(node.name, node)
+        wire = self.wires[node.name]
+        if len(axes) != len(wire.axes):
+            raise AnatError(
+                f"`{node.name}` has {len(wire.axes)} axes [{', '.join(wire.axes)}] but is "
+                f"indexed with {len(axes)}", self.ctx.loc(node),
+                related=[(wire.loc, "defined here")] if wire.loc.line else [],
+                hint="index a wire with one name per axis, in order")
+        self.axes_seen.update(axes)
+        return Use(node.name, axes)
+
+    def _list(self, node: ListExpr, expected: Axes | None) -> Use:
+        raise AnatError("a [list] is only allowed as an option value (e.g. out=[h, p])",
+                        self.ctx.loc(node))
+
+    def _neg(self, node: Neg, expected: Axes | None) -> Use:
+        x = self._expr(node.operand, expected)
+        return self._emit("neg", [x], x.axes, self.ctx.loc(node))
+
+    def _binary(self, node: Binary, expected: Axes | None) -> Use:
+        loc = self.ctx.loc(node)
+        if node.op == "mul":
             uses = [self._expr(f, None) for f in _flatten_mul(node)]
             return self._emit("contract", uses, union_axes(*(u.axes for u in uses)), loc)
-        if kind == "call":
-            fname = str(node.children[0])
-            if fname in OPS:
-                return self._builtin(OPS[fname], node, expected)
-            if fname in self.ctx.signatures:
-                return self._composite(node, None, expected)
-            if fname in INITS:
-                raise AnatError(f"`{fname}` is an initialiser, not a box", loc,
-                                hint=f"write `param NAME[axes] ~ {fname}(...)`")
-            raise AnatError(f"unknown box `{fname}`", loc,
-                            hint=did_you_mean(fname, set(OPS) | set(self.ctx.signatures),
-                                              "box"))
-        if kind == "slot_call":
+        a = self._expr(node.left, expected)
+        b = self._expr(node.right, expected if node.op != "pow" else None)
+        return self._emit(node.op, [a, b], union_axes(a.axes, b.axes), loc)
+
+    def _call(self, node: Call, expected: Axes | None) -> Use:
+        if node.slot:
             return self._composite(node, None, expected)
-        raise AnatError(f"unexpected {kind} here", loc)  # pragma: no cover
+        if node.name in OPS:
+            return self._builtin(OPS[node.name], node, expected)
+        if node.name in self.ctx.signatures:
+            return self._composite(node, None, expected)
+        loc = self.ctx.loc(node)
+        if node.name in INITS:
+            raise AnatError(f"`{node.name}` is an initialiser, not a box", loc,
+                            hint=f"write `param NAME[axes] ~ {node.name}(...)`")
+        raise AnatError(f"unknown box `{node.name}`", loc,
+                        hint=did_you_mean(node.name, set(OPS) | set(self.ctx.signatures),
+                                          "box"))
+
+    _EXPR: ClassVar = {Number: _number_expr, Ref: _ref, Indexed: _indexed, ListExpr: _list, Neg: _neg,
+             Binary: _binary, Call: _call}
 
     def _unknown(self, ident: str, node) -> AnatError:
         if ident == getattr(self, "stem", None):
@@ -447,16 +446,13 @@ class AnatomyBuilder:
         return AnatError(f"unknown name `{ident}`", self.ctx.loc(node),
                          hint=did_you_mean(ident, known, "wire"))
 
-    def _split_args(self, node: Tree) -> tuple[list, dict]:
+    def _split_args(self, node: Call) -> tuple[list[Expr], dict[str, Expr]]:
         args, kwargs = [], {}
-        for a in node.children[1:]:
-            if a is None:
-                continue
-            if isinstance(a, Tree) and a.data == "kwarg":
-                key = str(a.children[0])
-                if key in kwargs:
-                    raise AnatError(f"option `{key}` given twice", self.ctx.loc(a))
-                kwargs[key] = a.children[1]
+        for a in node.args:
+            if isinstance(a, Kwarg):
+                if a.key in kwargs:
+                    raise AnatError(f"option `{a.key}` given twice", self.ctx.loc(a))
+                kwargs[a.key] = a.value
             else:
                 if kwargs:
                     raise AnatError("positional argument after a keyword option",
@@ -464,9 +460,9 @@ class AnatomyBuilder:
                 args.append(a)
         return args, kwargs
 
-    def _axis_arg(self, node, spec: OpSpec, role: str) -> str:
-        if isinstance(node, Tree) and node.data == "ref":
-            axis = str(node.children[0])
+    def _axis_arg(self, node: Expr, spec: OpSpec, role: str) -> str:
+        if isinstance(node, Ref):
+            axis = node.name
             if axis in self.wires and axis not in self.axes_seen:
                 raise AnatError(f"{spec.name} expects an axis name for `{role}`, but "
                                 f"`{axis}` is a wire", self.ctx.loc(node))
@@ -475,7 +471,7 @@ class AnatomyBuilder:
         raise AnatError(f"{spec.name} expects an axis name for `{role}`", self.ctx.loc(node),
                         hint=_usage(spec))
 
-    def _builtin(self, spec: OpSpec, node: Tree, expected: Axes | None) -> Use:
+    def _builtin(self, spec: OpSpec, node: Call, expected: Axes | None) -> Use:
         loc = self.ctx.loc(node)
         args, kwargs = self._split_args(node)
         n_t = len(args) - len(spec.axes) if spec.tensors == -1 else spec.tensors
@@ -512,25 +508,23 @@ class AnatomyBuilder:
             attrs[opt] = self._option(spec, opt, value_node)
         return self._shape_builtin(spec, tensors, tuple(axes), attrs, expected, loc)
 
-    def _option(self, spec: OpSpec, opt: str, node) -> Any:
+    def _option(self, spec: OpSpec, opt: str, node: Expr) -> Any:
         default = spec.options[opt]
         loc = self.ctx.loc(node)
         if isinstance(default, bool):
-            if isinstance(node, Tree) and node.data == "ref" and str(node.children[0]) in (
-                    "true", "false"):
-                return str(node.children[0]) == "true"
+            if _is_bool(node):
+                return node.name == "true"
             raise AnatError(f"option `{opt}` of {spec.name} is true or false", loc)
         if isinstance(default, (int, float)):
             value = self._number(node)
             return int(value) if isinstance(default, int) and float(value).is_integer() \
                 else value
-        if isinstance(node, Tree) and node.data == "ref":
-            return str(node.children[0])
-        if isinstance(node, Tree) and node.data == "list":
-            items = [c for c in node.children if c is not None]
-            if not all(isinstance(c, Tree) and c.data == "ref" for c in items):
+        if isinstance(node, Ref):
+            return node.name
+        if isinstance(node, ListExpr):
+            if not all(isinstance(c, Ref) for c in node.items):
                 raise AnatError(f"option `{opt}` takes a list of axis names", loc)
-            return tuple(str(c.children[0]) for c in items)
+            return tuple(c.name for c in node.items)
         raise AnatError(f"option `{opt}` of {spec.name} takes a name or a list of axes", loc)
 
     def _shape_builtin(self, spec: OpSpec, tensors: list[Use], axes: Axes,
@@ -707,10 +701,9 @@ class AnatomyBuilder:
         bias = False
         if "bias" in opts:
             node = opts["bias"]
-            if not (isinstance(node, Tree) and node.data == "ref"
-                    and str(node.children[0]) in ("true", "false")):
+            if not _is_bool(node):
                 raise AnatError("option `bias` of linear is true or false", loc)
-            bias = str(node.children[0]) == "true"
+            bias = node.name == "true"
         in_axes = _as_axes(parsed.get("in_axes"))
         out_axes = _as_axes(parsed.get("out_axes"))
         if in_axes is None:
@@ -766,11 +759,11 @@ class AnatomyBuilder:
         self.boxes.append(Box("split", (x,), tuple(n for n, _, _ in tgts),
                               freeze_attrs({"axis": gone[0], "parts": tuple(new_axes)}), loc))
 
-    def _composite(self, node: Tree, targets: list[tuple[str, Axes]] | None,
+    def _composite(self, node: Call, targets: list[tuple[str, Axes]] | None,
                    expected: Axes | None) -> Use:
         loc = self.ctx.loc(node)
-        fname = str(node.children[0])
-        is_slot = node.data == "slot_call"
+        fname = node.name
+        is_slot = node.slot
         table = self.ctx.slots if is_slot else self.ctx.signatures
         if fname not in table:
             what = "slot" if is_slot else "anatomy"
@@ -830,10 +823,21 @@ def _as_axes(value) -> Axes | None:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def _flatten_mul(node) -> list:
-    if isinstance(node, Tree) and node.data == "mul":
-        return _flatten_mul(node.children[0]) + _flatten_mul(node.children[1])
-    return [node]
+def _flatten_mul(node: Expr) -> list[Expr]:
+    """The factors of a product `a * b * c` (left to right), without recursion: a product of
+    many factors nests as deep as it is long."""
+    factors, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Binary) and n.op == "mul":
+            stack.extend((n.right, n.left))
+        else:
+            factors.append(n)
+    return factors
+
+
+def _is_bool(node: Expr) -> bool:
+    return isinstance(node, Ref) and node.name in ("true", "false")
 
 
 def _to_number(text: str, loc: SourceLoc) -> int | float:

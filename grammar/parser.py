@@ -26,7 +26,7 @@ _TOKEN_NAMES = {
     "LPAR": "(", "RPAR": ")", "LSQB": "[", "RSQB": "]", "COMMA": ",", "EQUAL": "=",
     "PLUS": "+", "MINUS": "-", "STAR": "*", "SLASH": "/", "TILDE": "~", "SEMICOLON": ";",
     "_NL": "end of line", "NAME": "a name", "NUMBER": "a number", "STRING": "a quoted path",
-    "__ANON_0": "->", "__ANON_1": "**", "$END": "end of file", "COLON": ":",
+    "_ARROW": "->", "_POW": "**", "$END": "end of file", "COLON": ":",
 }
 
 

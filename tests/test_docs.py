@@ -5,6 +5,7 @@ generate."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -86,10 +87,24 @@ def test_a_changed_header_changes_the_page(tmp_path):
 
 
 ROOT = DOC.parent.parent
-SOURCES = [p for folder in ("anatomy", "grammar", "lowering", "kernels", "zoo", "tests",
-                            "bench", "scripts", "docs")
-           for p in sorted((ROOT / folder).rglob("*"))
-           if p.suffix in (".py", ".md", ".anat", ".sh", ".cpp", ".lark")] + [ROOT / "README.md"]
+
+
+def _sources() -> list[Path]:
+    """The project's text files: those git tracks when this is a clone (so work in progress
+    does not count), else every file under the package and doc folders."""
+    suffixes = (".py", ".md", ".anat", ".sh", ".cpp", ".lark")
+    try:
+        tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split()
+        files = [ROOT / f for f in tracked]
+    except (OSError, subprocess.CalledProcessError):
+        files = [p for folder in ("anatomy", "grammar", "lowering", "kernels", "zoo", "tests",
+                                  "bench", "scripts", "docs") for p in (ROOT / folder).rglob("*")]
+        files.append(ROOT / "README.md")
+    return sorted(p for p in files if p.suffix in suffixes and p.is_file())
+
+
+SOURCES = _sources()
 REPO_PATH = re.compile(r"(?<![\w/.-])((?:docs|bench|tests|scripts|zoo|kernels|lowering|grammar|"
                        r"anatomy)/[\w./-]*\.(?:md|py|anat|sh|cpp|lark|json))\b")
 SECTION = re.compile(r"background\.md\s*§(\d+)(?:\s*[–-]\s*§(\d+))?")
