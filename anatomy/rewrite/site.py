@@ -52,6 +52,9 @@ class Rule:
     `statement` is the equation in one line; `witnesses` are .anat programs whose last
     anatomy the rule applies to, used to certify it (anatomy.verify.certify).
     `normalising`: part of the normal form that proofs and canonical forms rewrite to.
+    `numeric_forms`: the compiled forms (anatomy.compile's `form`) the certificate runs the
+    witness before and after the rewrite in, for a rule about a form: the delta rule's
+    chunked algorithm is compared with its recurrence (the parallel form).
     """
 
     name: str
@@ -61,6 +64,7 @@ class Rule:
     rewrite: Callable[[Diagram, Site], Diagram] = field(repr=False)
     witnesses: tuple[str, ...] = field(default=(), repr=False)
     normalising: bool = False
+    numeric_forms: tuple[str, str] = ("parallel", "parallel")
 
     def sites(self, d: Diagram) -> list[Site]:
         return list(self.find(d))

@@ -87,7 +87,7 @@ def certify(rule: Rule, symbolic_length: int = SYMBOLIC_LENGTH,
             if not equal and rule.kind != APPROXIMATE:
                 cert.problems.append(f"witness {w}, {site.describe()}: differs at {where}")
             for length in numeric_lengths:
-                found = distance(before, after, length)
+                found = distance(before, after, length, forms=rule.numeric_forms)
                 if found is None:
                     cert.problems.append(f"witness {w}: parameters could not be matched")
                     break

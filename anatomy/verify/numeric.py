@@ -32,14 +32,14 @@ class Counterexample:
                 f"left but {self.right:.6g} on the right (relative RMSE {self.rel_rmse:.3g})")
 
 
-def compile_pair(a: Diagram, b: Diagram):
+def compile_pair(a: Diagram, b: Diagram, forms: tuple[str, str] = ("parallel", "parallel")):
     """Both diagrams compiled in float64, `b` given `a`'s parameter values wherever a
     parameter of the same name (or the same last name) and size exists. Returns the two
     modules and whether every parameter of `b` was matched."""
     from anatomy.lowering.module import compile_diagram
     from anatomy.shapes import check
-    ma = compile_diagram(a, check(a, a.shapes.dims), form="parallel").double()
-    mb = compile_diagram(b, check(b, b.shapes.dims), form="parallel").double()
+    ma = compile_diagram(a, check(a, a.shapes.dims), form=forms[0]).double()
+    mb = compile_diagram(b, check(b, b.shapes.dims), form=forms[1]).double()
     return ma, mb, not share_parameters(ma, mb)
 
 
@@ -79,10 +79,11 @@ def random_inputs(d: Diagram, length: int, seed: int, batch: int = 2):
     return out
 
 
-def distance(a: Diagram, b: Diagram, length: int, seed: int = 0):
+def distance(a: Diagram, b: Diagram, length: int, seed: int = 0,
+             forms: tuple[str, str] = ("parallel", "parallel")):
     """(relative RMSE, worst output, its index, left, right) between the two diagrams on
     one random input; None when their parameters cannot be matched."""
-    ma, mb, matched = compile_pair(a, b)
+    ma, mb, matched = compile_pair(a, b, forms)
     if not matched:
         return None
     return _compare(a, ma, mb, length, seed)

@@ -18,6 +18,8 @@ import sympy
 
 from anatomy.ir import Box, Diagram, Use
 
+from . import symbolic_delta
+
 
 class Unsupported(Exception):
     """A box this interpreter has no definition for."""
@@ -296,6 +298,11 @@ class Interpreter:
             state = decay * state + u[i]
             out.append(state)
         self.store(b, np.moveaxis(np.stack(out), 0, dim), axes)
+
+    def _delta_rule(self, b: Box) -> None:
+        """The delta rule: its recurrence (chunk=1) or its chunked UT algorithm
+        (anatomy.verify.symbolic_delta)."""
+        symbolic_delta.evaluate(self, b)
 
     def _ssd(self, b: Box) -> None:
         """Mamba-2's chunked algorithm (docs/background.md §6): within a chunk the masked

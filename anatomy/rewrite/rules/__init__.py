@@ -11,11 +11,11 @@ structured execution forms.
 from __future__ import annotations
 
 from ..site import APPROXIMATE, EXACT, Rule, Site
-from . import algebra, approximate, masks, normalisers, sequence, structure
+from . import algebra, approximate, channels, delta, masks, normalisers, sequence, structure
 
 RULES: dict[str, Rule] = {r.name: r for r in (
-    structure.RULES + algebra.RULES + normalisers.RULES + masks.RULES + sequence.RULES
-    + approximate.RULES)}
+    structure.RULES + algebra.RULES + normalisers.RULES + masks.RULES + channels.RULES
+    + delta.RULES + sequence.RULES + approximate.RULES)}
 
 # the order matters only for which normal-form path is printed, not for where it ends
 NORMALISING: tuple[Rule, ...] = tuple(RULES[n] for n in (
@@ -23,7 +23,7 @@ NORMALISING: tuple[Rule, ...] = tuple(RULES[n] for n in (
     "add_zero", "mul_one", "fold_numbers", "div_scalar", "power", "causal_decay", "log_causal",
     "flip_flip",
     "flip_shift", "flip_into", "shift_into", "decay_flip", "flip_sum", "distribute", "flatten",
-    "normalise_scale", "decay_compose"))
+    "normalise_scale", "decay_compose", "decay_channel", "delta_gate", "delta_unchunk"))
 
 LOWERING: tuple[Rule, ...] = (RULES["chunk"],)
 
