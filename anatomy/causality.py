@@ -34,12 +34,7 @@ from dataclasses import dataclass
 
 from .errors import AnatError
 from .ir import Box, Diagram
-
-# Elementwise boxes for which f(0) = 0, so a 0 entry stays 0 (a mask's zeros survive them).
-ZERO_PRESERVING = frozenset({"relu", "tanh", "silu", "gelu", "elu", "abs", "sqrt", "neg"})
-# Boxes whose entry at an index reads only the same index of their inputs.
-POINTWISE_KINDS = frozenset({"activation", "gate", "arithmetic"})
-NORMS = frozenset({"layernorm", "rmsnorm", "groupnorm"})
+from .ops import MASK_BANDS, OPS
 
 
 @dataclass(frozen=True)
@@ -138,20 +133,23 @@ class Analysis:
 
     # -- one box ----------------------------------------------------------------------------
     def box(self, box: Box) -> list[Reach]:
+        """The reaches of a box's outputs: built-in ops by their contract's `causal` fact
+        (anatomy.ops), the language's own boxes (arithmetic, products, calls) here."""
         op = box.op
         ins = [self.use(box, i) for i in range(len(box.inputs))]
         out_axes = self.d.wires[box.outputs[0]].axes
-        if op in ("param", "const", "index", "causal", "window", "full"):
-            if op in ("causal", "window", "full"):
-                q, k = box.attr("along")
-                hi = box.attr("size", 0) - 1 if op == "window" else INF
-                return [mask(q, k, -INF if op == "full" else 0, hi)]
+        spec = OPS.get(op)
+        fact = spec.causal if spec is not None else None
+        if op in ("param", "const") or fact == "none":
             return [NOTHING]
-        if op == "size":
+        if fact == "mask":
+            q, k = box.attr("along")
+            return [mask(q, k, *MASK_BANDS[op](dict(box.attrs)))]
+        if fact == "length":
             if self.timelike(box.attr("axis")):
                 return [whole(box, "is the sequence's length, known only at its end")]
             return [NOTHING]
-        if op == "decay":
+        if fact == "decay":
             q, k = box.attr("along")
             (log_a,) = ins
             if log_a.whole:
@@ -166,28 +164,28 @@ class Analysis:
             if op == "linear" and len(ins) > 2:  # the bias
                 product = union([product, ins[2]], product.zero_unless)
             return [self.summed(box, product, ins, out_axes)]
-        if op in ("softmax", "normalise", "l2normalise"):
+        if fact == "normaliser":
             return [self.normalised(box, ins)]
-        if op in NORMS:
+        if fact == "norm":
             axes = box.attr("along")
             if any(self.timelike(a) for a in axes):
                 return [whole(box, f"normalises over {', '.join(axes)}, which runs along the "
                                    "whole sequence")]
             return [union(ins)]
-        if op == "flip":
+        if fact == "reverse":
             (axis,) = box.attr("along")
             if self.timelike(axis):
                 return [whole(box, f"along {axis} reverses time: position i reads position "
                                    "n - 1 - i")]
             return [union(ins, ins[0].zero_unless)]
-        if op == "shift":
+        if fact == "shift":
             return [self.shifted(box, ins[0])]
-        if op in ("scan", "ssd", "delta_rule"):
+        if fact == "recurrence":
             # recurrences along their axis: position i reads positions <= i of every input
             return [self.summed(box, union(ins), ins, out_axes)]
-        if op in ("rope", "xpos", "share"):
+        if fact == "same_position":
             return [union(ins, ins[0].zero_unless if not ins[0].whole else frozenset())]
-        if op in ("concat", "split", "reshape"):
+        if fact == "sum":  # concat, split, reshape
             return [self.summed(box, union(ins), ins, out_axes)] * len(box.outputs)
         if op == "call":
             return self.call(box, ins)
@@ -196,7 +194,8 @@ class Analysis:
                 * len(box.outputs)
         # elementwise arithmetic and activations
         kept = frozenset()
-        if op in ZERO_PRESERVING and not ins[0].whole or op == "div" and not ins[0].whole:
+        zero_preserving = op == "neg" or spec is not None and spec.zero_preserving
+        if zero_preserving and not ins[0].whole or op == "div" and not ins[0].whole:
             kept = ins[0].zero_unless
         elif op in ("add", "sub") and not any(r.whole for r in ins):
             kept = frozenset.intersection(*(r.zero_unless for r in ins))

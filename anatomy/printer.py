@@ -6,6 +6,7 @@ Anonymous wires used once are inlined back into expressions; everything else is 
 
 from __future__ import annotations
 
+from .errors import AnatError
 from .ir import Box, Diagram, Program, Use, implicit_param_name
 from .ops import OPS, OpSpec, keeps_axes
 
@@ -44,42 +45,30 @@ class _Printer:
         if len(users) != 1 or sum(u.wire == wire for u in consumer.inputs) != 1:
             return False
         box = self.d.producer(wire)
-        if box is None or len(box.outputs) != 1 or box.op in ("call", "slot", "concat",
-                                                               "reshape", "param", "split",
-                                                               "ssd", "delta_rule"):
+        if box is None or len(box.outputs) != 1 or box.op in ("call", "slot", "param"):
             return False
         if box.op == "contract" and consumer.op == "contract":
             return False
         use = next(u for u in consumer.inputs if u.wire == wire)
         return use.axes == w.axes and w.axes == self.natural_axes(box)
 
-    def natural_axes(self, box: Box) -> tuple[str, ...]:
-        """The axes the parser gives this box's output when it is nested in an expression."""
-        ins = [u.axes for u in box.inputs]
+    def natural_axes(self, box: Box) -> tuple[str, ...] | None:
+        """The axes the parser gives this box's output when it is nested in an expression
+        (None: a nested use has no axes to give it; the box is written as a statement)."""
+        ins = tuple(u.axes for u in box.inputs)
         if box.op in ("contract", "add", "sub", "div", "pow"):
             return _union(*ins)
         if box.op in ("const", "size"):
             return ()
-        if box.op == "index":
-            return (box.attr("axis"),)
-        if box.op in ("causal", "window", "full"):
-            return box.attr("along")
-        if box.op == "decay":
-            q, k = box.attr("along")
-            x = ins[0]
-            if q not in x:
-                return (q, k) + x
-            i = x.index(q)
-            return x[:i + 1] + (k,) + x[i + 1:]
-        if box.op == "scan":
-            return _union(*ins)
-        if box.op == "share":
-            g, h = box.attr("along")
-            return tuple(h if a == g else a for a in ins[0])
-        if box.op == "linear":
-            kept = tuple(a for a in ins[0] if a not in box.attr("in_axes"))
-            return kept + box.attr("out_axes")
-        return ins[0] if ins else ()
+        spec = OPS.get(box.op)
+        if spec is None:
+            return ins[0] if ins else ()
+        if spec.needs_target:
+            return None
+        try:
+            return spec.out_axes(ins, box.attr("along") or (), dict(box.attrs))
+        except AnatError:  # not as the parser would build it nested: a statement
+            return None
 
     def program(self) -> list[str]:
         lines = []

@@ -12,6 +12,7 @@ from math import prod
 from . import dims as dimlib
 from .errors import AnatError, SourceLoc
 from .ir import Diagram, Program, Signature
+from .ops import OPS
 
 
 class _Sizes:
@@ -153,7 +154,7 @@ def check(diagram: Diagram, overrides: dict[str, int] | None = None,
                 sizes.unify(wa, ua, box.loc)
         op = box.op
         axes = box.attr("along", ())
-        if op in ("causal", "window", "full", "decay"):
+        if op in OPS and OPS[op].tied:  # a mask's query and key axes
             sizes.unify(axes[0], axes[1], box.loc)
         elif op == "linear":
             w = diagram.wires[box.inputs[1].wire]

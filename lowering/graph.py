@@ -21,6 +21,7 @@ from torch import fx, nn
 
 from anatomy.errors import AnatError
 from anatomy.ir import Box, Diagram, Use
+from anatomy.ops import OPS
 from anatomy.shapes import Shapes
 
 from . import torch_ops as ops
@@ -329,10 +330,9 @@ class GraphBuilder:
         if x.layout is None:
             self._mask(box, ops.scalar_decay, log_gamma=x.value)
             return
-        if q in x.layout:
-            dim = x.layout.index(q)
-            layout = x.layout[:dim + 1] + (k,) + x.layout[dim + 1:]
-            self.store(box, self.call(ops.segment_decay, x.value, dim), layout)
+        if q in x.layout:  # the key axis after the query axis (the op's contract)
+            layout = OPS["decay"].out_axes((x.layout,), (q, k))
+            self.store(box, self.call(ops.segment_decay, x.value, x.layout.index(q)), layout)
             return
         lead = 1 if x.batched else 0
         layout = x.layout[:lead] + (q, k) + x.layout[lead:]
@@ -388,9 +388,8 @@ class GraphBuilder:
     def _box_share(self, box: Box) -> None:
         x = self.use(box.inputs[0])
         g, h = box.attr("along")
-        dim = x.layout.index(g)
-        layout = tuple(h if a == g else a for a in x.layout)
-        self.store(box, self.call(ops.share, x.value, dim, self.size(h)), layout)
+        layout = OPS["share"].out_axes((x.layout,), (g, h))
+        self.store(box, self.call(ops.share, x.value, x.layout.index(g), self.size(h)), layout)
 
     def _box_concat(self, box: Box) -> None:
         parts = [self.use(u) for u in box.inputs]

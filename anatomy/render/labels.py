@@ -7,6 +7,7 @@ from __future__ import annotations
 from html import escape
 
 from ..ir import Box, Diagram
+from ..ops import OPS
 from ..printer import expression
 from ..shapes import Shapes
 
@@ -61,17 +62,8 @@ def box_title(d: Diagram, box: Box) -> str:
         title = box.attr("anatomy")
     elif op == "slot":
         title = f"slot {box.attr('slot')}"
-    elif op in ("softmax", "normalise", "l2normalise", "layernorm", "rmsnorm", "groupnorm",
-                "scan", "ssd", "delta_rule"):
-        title = f"{op} over {', '.join(along)}"
-    elif op == "share":
-        title = f"share {along[0]}→{along[1]}"
-    elif op == "shift" and box.attr("by", 1) != 1:
-        title = f"shift {along[0]} by {box.attr('by')}"
-    elif op == "window":
-        title = f"window {box.attr('size')} ({', '.join(along)})"
-    elif along:
-        title = f"{op} ({', '.join(along)})" if len(along) > 1 else f"{op} {along[0]}"
+    elif op in OPS:
+        title = OPS[op].picture_title(along, dict(box.attrs))
     elif box.attr("axis"):
         title = f"{op} {box.attr('axis')}"
     else:

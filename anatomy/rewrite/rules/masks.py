@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from anatomy.ir import Box, Diagram, Use
+from anatomy.ops import OPS
 
 from ..edit import Edit, rename_use
 from ..match import out_axes, producer, seen_as, summed
@@ -24,11 +25,8 @@ DEFAULT_CHUNK = 64
 
 
 def decay_axes(log_a: tuple[str, ...], query: str, key: str) -> tuple[str, ...]:
-    """The axes of decay(log_a, query, key): the key axis after the query axis."""
-    if query not in log_a:
-        return (query, key) + log_a
-    i = log_a.index(query)
-    return log_a[:i + 1] + (key,) + log_a[i + 1:]
+    """The axes of decay(log_a, query, key), as its op contract gives them."""
+    return OPS["decay"].out_axes((log_a,), (query, key))
 
 
 def mask_of(d: Diagram, u: Use) -> tuple[Box, str, str] | None:

@@ -13,15 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from anatomy.ir import Box, Diagram, Use
+from anatomy.ops import OPS
 
 from ..edit import Edit, rename_use
 from ..match import out_axes, producer, read_once, seen_as, summed
 from ..site import EXACT, Rule, Site
 from .masks import decay_axes
 
-POINTWISE = frozenset({"neg", "exp", "log", "sqrt", "abs", "tanh", "relu", "elu", "gelu",
-                       "softplus", "sigmoid", "silu"})
-ZERO_PRESERVING = frozenset({"neg", "sqrt", "abs", "tanh", "relu", "elu", "gelu", "silu"})
+# elementwise maps (their op contracts: anatomy.ops), and those with f(0) = 0
+POINTWISE = frozenset({"neg"} | {n for n, s in OPS.items() if s.kind in ("activation", "gate")})
+ZERO_PRESERVING = frozenset({"neg"} | {n for n, s in OPS.items() if s.zero_preserving})
 
 
 def _along(d: Diagram, flip_or_shift: Box) -> str:
