@@ -117,6 +117,72 @@ anatomy linear_noise(q[t, h, n], k[t, h, n], v[t, h, p]) -> y[t, h, p]
 # arithmetic on numbers: 2 * x / 2 is x
 anatomy linear_two_halves(q[t, h, n], k[t, h, n], v[t, h, p]) -> y[t, h, p]
   y[t, h, p] = 2 * causal(t, s) * q * k[s, h, n] * v[s, h, p] / 2
+
+# issue 15: a scalar decay is the per-channel decay broadcast over the key channel n, so
+# SSD (gated), retention and causal linear attention are gated linear attention with one
+# value in every channel; the recurrence and the chunked form of a per-channel decay are its
+# masked form
+anatomy gated_channel(q[t, h, n], k[t, h, n], v[t, h, p], log_a[t, h]) -> y[t, h, p]
+  la[t, h, n] = log_a + 0 * index(n)
+  y[t, h, p] = decay(la, t, s) * q * k[s, h, n] * v[s, h, p]
+
+anatomy gated_channel_pow(q[t, h, n], k[t, h, n], v[t, h, p], log_a[t, h]) -> y[t, h, p]
+  la[t, h, n] = log_a * index(n) ** 0
+  y[t, h, p] = decay(la, t, s) * q * k[s, h, n] * v[s, h, p]
+
+anatomy retention_channel(q[t, h, n], k[t, h, n], v[t, h, p], log_a[h]) -> y[t, h, p]
+  la[t, h, n] = log_a + 0 * index(t) * index(n)
+  y[t, h, p] = decay(la, t, s) * q * k[s, h, n] * v[s, h, p]
+
+anatomy linear_channel(q[t, h, n], k[t, h, n], v[t, h, p]) -> y[t, h, p]
+  la[t, h, n] = 0 * q
+  y[t, h, p] = decay(la, t, s) * q * k[s, h, n] * v[s, h, p]
+
+anatomy gla(q[t, h, n], k[t, h, n], v[t, h, p], log_a[t, h, n]) -> y[t, h, p]
+  y[t, h, p] = decay(log_a, t, s) * q * k[s, h, n] * v[s, h, p]
+
+anatomy gla_scan(q[t, h, n], k[t, h, n], v[t, h, p], log_a[t, h, n]) -> y[t, h, p]
+  st[t, h, n, p] = scan(k * v, log_a, t)
+  y[t, h, p] = q * st
+
+anatomy gla_chunked(q[t, h, n], k[t, h, n], v[t, h, p], log_a[t, h, n]) -> y[t, h, p]
+  y[t, h, p] = ssd(q, k, v, log_a, t, chunk=2)
+
+# near miss: a per-channel decay that varies along n
+anatomy gated_channel_varying(q[t, h, n], k[t, h, n], v[t, h, p], log_a[t, h]) -> y[t, h, p]
+  la[t, h, n] = log_a * (1 + index(n))
+  y[t, h, p] = decay(la, t, s) * q * k[s, h, n] * v[s, h, p]
+
+# issue 16: the delta rule's chunked (WY/UT) form is its recurrence (chunk=1) for any chunk
+# size; Gated DeltaNet with log-gate 0 is DeltaNet; KDA with a gate constant across channels
+# is Gated DeltaNet
+anatomy deltanet(q[t, h, n], k[t, h, n], v[t, h, p], beta[t, h], log_a[t, h]) -> y[t, h, p]
+  y[t, h, p] = delta_rule(q, k, v, beta, 0, t)
+
+anatomy delta_gated(q[t, h, n], k[t, h, n], v[t, h, p], beta[t, h], log_a[t, h]) -> y[t, h, p]
+  y[t, h, p] = delta_rule(q, k, v, beta, log_a, t)
+
+anatomy delta_gated_zero(q[t, h, n], k[t, h, n], v[t, h, p], beta[t, h], log_a[t, h]) -> y[t, h, p]
+  y[t, h, p] = delta_rule(q, k, v, beta, 0 * log_a, t)
+
+anatomy delta_gated_chunk4(q[t, h, n], k[t, h, n], v[t, h, p], beta[t, h], log_a[t, h]) -> y[t, h, p]
+  y[t, h, p] = delta_rule(q, k, v, beta, log_a, t, chunk=4)
+
+anatomy delta_gated_recurrence(q[t, h, n], k[t, h, n], v[t, h, p], beta[t, h], log_a[t, h]) -> y[t, h, p]
+  y[t, h, p] = delta_rule(q, k, v, beta, log_a, t, chunk=1)
+
+anatomy kda_constant(q[t, h, n], k[t, h, n], v[t, h, p], beta[t, h], log_a[t, h]) -> y[t, h, p]
+  la[t, h, n] = log_a + 0 * index(n)
+  y[t, h, p] = delta_rule(q, k, v, beta, la, t, chunk=8)
+
+anatomy kda_constant_pow(q[t, h, n], k[t, h, n], v[t, h, p], beta[t, h], log_a[t, h]) -> y[t, h, p]
+  la[t, h, n] = log_a * index(n) ** 0
+  y[t, h, p] = delta_rule(q, k, v, beta, la, t)
+
+# near misses: a gate is not DeltaNet; a gate varying across channels is not one gate
+anatomy kda_varying(q[t, h, n], k[t, h, n], v[t, h, p], beta[t, h], log_a[t, h]) -> y[t, h, p]
+  la[t, h, n] = log_a * (1 + index(n))
+  y[t, h, p] = delta_rule(q, k, v, beta, la, t)
 """
 
 # (left, right, expected outcome): proof, counterexample, epsilon, small, agreed
@@ -129,10 +195,24 @@ CLAIMS = [
     ("gated", "gated_through_ssd", "proof"),
     ("normalised_dot", "normalised_scaled_dot", "proof"),
     ("linear", "linear_two_halves", "proof"),
+    ("gated", "gated_channel", "proof"),
+    ("gated", "gated_channel_pow", "proof"),
+    ("retention", "retention_channel", "proof"),
+    ("linear", "linear_channel", "proof"),
+    ("gla", "gla_scan", "proof"),
+    ("gla", "gla_chunked", "proof"),
+    ("delta_gated", "delta_gated_recurrence", "proof"),
+    ("delta_gated_chunk4", "delta_gated_recurrence", "proof"),
+    ("deltanet", "delta_gated_zero", "proof"),
+    ("delta_gated", "kda_constant", "proof"),
+    ("delta_gated", "kda_constant_pow", "proof"),
     ("retention", "retention_growing", "counterexample"),
     ("taylor", "taylor_mixed", "counterexample"),
     ("gated", "gated_transposed", "counterexample"),
     ("softmax_dot", "softmax_scaled_dot", "counterexample"),
+    ("gated", "gated_channel_varying", "counterexample"),
+    ("delta_gated", "deltanet", "counterexample"),
+    ("delta_gated", "kda_varying", "counterexample"),
     ("normalised_dot", "normalised_scaled_dot_eps", "epsilon"),
     ("quotient", "quotient_eps", "epsilon"),
     ("linear", "linear_nudged", "small"),
