@@ -1,28 +1,32 @@
 """Gated linear attention kernels (per-channel decay: GLA, RWKV-6 with its bonus, HGRN-2).
 
-Naive quadratic reference, recurrent step/scan, PyTorch chunked (any device) and a C++ chunked
-kernel for CPUs; ``gla`` dispatches.
+Naive quadratic reference, recurrent step/scan, PyTorch chunked (any device), a C++ chunked
+kernel for CPUs and Triton chunked kernels for GPUs; ``gla`` dispatches.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..ssd import triton_available
 from .chunk import gla_chunked
 from .cpu_chunk import cpu_kernel_available, cpu_kernel_takes, gla_chunked_cpu
 from .naive import gla_naive
 from .recurrent import gla_recurrent, gla_step
 from .validate import check_gla_inputs
 
-BACKENDS = ("auto", "torch", "cpu", "naive", "recurrent")
+BACKENDS = ("auto", "torch", "cpu", "triton", "naive", "recurrent")
 
 
 def auto_backend(*tensors: torch.Tensor | None) -> str:
-    """The backend ``backend="auto"`` picks: the C++ kernel for CPU tensors in float32 or half
-    precision when it builds (not under torch.compile, which cannot trace it); the PyTorch
-    chunked path otherwise."""
-    if (not torch.compiler.is_compiling() and cpu_kernel_takes(*tensors)
-            and cpu_kernel_available()):
+    """The backend ``backend="auto"`` picks: Triton for CUDA tensors when triton imports; the
+    C++ kernel for CPU tensors in float32 or half precision when it builds; the PyTorch chunked
+    path otherwise (and always under torch.compile, which traces neither kernel)."""
+    if torch.compiler.is_compiling():
+        return "torch"
+    if tensors[2].is_cuda and triton_available():
+        return "triton"
+    if cpu_kernel_takes(*tensors) and cpu_kernel_available():
         return "cpu"
     return "torch"
 
@@ -49,8 +53,10 @@ def gla(
     ``output_final_state`` (float32, float64 for float64 inputs).
 
     backend: "auto" (see :func:`auto_backend`), "torch" (PyTorch chunked, any device and
-    dtype), "cpu" (C++ chunked kernel, CPU tensors, float32 or half precision), "naive"
-    (quadratic reference), "recurrent" (a loop of :func:`gla_step`).
+    dtype), "cpu" (C++ chunked kernel, CPU tensors, float32 or half precision), "triton"
+    (Triton chunked kernels, CUDA tensors, or CPU tensors under TRITON_INTERPRET=1; chunk_size
+    a power of two >= 16), "naive" (quadratic reference), "recurrent" (a loop of
+    :func:`gla_step`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS} but got {backend!r}")
@@ -69,6 +75,10 @@ def gla(
         return gla_recurrent(q, k, v, log_alpha, **common)
     if backend == "cpu":
         return gla_chunked_cpu(q, k, v, log_alpha, chunk_size=chunk_size, **common)
+    if backend == "triton":
+        from .triton_chunk import gla_chunked_triton
+
+        return gla_chunked_triton(q, k, v, log_alpha, chunk_size=chunk_size, **common)
     return gla_chunked(q, k, v, log_alpha, chunk_size=chunk_size, **common)
 
 
