@@ -4,6 +4,11 @@ copies cast to bfloat16 and float16 (`module.to(dtype)`), on the same random inp
 Error: relative RMSE ||y_half - y_32|| / ||y_32|| of the outputs, and max |y_half - y_32| /
 max |y_32|. Prints a table and writes bench/results/precision.json.
 
+The normalised linear attentions with the identity feature map divide by sum_s q.k, which
+cancels on random inputs (ill-conditioned: errors near 1 whatever the arithmetic); they get
+a second row, `(positive)`, on inputs and parameters in absolute value, where it does not
+(tests/test_precision.py).
+
 Run: python bench/precision.py [--seq 256] [--dims d=64] [--only retnet --seq 4096]
 """
 
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +25,9 @@ import torch
 
 import anatomy
 from anatomy.program import load, zoo_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.test_precision import ILL_CONDITIONED, positive
 
 HALF = (torch.bfloat16, torch.float16)
 
@@ -37,9 +46,13 @@ def inputs_for(module, seq: int, batch: int = 2, seed: int = 0) -> list[torch.Te
     return out
 
 
-def errors(module, seq: int, dtype: torch.dtype) -> tuple[float, float]:
-    """(relative RMSE, max error / max |y|) of `module` cast to `dtype` against float32."""
+def errors(module, seq: int, dtype: torch.dtype, well_conditioned: bool = False
+           ) -> tuple[float, float]:
+    """(relative RMSE, max error / max |y|) of `module` cast to `dtype` against float32;
+    `well_conditioned`: inputs and parameters in absolute value."""
     xs = inputs_for(module, seq)
+    if well_conditioned:
+        module, xs = positive(module, xs)
     half = copy.deepcopy(module).to(dtype)
     with torch.no_grad():
         ref = module(*xs)
@@ -73,20 +86,22 @@ def main() -> None:
     torch.manual_seed(0)
     rows = []
     print(f"half precision vs float32 at T={args.seq} (batch 2, torch {torch.__version__}, CPU)")
-    print(f"{'anatomy':<40} {'bf16 rmse':>10} {'bf16 max':>10} {'fp16 rmse':>10} "
+    print(f"{'anatomy':<52} {'bf16 rmse':>10} {'bf16 max':>10} {'fp16 rmse':>10} "
           f"{'fp16 max':>10}")
     for path, d in zoo_entries(set(args.only) if args.only else None):
         module = anatomy.compile(d)
-        start = time.perf_counter()
-        row = {"anatomy": f"{path.name}:{d.name}", "seq": args.seq}
-        for dtype in HALF:
-            rmse, peak = errors(module, args.seq, dtype)
-            row[str(dtype).split(".")[1]] = {"rmse": rmse, "max": peak}
-        row["seconds"] = time.perf_counter() - start
-        rows.append(row)
-        print(f"{row['anatomy']:<40} {row['bfloat16']['rmse']:10.2e} "
-              f"{row['bfloat16']['max']:10.2e} {row['float16']['rmse']:10.2e} "
-              f"{row['float16']['max']:10.2e}", flush=True)
+        for well in (False, True) if d.name in ILL_CONDITIONED else (False,):
+            start = time.perf_counter()
+            row = {"anatomy": f"{path.name}:{d.name}" + (" (positive)" if well else ""),
+                   "seq": args.seq}
+            for dtype in HALF:
+                rmse, peak = errors(module, args.seq, dtype, well)
+                row[str(dtype).split(".")[1]] = {"rmse": rmse, "max": peak}
+            row["seconds"] = time.perf_counter() - start
+            rows.append(row)
+            print(f"{row['anatomy']:<52} {row['bfloat16']['rmse']:10.2e} "
+                  f"{row['bfloat16']['max']:10.2e} {row['float16']['rmse']:10.2e} "
+                  f"{row['float16']['max']:10.2e}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -69,6 +69,8 @@ def lower_ssd(b: GraphBuilder, box: Box, initial_state=None):
     per_channel = la.layout is not None and any(a in la.layout for a in state)
     kernel = gla if per_channel else ssd  # a decay per key channel: the gated kernel
     log_a = _kernel_log_decay(b, la, r, v_t)
+    if box.outputs[0] in b.float32_wires:  # a side of a normaliser: y in float32
+        q_t, k_t, v_t = (b.call(ops.upcast, x) for x in (q_t, k_t, v_t))
     return _call_kernel(b, box, r, kernel, (q_t, k_t, v_t, log_a),
                         {"chunk_size": box.attr("chunk", 64)}, initial_state)
 

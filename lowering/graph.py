@@ -65,6 +65,12 @@ class GraphBuilder:
         self.vals: dict[str, Val] = {}
         self.size_nodes: dict[str, fx.Node] = {}
         self.like: fx.Node | None = None
+        # the sums on either side of a division by a tensor (a normaliser's numerator and
+        # denominator) are accumulated and divided in float32 for half-precision inputs
+        made = {w: b.op for b in diagram.boxes for w in b.outputs}
+        self.float32_wires = {u.wire for b in diagram.boxes if b.op == "div"
+                              and diagram.wires[b.inputs[1].wire].axes for u in b.inputs
+                              if made.get(u.wire) in ("contract", "ssd")}
 
     # -- entry ----------------------------------------------------------------------------
     def build(self) -> fx.Graph:
@@ -237,6 +243,11 @@ class GraphBuilder:
             self.vals[box.outputs[0]] = Val(self.call(fn, a.value, b.value), None)
             return
         layout = self.out_layout(box, a.batched or b.batched)
+        if box.op == "div" and self.like is not None and any(
+                u.wire in self.float32_wires for u in box.inputs):
+            self.store(box, self.call(ops.divide, self.align(a, layout), self.align(b, layout),
+                                      self.like), layout)
+            return
         self.store(box, self.call(fn, self.align(a, layout), self.align(b, layout)), layout)
 
     def _box_contract(self, box: Box) -> None:
@@ -254,8 +265,10 @@ class GraphBuilder:
             node = tensors[0].value if scale == 1.0 else \
                 self.call(operator.mul, tensors[0].value, scale)
         else:
-            node = self.call(ops.contract, spec, *(t.value for t in tensors),
-                             **({"scale": scale} if scale != 1.0 else {}))
+            kwargs = {"scale": scale} if scale != 1.0 else {}
+            if box.outputs[0] in self.float32_wires:
+                kwargs["float32"] = True
+            node = self.call(ops.contract, spec, *(t.value for t in tensors), **kwargs)
         self.store(box, node, layout)
 
     def _box_linear(self, box: Box) -> None:

@@ -29,8 +29,12 @@ def batch_like(x: Tensor, like: Tensor) -> Tensor:
     return x.unsqueeze(0).expand(like.shape[0], *x.shape)
 
 
-def contract(spec: str, *operands: Tensor, scale=1.0) -> Tensor:
-    """An Einstein product (torch.einsum, ordered by opt_einsum) times a scalar."""
+def contract(spec: str, *operands: Tensor, scale=1.0, float32: bool = False) -> Tensor:
+    """An Einstein product (torch.einsum, ordered by opt_einsum) times a scalar. With
+    `float32`, half-precision operands are computed and returned in float32 (the two sides
+    of a normaliser's division, see `divide`)."""
+    if float32:
+        operands = tuple(upcast(o) for o in operands)
     dtype = _common_dtype(operands)
     half = [o.dtype for o in operands if o.dtype in (torch.float16, torch.bfloat16)]
     operands = [o if o.dtype == dtype else o.to(dtype) for o in operands]
@@ -74,6 +78,22 @@ def work_dtype(like: Tensor) -> torch.dtype:
     modules (bfloat16 rounds 1 - 2**-12 to 1, so a decay computed there is lost), else
     `like`'s own."""
     return torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
+
+
+def upcast(x: Tensor) -> Tensor:
+    """float32 for a half-precision tensor, else as it is."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def divide(a, b, like: Tensor):
+    """a / b computed in float32 for half-precision operands, the result in `like`'s dtype
+    when that is half precision: a normaliser, whose numerator and denominator are
+    accumulated in float32 (`contract(float32=True)`) and can pass float16's range where
+    their ratio does not."""
+    a = upcast(a) if isinstance(a, Tensor) else a
+    b = upcast(b) if isinstance(b, Tensor) else b
+    y = a / b
+    return y.to(like.dtype) if like.dtype in (torch.float16, torch.bfloat16) else y
 
 
 def _common_dtype(tensors) -> torch.dtype:

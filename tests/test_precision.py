@@ -8,6 +8,15 @@ relative RMSE at T = 64, d = 512), a few units of bfloat16's and float16's round
 2**-11). The default suite runs one anatomy of each family at T = 16, d = 32. RetNet at T = 4096
 in bfloat16: 1e-2 (the issue's bound; 7.9e-3 measured, 0.30 before constants were computed
 in float32).
+
+The two normalised linear attentions with the identity feature map
+(`causal_mix_normalised`, `linear_attention_normalised`) divide by sum_s q.k, which cancels
+for random inputs: their outputs are ill-conditioned, not their computation. Rounding only
+their weights and inputs to bfloat16 and computing in float64 moves the output by a relative
+RMSE of about 1.5 (float32 itself is 2e-4 from float64), so no half-precision tolerance can
+hold there. They are checked on inputs whose normaliser does not cancel: every input and
+parameter taken in absolute value (`positive`), so every score q.k is >= 0; at the same
+tolerances as the rest. bench/precision.py tables both regimes.
 """
 
 from __future__ import annotations
@@ -21,16 +30,26 @@ import anatomy
 from anatomy.program import load, zoo_dir
 
 TOLERANCE = {torch.bfloat16: 2e-2, torch.float16: 3e-3}
-# q.k normalisers without a positive feature map divide by sums near zero: rounding q and k to
-# half precision moves those sums by more than their size (errors of 1 to 3 in bench/precision
-# .py, 4e-4 in float32 against float64), so no half-precision tolerance holds; the
-# positive-feature version (linear_attention_elu_normalised) is checked like the rest
+# q.k normalisers without a positive feature map divide by sums near zero on random inputs:
+# checked on inputs and parameters taken in absolute value (see above); the positive-feature
+# version (linear_attention_elu_normalised) is checked like the rest
 ILL_CONDITIONED = {"causal_mix_normalised", "linear_attention_normalised"}
 # the default suite: one of each family (the whole zoo: pytest -m slow, about 6 minutes)
-QUICK = {"retnet", "ssd", "mha", "gla", "deltanet", "alibi", "hydra", "mla"}
+QUICK = {"retnet", "ssd", "mha", "gla", "deltanet", "alibi", "hydra", "mla",
+         "linear_attention_normalised"}
 
 
-def rel_rmse(module, dtype, seq: int) -> float:
+def positive(module, xs: list[torch.Tensor]):
+    """A copy of `module` with every parameter in absolute value, and the inputs in absolute
+    value: every q.k score is then >= 0, so a q.k normaliser does not cancel."""
+    module = copy.deepcopy(module)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.abs_()
+    return module, [x.abs() for x in xs]
+
+
+def rel_rmse(module, dtype, seq: int, well_conditioned: bool = False) -> float:
     gen = torch.Generator().manual_seed(0)
     d = module.diagram
     xs = []
@@ -39,6 +58,8 @@ def rel_rmse(module, dtype, seq: int) -> float:
                        for a in p.axes]
         x = torch.randn(shape, generator=gen)
         xs.append(-torch.nn.functional.softplus(x) if p.name.startswith("log") else x)
+    if well_conditioned:
+        module, xs = positive(module, xs)
     half = copy.deepcopy(module).to(dtype)
     with torch.no_grad():
         ref, got = module(*xs), half(*(x.to(dtype) for x in xs))
@@ -53,7 +74,7 @@ def zoo_entries():
     out = []
     for path in sorted(zoo_dir().glob("*.anat")):
         for d in load(path):
-            if any(b.op == "slot" for b in d.boxes) or d.name in ILL_CONDITIONED:
+            if any(b.op == "slot" for b in d.boxes):
                 continue
             marks = () if d.name in QUICK else (pytest.mark.slow,)
             out.append(pytest.param(path, d.name, id=f"{path.stem}:{d.name}", marks=marks))
@@ -69,7 +90,7 @@ def test_every_zoo_anatomy_in_half_precision(path, name):
     except anatomy.AnatError:
         module = anatomy.compile(d)  # d is tied to other dims: the defaults
     for dtype, tol in TOLERANCE.items():
-        err = rel_rmse(module, dtype, seq=16)
+        err = rel_rmse(module, dtype, seq=16, well_conditioned=name in ILL_CONDITIONED)
         assert err < tol, f"{name} in {dtype}: relative RMSE {err:.2e} >= {tol}"
 
 
