@@ -1,20 +1,35 @@
 """Delta-rule kernels (DeltaNet, Gated DeltaNet, Kimi Delta Attention) in every form.
 
 Naive recurrence with explicit transition matrices (the reference), recurrent step/scan (rank-one
-updates, for decoding) and PyTorch chunked through the UT transform (any device);
-``delta_rule`` dispatches.
+updates, for decoding), PyTorch chunked through the UT transform (any device) and a C++ chunked
+kernel for CPUs with a hand-derived backward; ``delta_rule`` dispatches.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..ssd import triton_available
 from .chunk import delta_rule_chunked
+from .cpu_chunk import cpu_kernel_available, cpu_kernel_takes, delta_rule_chunked_cpu
 from .naive import delta_rule_naive
 from .recurrent import delta_rule_recurrent, delta_rule_step
 from .validate import check_delta_rule_inputs
 
-BACKENDS = ("auto", "torch", "naive", "recurrent")
+BACKENDS = ("auto", "torch", "cpu", "triton", "naive", "recurrent")
+
+
+def auto_backend(*tensors: torch.Tensor | None) -> str:
+    """The backend ``backend="auto"`` picks: the C++ kernel for CPU tensors in float32 or half
+    precision when it builds (not under torch.compile, which cannot trace it); the PyTorch
+    chunked path otherwise. Triton for CUDA tensors when triton imports (not under
+    torch.compile either)."""
+    if tensors[2].is_cuda and not torch.compiler.is_compiling() and triton_available():
+        return "triton"
+    if (not torch.compiler.is_compiling() and cpu_kernel_takes(*tensors)
+            and cpu_kernel_available()):
+        return "cpu"
+    return "torch"
 
 
 def delta_rule(
@@ -39,7 +54,10 @@ def delta_rule(
     [B, T, H, P] in v's dtype, or (o, final_state [B, H, N, P]) when ``output_final_state``
     (float32, float64 for float64 inputs).
 
-    backend: "auto" (the PyTorch chunked path), "torch", "naive", "recurrent".
+    backend: "auto" (see :func:`auto_backend`), "torch" (PyTorch chunked, any device and
+    dtype), "cpu" (C++ chunked kernel, CPU tensors, float32 or half precision), "triton"
+    (Triton chunked kernels, CUDA tensors, or CPU tensors under TRITON_INTERPRET=1; chunk_size
+    a power of two >= 16), "naive", "recurrent".
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS} but got {backend!r}")
@@ -50,17 +68,28 @@ def delta_rule(
         "initial_state": initial_state,
         "output_final_state": output_final_state,
     }
+    if backend == "auto":
+        backend = auto_backend(q, k, v, beta, log_a, initial_state)
     if backend == "naive":
         return delta_rule_naive(q, k, v, beta, **common)
     if backend == "recurrent":
         return delta_rule_recurrent(q, k, v, beta, **common)
+    if backend == "cpu":
+        return delta_rule_chunked_cpu(q, k, v, beta, chunk_size=chunk_size, **common)
+    if backend == "triton":
+        from .triton_chunk import delta_rule_chunked_triton
+
+        return delta_rule_chunked_triton(q, k, v, beta, chunk_size=chunk_size, **common)
     return delta_rule_chunked(q, k, v, beta, chunk_size=chunk_size, **common)
 
 
 __all__ = [
     "BACKENDS",
+    "auto_backend",
+    "cpu_kernel_available",
     "delta_rule",
     "delta_rule_chunked",
+    "delta_rule_chunked_cpu",
     "delta_rule_naive",
     "delta_rule_recurrent",
     "delta_rule_step",

@@ -271,7 +271,7 @@ def gate_after_update(q, k, v, beta, log_a, s0):
     return torch.stack(outputs, dim=1)
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch", "naive", "recurrent"])
+@pytest.mark.parametrize("backend", ["auto", "torch", "cpu", "naive", "recurrent"])
 def test_dispatch_backends_agree(backend):
     q, k, v, beta, log_a, s0 = (x.detach() for x in make_inputs(1, 33, 2, 4, 4, "scalar"))
     want = delta_rule_naive(q, k, v, beta, log_a=log_a, initial_state=s0)
