@@ -161,6 +161,24 @@ def check_inputs(spec: tuple, *tensors) -> None:
                 seen.setdefault(cls, (got, f"axis {axis} of `{name}`"))
 
 
+def _refuse_decays_on_values(d: Diagram) -> None:
+    """The chunked forms have no kernel for a decay along a value axis (one per key channel
+    and value, y[t, h, p] = Σ_{s, n} L[t, s, h, n, p] q k v): refuse it rather than
+    materialise the [T, T, H, N, P] decay; its scan form (or form="parallel") runs."""
+    from anatomy.rewrite.rules.masks import decay_value_axes
+    for box in d.boxes:
+        axes = decay_value_axes(d, box)
+        if axes:
+            names = ", ".join(axes)
+            raise AnatError(
+                f"the decay in `{box.outputs[0]}` also runs along the value axis {names}: the "
+                f"chunked form decays each key channel (gated linear attention), not each "
+                f"(key channel, value) pair", box.loc,
+                hint=f"write the recurrence with scan (st[t, ..., {names}] = scan(k * v, "
+                     f"log_a, t), then q * st), make {names} a heads axis (Mamba-1: one value "
+                     f"per channel), or compile with form=\"parallel\"")
+
+
 def compile_diagram(d: Diagram, shapes: Shapes, form: str = "auto") -> AnatModule:
     """Lower one checked diagram (at the dims `shapes` was checked with)."""
     from .forms import choose_rules, structured_forms
@@ -169,6 +187,8 @@ def compile_diagram(d: Diagram, shapes: Shapes, form: str = "auto") -> AnatModul
         raise AnatError(f"unknown execution form `{form}`", hint=f"one of {', '.join(FORMS)}")
     owner = nn.Module()
     lowered, lowered_shapes = (d, shapes) if form == "parallel" else structured_forms(d, shapes)
+    if form != "parallel":
+        _refuse_decays_on_values(lowered)
     builder = GraphBuilder(lowered, lowered_shapes, owner, rules=choose_rules(form), form=form)
     graph = builder.build()
     graph.owning_module = owner  # its submodules answer the purity check

@@ -935,3 +935,28 @@ REFERENCES.update({
     "rwkv6": ("rwkv6.anat", ref_rwkv6),
     "hgrn2": ("hgrn2.anat", ref_hgrn2),
 })
+
+
+def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    """Gu & Dao 2023 (Mamba), the selective scan, one channel at a time:
+    h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t, y_t = C_t . h_t. x, dt [B, T, E]; A [E, N];
+    B, C [B, T, N] (shared by the channels)."""
+    h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])
+    out = []
+    for t in range(x.shape[1]):
+        h = torch.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * x[:, t])[..., None] * B[:, t, None]
+        out.append(torch.einsum("ben,bn->be", h, C[:, t]))
+    return torch.stack(out, 1)
+
+
+def ref_mamba1(inputs, params, dims=None) -> Tensor:
+    """Mamba-1's mixer without its convolution: SiLU(x), the selective scan with dt from a
+    low-rank projection, D skip, swish gate z, output map."""
+    x, p = inputs["x"], params
+    xs, z = F.silu(_proj(x, p["w_xs"])), _proj(x, p["w_z"])
+    dt = F.softplus(_proj(_proj(xs, p["w_dl"]), p["w_dt"]) + p["dt_bias"])
+    y = selective_scan(xs, dt, -torch.exp(p["a_log"]), _proj(xs, p["w_b"]), _proj(xs, p["w_c"]))
+    return _proj((y + p["D"] * xs) * F.silu(z), p["w_y"])
+
+
+REFERENCES["mamba1"] = ("mamba1.anat", ref_mamba1)

@@ -17,8 +17,14 @@ from anatomy.kernels import gla
 from anatomy.lowering.torch_ops import segment_decay
 
 import anatomy
-from tests.references import (REFERENCES, load_zoo, random_inputs, random_params,
-                               ref_hgrn2, ref_rwkv6)
+from tests.references import (
+    REFERENCES,
+    load_zoo,
+    random_inputs,
+    random_params,
+    ref_hgrn2,
+    ref_rwkv6,
+)
 from tests.test_lowering import rel_rmse
 
 DIMS = {"rwkv6": {"d": 32, "h": 2, "m": 8, "e": 8}, "hgrn2": {"d": 32, "h": 2}}
@@ -138,3 +144,92 @@ def test_our_recurrences_agree_with_fla_in_float64_terms():
     from tests.references import gla_recurrence, rwkv6_recurrence
     assert rel_rmse(_fla_rwkv6(r, k, v, log_w, u), rwkv6_recurrence(r, k, v, log_w, u)) <= 1e-5
     assert rel_rmse(_fla_gla(r, k, v, log_w), gla_recurrence(r, k, v, log_w)) <= 1e-5
+
+
+# -- Mamba-1: a decay per (channel, state) -------------------------------------------------
+
+def test_mamba1_runs_the_gated_kernel_with_its_channels_as_heads():
+    """zoo/mamba1.anat's decay runs along the channel e and the state n: the channel is the
+    kernel's heads axis with one value each, so chunked/auto run `gla` and the step form
+    keeps a [B, e, n, 1] state; float32 outputs and gradients against the selective scan
+    written from the paper (float64), rel RMSE <= 1e-5."""
+    dims = {"d": 16, "n": 4}
+    diagram = load_zoo("mamba1", **dims)
+    params = random_params(diagram, seed=0)
+    x = random_inputs(diagram, B=2, T=T, seed=1)["x"]
+    cot = torch.randn(2, T, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    want_y, want = _grads(lambda leaves: REFERENCES["mamba1"][1](
+        {"x": leaves["x"]}, {k: leaves[k] for k in params}), {**params, "x": x}, cot)
+    for form in ("parallel", "chunked", "auto"):
+        module = anatomy.compile(diagram, form=form, **dims)
+        assert any(n.target is gla for n in module.graph.nodes) == (form != "parallel")
+        got_y, got = _grads(_module_fn(module, list(params)),
+                            {**{k: v.float() for k, v in params.items()}, "x": x.float()}, cot)
+        assert rel_rmse(got_y, want_y) <= 1e-5, form
+        for k in want:
+            assert rel_rmse(got[k], want[k]) <= 1e-5, (form, k)
+    module = anatomy.compile(diagram, **dims).double()
+    module.load_state_dict(params)
+    state = module.init_state(2, dtype=torch.float64)
+    ys = []
+    for a, b in [(0, 3), (3, 4), (4, T)]:
+        y, state = module.step(x[:, a:b], state)
+        ys.append(y)
+    assert rel_rmse(torch.cat(ys, 1), want_y) <= 1e-10
+    assert tuple(state["ssm:mix"].shape) == (2, 32, 4, 1)  # [B, e, n, 1]
+
+
+VALUE_DECAY = """anatomy value_decay(q[t, h, n], k[t, h, n], v[t, h, p], log_a[t, h, n, p]) -> y[t, h, p]
+  dims h = 2, n = 4, p = 3
+  y[t, h, p] = decay(log_a, t, s) * q * k[s, h, n] * v[s, h, p]
+
+anatomy value_decay_scan(q[t, h, n], k[t, h, n], v[t, h, p], log_a[t, h, n, p]) -> y[t, h, p]
+  dims h = 2, n = 4, p = 3
+  st[t, h, n, p] = scan(k * v, log_a, t)
+  y[t, h, p] = q * st
+"""
+
+
+@pytest.mark.parametrize("form", ["chunked", "auto"])
+def test_a_decay_along_a_value_axis_is_refused_for_the_chunked_forms(form):
+    """A decay per (key channel, value) pair beside a heads axis has no chunked kernel: an
+    AnatError at the statement names the axis and points at scan, instead of a silent
+    [T, T, H, N, P] decay."""
+    with pytest.raises(anatomy.AnatError) as info:
+        anatomy.compile(VALUE_DECAY, "value_decay", form=form)
+    text = str(info.value)
+    assert "along the value axis p" in text and "scan(" in text
+    assert ":3:" in text and "^" in text  # file:line:col, the line, a caret
+
+
+def test_the_value_decay_runs_in_its_scan_form_and_in_the_parallel_form():
+    """The refused mixer's scan form compiles in every form and equals its parallel masked
+    form and the recurrence S_t = exp(log_a_t) * S_{t-1} + k_t v_t^T (float64, 1e-10)."""
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, T, 2, 4, generator=g, dtype=torch.float64), \
+        torch.randn(2, T, 2, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(2, T, 2, 3, generator=g, dtype=torch.float64)
+    la = -torch.nn.functional.softplus(torch.randn(2, T, 2, 4, 3, generator=g,
+                                                   dtype=torch.float64))
+    S, want = torch.zeros(2, 2, 4, 3, dtype=torch.float64), []
+    for t in range(T):
+        S = la[:, t].exp() * S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        want.append(torch.einsum("bhn,bhnp->bhp", q[:, t], S))
+    want = torch.stack(want, 1)
+    parallel = anatomy.compile(VALUE_DECAY, "value_decay", form="parallel")
+    assert rel_rmse(parallel(q, k, v, la), want) <= 1e-10
+    for form in ("parallel", "chunked", "auto"):
+        scan = anatomy.compile(VALUE_DECAY, "value_decay_scan", form=form)
+        assert rel_rmse(scan(q, k, v, la), want) <= 1e-10
+
+
+def test_the_cli_refuses_the_value_decay_with_exit_status_2(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "value_decay.anat"
+    path.write_text(VALUE_DECAY)
+    out = subprocess.run([sys.executable, "-m", "anatomy.cli", "compile", str(path),
+                          "--name", "value_decay", "--form", "chunked"],
+                         check=False, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "along the value axis p" in out.stderr and "Traceback" not in out.stderr

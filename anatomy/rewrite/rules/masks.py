@@ -167,6 +167,27 @@ def match_masked_linear_attention(d: Diagram, box: Box) -> MaskedLinearAttention
     return MaskedLinearAttention(mask, query, key, value, t, s, heads, state, values, scalars)
 
 
+def decay_value_axes(d: Diagram, box: Box) -> tuple[str, ...]:
+    """The value axes a decay carries in a masked product that is not masked linear attention
+    only because of them: y[t, h, p] = Σ_{s, n} L[t, s, h, n, p] q k v decays each (key
+    channel, value) pair on its own, which no chunked kernel runs. () otherwise (Mamba-1's
+    decay per (channel, state), with the channel as the heads axis, is masked linear
+    attention)."""
+    if box.op != "contract" or match_masked_linear_attention(d, box) is not None:
+        return ()
+    out = out_axes(d, box)
+    for i, u in enumerate(box.inputs):
+        m = mask_of(d, u)
+        if m is None or m[0].op != "decay" or m[1] not in out or m[2] in out:
+            continue
+        others = [w for j, w in enumerate(box.inputs) if j != i]
+        states = {a for w in others for a in w.axes} - set(out) - {m[2]}
+        qk = {a for w in others if set(w.axes) & states for a in w.axes}
+        if states and m[1] in qk and m[2] in qk:
+            return tuple(a for a in u.axes if a in out and a != m[1] and a not in qk)
+    return ()
+
+
 def find_chunk(d: Diagram) -> Iterator[Site]:
     for b in d.boxes:
         if match_masked_linear_attention(d, b) is not None:
