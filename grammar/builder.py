@@ -22,8 +22,9 @@ from anatomy.ir import (
     Wire,
     freeze_attrs,
     implicit_param_name,
+    time_axis_of,
 )
-from anatomy.ops import INITS, OPS, OPTION_SPELLING, OpSpec, keeps_axes
+from anatomy.ops import INITS, OPS, OPTION_SPELLING, OpSpec, keeps_axes, usage_of
 
 from .syntax import (
     AnatomyDecl,
@@ -181,9 +182,8 @@ class AnatomyBuilder:
 
     @property
     def time_axis(self) -> str | None:
-        """The time axis: the first axis of the first input (None if it has none)."""
-        ins = self.signature.inputs
-        return ins[0].axes[0] if ins and ins[0].axes else None
+        """The time axis, as the IR defines it (`anatomy.ir.time_axis_of`)."""
+        return time_axis_of(self.signature)
 
     def _dims(self, node: Dims) -> None:
         for d in node.dims:
@@ -469,7 +469,7 @@ class AnatomyBuilder:
             self.axes_seen.add(axis)
             return axis
         raise AnatError(f"{spec.name} expects an axis name for `{role}`", self.ctx.loc(node),
-                        hint=_usage(spec))
+                        hint=usage_of(spec))
 
     def _builtin(self, spec: OpSpec, node: Call, expected: Axes | None) -> Use:
         loc = self.ctx.loc(node)
@@ -479,10 +479,10 @@ class AnatomyBuilder:
             n_t = spec.tensors
             if len(args) < n_t + len(spec.axes):
                 raise AnatError(f"{spec.name} takes {n_t} tensor(s) and at least one axis",
-                                loc, hint=_usage(spec))
+                                loc, hint=usage_of(spec))
         elif len(args) != n_t + len(spec.axes) or n_t < (2 if spec.tensors == -1 else 0):
             raise AnatError(f"{spec.name} takes {_arity(spec)}, got {len(args)} arguments",
-                            loc, hint=_usage(spec))
+                            loc, hint=usage_of(spec))
         if spec.name == "linear":
             return self._linear(args, kwargs, expected, loc)
         # tensors first; elementwise functions pass the expectation through
@@ -529,164 +529,29 @@ class AnatomyBuilder:
 
     def _shape_builtin(self, spec: OpSpec, tensors: list[Use], axes: Axes,
                        attrs: dict[str, Any], expected: Axes | None, loc: SourceLoc) -> Use:
+        """The box of a built-in: its output axes and checks come from the op's contract
+        (`OpSpec.out_axes`, anatomy/ops.py); the builder adds only what it owns: a norm's
+        affine parameters, and the attributes that name the axes a reshape or concat moves."""
         name = spec.name
-        x = tensors[0] if tensors else None
-
-        def need(axis: str, where: Use, role: str) -> None:
-            if axis not in where.axes:
-                raise AnatError(f"{name} {role} `{axis}`, but its input has axes "
-                                f"[{', '.join(where.axes)}]", loc, hint=_usage(spec))
-
-        if spec.kind in ("activation", "gate"):
-            return self._emit(name, tensors, x.axes, loc, **attrs)
-        if name in ("softmax", "normalise", "l2normalise", "shift", "flip"):
-            need(axes[0], x, "works along")
-            for m in tensors[1:]:
-                extra = [a for a in m.axes if a not in x.axes]
-                if extra:
-                    raise AnatError(f"the mask has axis {extra[0]} that the scores lack", loc)
-            return self._emit(name, tensors, x.axes, loc, **attrs)
-        if name in ("layernorm", "rmsnorm", "groupnorm"):
-            for a in axes:
-                need(a, x, "normalises over")
-            if attrs.get("affine", True):
-                over = axes[::-1] if name == "groupnorm" else axes
-                tensors.append(self._implicit_param("scale", over, ("ones",), loc, None))
-                if name != "rmsnorm":
-                    tensors.append(self._implicit_param("shift", over, ("zeros",), loc, None))
-            return self._emit(name, tensors, x.axes, loc, **attrs)
-        if name in ("causal", "window", "full"):
-            if axes[0] == axes[1]:
-                raise AnatError(f"{name} needs two different axes (query, key)", loc,
-                                hint=f"e.g. {name}(t, s)")
-            if name == "window" and attrs.get("size", 0) <= 0:
-                raise AnatError("window needs size=N with N >= 1", loc,
-                                hint="e.g. window(t, s, size=128)")
-            return self._emit(name, [], axes, loc, **attrs)
-        if name == "decay":
-            if axes[0] not in x.axes:  # a constant log-decay: gamma^(t - s), as in retention
-                if axes[1] in x.axes:
-                    raise AnatError(f"decay's input has the key axis `{axes[1]}`", loc,
-                                    hint=_usage(spec))
-                return self._emit(name, tensors, axes + x.axes, loc, **attrs)
-            if axes[1] in x.axes:
-                raise AnatError(f"decay adds the key axis `{axes[1]}`, which its input "
-                                "already has", loc, hint=_usage(spec))
-            i = x.axes.index(axes[0])
-            out = x.axes[:i + 1] + (axes[1],) + x.axes[i + 1:]
-            return self._emit(name, tensors, out, loc, **attrs)
-        if name == "scan":
-            need(axes[0], x, "runs along")
-            return self._emit(name, tensors, union_axes(x.axes, tensors[1].axes), loc, **attrs)
-        if name == "ssd":
-            if expected is None:
-                raise AnatError("ssd takes its axes from its target: write it as "
-                                "`y[t, h, p] = ssd(q, k, v, log_a, t)`", loc)
-            for role, u in zip(("q", "k", "v"), tensors):
-                if u.axes:
-                    need(axes[0], u, f"reads its {role} along")
-            if attrs.get("chunk", 64) < 1:
-                raise AnatError("ssd needs chunk=N with N >= 1", loc, hint=_usage(spec))
-            q, k = tensors[0].axes, tensors[1].axes
-            lone = [a for a in q + k if a not in expected and not (a in q and a in k)]
-            if lone:
-                raise AnatError(f"ssd sums axis {lone[0]}, which only one of q and k has",
-                                loc, hint="summed (state) axes are shared by q and k")
-            self._check_kept(expected, union_axes(*(u.axes for u in tensors)), loc)
-            return self._emit(name, tensors, expected, loc, **attrs)
-        if name == "delta_rule":
-            return self._delta_rule(spec, tensors, axes[0], attrs, expected, loc)
-        if name in ("rope", "xpos"):
-            need(axes[0], x, "reads positions along")
-            need(axes[1], x, "rotates pairs along")
-            return self._emit(name, tensors, x.axes, loc, **attrs)
-        if name == "share":
-            need(axes[0], x, "shares groups along")
-            if axes[1] in x.axes:
-                raise AnatError(f"share makes the heads axis `{axes[1]}`, which its input "
-                                "already has", loc, hint=_usage(spec))
-            out = tuple(axes[1] if a == axes[0] else a for a in x.axes)
-            return self._emit(name, tensors, out, loc, **attrs)
+        contract_attrs = {**attrs, "time": self.time_axis} if name == "reshape" else attrs
+        out = spec.out_axes(tuple(u.axes for u in tensors), axes, contract_attrs, expected, loc)
+        if spec.kind == "norm" and attrs.get("affine", True):
+            over = axes[::-1] if name == "groupnorm" else axes
+            tensors.append(self._implicit_param("scale", over, ("ones",), loc, None))
+            if name != "rmsnorm":
+                tensors.append(self._implicit_param("shift", over, ("zeros",), loc, None))
         if name in ("index", "size"):
-            return self._emit(name, [], axes if name == "index" else (), loc,
-                              axis=axes[0])
+            return self._emit(name, [], out, loc, axis=axes[0])
         if name == "concat":
-            if expected is None:
-                raise AnatError("concat takes its axes from its target: write it as "
-                                "`c[t, k] = concat(a, b)`", loc)
-            new = [a for a in expected if all(a not in u.axes for u in tensors)]
-            parts = []
-            for u in tensors:
-                own = [a for a in u.axes if a not in expected]
-                if len(own) != 1:
-                    raise AnatError("each input of concat must have exactly one axis that the "
-                                    f"target lacks; one has [{', '.join(own)}]", loc)
-                parts.append(own[0])
-            if len(new) != 1:
-                raise AnatError("the target of concat must have exactly one axis that no input "
-                                "has (the joined axis)", loc)
-            return self._emit(name, tensors, expected, loc, axis=new[0], parts=tuple(parts))
+            joined = next(a for a in out if all(a not in u.axes for u in tensors))
+            parts = tuple(next(a for a in u.axes if a not in out) for u in tensors)
+            return self._emit(name, tensors, out, loc, axis=joined, parts=parts)
         if name == "reshape":
-            return self._reshape(x, expected, loc)
-        raise AnatError(f"{name} cannot be used here", loc)  # pragma: no cover
-
-    def _delta_rule(self, spec: OpSpec, tensors: list[Use], t: str, attrs: dict[str, Any],
-                    expected: Axes | None, loc: SourceLoc) -> Use:
-        """`o[t, h, p] = delta_rule(q, k, v, beta, log_a, t)`: q, k [t, heads, state],
-        v [t, heads, values], beta [t, heads], log_a a number or [t?, heads, state?]."""
-        if expected is None:
-            raise AnatError("delta_rule takes its axes from its target: write it as "
-                            "`o[t, h, p] = delta_rule(q, k, v, beta, log_a, t)`", loc)
-        q, k, v, beta, log_a = (u.axes for u in tensors)
-        for role, axes in (("q", q), ("k", k), ("v", v), ("beta", beta)):
-            if t not in axes:
-                raise AnatError(f"delta_rule reads its {role} along `{t}`, but {role} has axes "
-                                f"[{', '.join(axes)}]", loc, hint=_usage(spec))
-        if t not in expected:
-            raise AnatError(f"the target of delta_rule must keep the axis `{t}`", loc)
-        if set(q) != set(k):
-            raise AnatError(f"delta_rule's q [{', '.join(q)}] and k [{', '.join(k)}] must have "
-                            "the same axes: k_t k_t^T is a matrix over the state's key axes",
-                            loc, hint=_usage(spec))
-        state = tuple(a for a in k if a not in expected)
-        heads = tuple(a for a in expected if a != t and a in k)
-        values = tuple(a for a in expected if a != t and a not in k)
-        if not state:
-            raise AnatError("delta_rule needs state axes: axes of q and k that the target "
-                            "lacks (e.g. n in q[t, h, n] with a target o[t, h, p])", loc)
-        if len(heads) > 1:
-            raise AnatError(f"delta_rule runs one heads axis, but its target has "
-                            f"{', '.join(heads)}", loc, hint="merge the head axes into one")
-        checks = ((v, (t,) + heads + values, "v", "time, heads and the target's value axes"),
-                  (beta, (t,) + heads, "beta", "time and heads (one step size per token)"),
-                  (log_a, (t,) + heads + state, "log_a", "time, heads and state axes"))
-        for axes, allowed, role, what in checks:
-            extra = [a for a in axes if a not in allowed]
-            if extra:
-                raise AnatError(f"delta_rule's {role} has axis {extra[0]}; it takes {what}",
-                                loc, hint=_usage(spec))
-        if attrs.get("chunk", 64) < 1:
-            raise AnatError("delta_rule needs chunk=N with N >= 1", loc, hint=_usage(spec))
-        return self._emit("delta_rule", tensors, expected, loc, **attrs)
-
-    def _reshape(self, x: Use, expected: Axes | None, loc: SourceLoc) -> Use:
-        """`q[t, h, p] = reshape(x)` with x[t, d]: x's axes the target lacks are merged
-        (row-major, in x's order) and split into the target's axes x lacks (in its order)."""
-        if expected is None:
-            raise AnatError("reshape takes its axes from its target: write it as "
-                            "`q[t, h, p] = reshape(x)`", loc)
-        merge = tuple(a for a in x.axes if a not in expected)
-        into = tuple(a for a in expected if a not in x.axes)
-        if not merge or not into:
-            raise AnatError(f"reshape has nothing to reshape: its input [{', '.join(x.axes)}] "
-                            f"and its target [{', '.join(expected)}] have the same axes", loc,
-                            hint="reshape replaces axes: e.g. `q[t, h, p] = reshape(x)` for "
-                                 "x[t, d]; a target in another order is a plain `q[...] = x`")
-        time = self.time_axis
-        if time is not None and (time in merge or time in into):
-            raise AnatError(f"reshape would merge or split the time axis `{time}`", loc,
-                            hint="reshape feature axes; keep the time axis on both sides")
-        return self._emit("reshape", [x], expected, loc, merge=merge, into=into)
+            x = tensors[0]
+            return self._emit(name, tensors, out, loc,
+                              merge=tuple(a for a in x.axes if a not in out),
+                              into=tuple(a for a in out if a not in x.axes))
+        return self._emit(name, tensors, out, loc, **attrs)
 
     def _linear(self, args, kwargs, expected: Axes | None, loc: SourceLoc) -> Use:
         spec = OPS["linear"]
@@ -860,17 +725,3 @@ def _arity(spec: OpSpec) -> str:
     if spec.axes:
         parts.append(f"{len(spec.axes)} axis name" + ("s" if len(spec.axes) > 1 else ""))
     return " and ".join(parts) or "no arguments"
-
-
-def _usage(spec: OpSpec) -> str:
-    args = (["x"] * max(spec.tensors, 0) if spec.tensors != -1 else ["a", "b"]) + \
-        [a.rstrip("*") for a in spec.axes]
-    opts = [f"{k}={_show(v)}" for k, v in spec.options.items() if v is not None]
-    opts += [f"{k}=m" for k in spec.tensor_options]
-    return f"{spec.name}({', '.join(args + opts)}): {spec.doc}"
-
-
-def _show(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
