@@ -66,11 +66,6 @@ class Box:
                 return v
         return default
 
-    def with_attrs(self, **updates: Any) -> Box:
-        merged = dict(self.attrs)
-        merged.update(updates)
-        return replace(self, attrs=freeze_attrs(merged))
-
 
 def freeze_attrs(attrs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     def freeze(v):
@@ -109,6 +104,16 @@ class Signature:
         return f"({ports(self.inputs)}) -> {ports(self.outputs)}"
 
 
+def time_axis_of(signature: Signature) -> str | None:
+    """The sequence axis of an anatomy: by convention the first axis of its first input
+    that has axes (a scalar input, such as a temperature, may come first); None when no
+    input has axes. The one definition: the loader, the checks and the lowering ask it."""
+    for p in signature.inputs:
+        if p.axes:
+            return p.axes[0]
+    return None
+
+
 @dataclass(frozen=True)
 class Dim:
     """A declared size: `dims h = 8, p = d / h`. `expr` is None for a dim without default."""
@@ -118,12 +123,16 @@ class Dim:
     loc: SourceLoc = field(default=UNKNOWN, compare=False, repr=False)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Diagram:
     """One anatomy: a typed DAG of boxes and wires with a signature and dims.
 
     `to_text()`, `str()`, `check(**dims)`, `to_svg()` are conveniences that anatomy.views
-    attaches (the IR itself imports no printer, checker or renderer)."""
+    attaches (the IR itself imports no printer, checker or renderer).
+
+    Frozen: `shapes` (anatomy.shapes.Shapes at its dims) and `program` (the Program whose
+    anatomies its composite boxes name) are given at construction; a changed diagram is a
+    new one (`replace`, `dataclasses.replace`, `anatomy.shapes.checked`)."""
 
     name: str
     signature: Signature
@@ -148,11 +157,8 @@ class Diagram:
 
     @property
     def time_axis(self) -> str | None:
-        """The sequence axis: by convention the first axis of the first input."""
-        for p in self.inputs:
-            if p.axes:
-                return p.axes[0]
-        return None
+        """The sequence axis (`time_axis_of` its signature)."""
+        return time_axis_of(self.signature)
 
     def box(self, box_id: str) -> Box:
         for b in self.boxes:
@@ -228,12 +234,9 @@ class Diagram:
         return (self.name, str(self.signature), self.fills, dims, wires, boxes)
 
     def replace(self, **changes: Any) -> Diagram:
-        """A copy with some fields changed (caches are not carried over)."""
-        fields = {"name": self.name, "signature": self.signature, "dims": self.dims,
-                      "wires": self.wires, "boxes": self.boxes, "fills": self.fills, "file": self.file,
-                      "doc": self.doc, "loc": self.loc, "program": self.program}
-        fields.update(changes)
-        return Diagram(**fields)
+        """A copy with some fields changed (caches are not carried over); its shapes, which
+        describe the old boxes, are dropped unless given."""
+        return replace(self, **{"shapes": None, **changes})
 
 @dataclass
 class Program:
@@ -244,6 +247,13 @@ class Program:
     file: str = "<string>"
     slot_locs: dict[str, SourceLoc] = field(default_factory=dict)
     own: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        """Its own anatomies are bound to it (`Diagram.program`): copies that name it."""
+        for name in self.own:
+            d = self.anatomies[name]
+            if d.program is not self:
+                self.anatomies[name] = replace(d, program=self)
 
     def __getitem__(self, name: str) -> Diagram:
         try:

@@ -171,10 +171,7 @@ class _Loader:
             diagram = AnatomyBuilder(ctx, item).build()
             anatomies[diagram.name] = diagram
             own.append(diagram.name)
-        program = Program(anatomies, slots, file, slot_locs, tuple(own))
-        for d in anatomies.values():
-            if d.name in own:
-                d.program = program
+        program = Program(anatomies, slots, file, slot_locs, tuple(own))  # binds its own
         return program
 
     def _resolve_use(self, rel: str, base: Path, loc: SourceLoc) -> Path:

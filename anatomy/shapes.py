@@ -6,7 +6,7 @@ with each other (`k[s, n]` used where k is `k[t, n]` says size(s) = size(t)).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import prod
 
 from . import dims as dimlib
@@ -170,6 +170,11 @@ def check(diagram: Diagram, overrides: dict[str, int] | None = None,
     return shapes
 
 
+def checked(diagram: Diagram, overrides: dict[str, int] | None = None) -> Diagram:
+    """The diagram with its Shapes at these dims: a new Diagram (diagrams are frozen)."""
+    return replace(diagram, shapes=check(diagram, overrides))
+
+
 def _deferred(diagram: Diagram, box, sizes: _Sizes) -> None:
     if box.op == "share":
         g, h = box.attr("along")
@@ -292,7 +297,7 @@ def check_program(program: Program, overrides: dict[str, int], strict: bool = Tr
     memo: Memo = {}
     for d in program:
         own = {k: v for k, v in overrides.items() if k in d.dims}
-        d.shapes = check(d, own, _memo=memo)
+        d = program.anatomies[d.name] = replace(d, shapes=check(d, own, _memo=memo))
         if d.fills is not None:
             check_fill(program, d)
 

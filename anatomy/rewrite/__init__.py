@@ -14,6 +14,8 @@ and the rewrites the compiler lowers with.
 
 from __future__ import annotations
 
+import dataclasses
+
 from anatomy.canonical import structure_hash
 from anatomy.ir import Diagram
 
@@ -37,8 +39,7 @@ def canonical(d: Diagram, normalise: bool = True) -> str:
 def lower(d: Diagram, shapes=None) -> Diagram:
     """Apply the lowering rules at every site (checked at `shapes`' dims when given)."""
     if shapes is not None and d.shapes is not shapes:
-        d = d.replace()
-        d.shapes = shapes
+        d = dataclasses.replace(d, shapes=shapes)
     for _ in range(MAX_LOWERING_STEPS):
         site = next((s for rule in LOWERING for s in rule.find(d)), None)
         if site is None:

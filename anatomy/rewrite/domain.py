@@ -11,7 +11,7 @@ identity), and says so; `verify_proof` applies the same reading before replaying
 from __future__ import annotations
 
 from anatomy.ir import Box, Diagram, Port, Signature, Use, Wire, freeze_attrs
-from anatomy.shapes import check
+from anatomy.shapes import checked
 
 from .rules.structure import rename_attrs
 
@@ -71,18 +71,15 @@ def rename_axes(d: Diagram, rename: dict[str, str]) -> Diagram:
     wires = {n: Wire(w.name, axes(w.axes), w.role, w.loc) for n, w in d.wires.items()}
     boxes = [Box(b.op, tuple(Use(u.wire, axes(u.axes)) for u in b.inputs), b.outputs,
                  freeze_attrs(rename_attrs(b, axis)), b.loc) for b in d.boxes]
-    out = d.replace(signature=signature, wires=wires, boxes=boxes)
-    out.shapes = check(out, dict(d.shapes.dims))
-    return out
+    return checked(d.replace(signature=signature, wires=wires, boxes=boxes),
+                   dict(d.shapes.dims))
 
 
 def _checked(d: Diagram) -> Diagram:
     """The diagram with its shapes at its default dims (an anatomy a file `use`s has none)."""
     if d.shapes is not None:
         return d
-    out = d.replace()
-    out.shapes = check(out, {})
-    return out
+    return checked(d, {})
 
 
 def on_common_domain(a: Diagram, b: Diagram) -> tuple[Diagram, Diagram, str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from anatomy.ir import Axes, Box, Diagram, Use, Wire, freeze_attrs
 from anatomy.ops import OPS
-from anatomy.shapes import check
+from anatomy.shapes import checked
 
 
 class Edit:
@@ -117,7 +117,7 @@ class Edit:
         used = {w for b in boxes for w in b.outputs} | {p.name for p in self.d.inputs}
         wires = {n: w for n, w in self.wires.items() if n in used}
         out = self.d.replace(wires=wires, boxes=_topological(boxes), dims=self.dims)
-        out.shapes = check(out, dict(self.d.shapes.dims) if self.d.shapes else {})
+        out = checked(out, dict(self.d.shapes.dims) if self.d.shapes else {})
         return out
 
 

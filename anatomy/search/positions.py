@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from anatomy.errors import AnatError
 from anatomy.ir import Box, Diagram, Use, Wire, freeze_attrs
-from anatomy.shapes import check
+from anatomy.shapes import checked
 
 POSITIONS = ("none", "learned", "rope")
 ROPE_SLOT = "similarity"
@@ -54,9 +54,8 @@ def with_positions(variant: Diagram, positions: str) -> Diagram:
                 uses.append(Use(roped[u.wire], u.axes))
             b = Box(b.op, tuple(uses), b.outputs, b.attrs, b.loc)
         boxes.append(b)
-    out = variant.replace(wires=wires, boxes=boxes)
-    out.shapes = check(out, dict(variant.shapes.dims) if variant.shapes else {})
-    return out
+    return checked(variant.replace(wires=wires, boxes=boxes),
+                   dict(variant.shapes.dims) if variant.shapes else {})
 
 
 def _fresh(name: str, taken: dict) -> str:

@@ -26,7 +26,7 @@ from anatomy.canonical import structure_hash
 from anatomy.errors import AnatError, did_you_mean
 from anatomy.ir import Diagram, Program
 from anatomy.program import load
-from anatomy.shapes import check
+from anatomy.shapes import checked
 
 from .template import fill, instantiate, slots_of
 
@@ -293,7 +293,7 @@ def _load(file: str | Path, dims: dict[str, int]) -> tuple[Program, dict[str, An
         own = {k: v for k, v in dims.items() if k in d.dims}
         if own:
             try:
-                d.shapes = check(d, own)
+                program.anatomies[d.name] = checked(d, own)
             except AnatError as e:
                 refused[d.name] = e
     return program, refused

@@ -30,7 +30,6 @@ from anatomy.errors import AnatError
 
 from .train import TrialResult
 
-FINISHED = ("done", "diverged", "failed")
 LEASE = 600.0  # seconds without a heartbeat after which another host's trial is reclaimed
 
 SCHEMA = """

@@ -8,11 +8,12 @@ the search, decides whether a combination is type-correct.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from anatomy.errors import AnatError
 from anatomy.ir import Box, Diagram, Program, freeze_attrs
-from anatomy.shapes import check, check_fill
+from anatomy.shapes import check_fill, checked
 
 
 def slots_of(template: Diagram) -> list[str]:
@@ -55,11 +56,9 @@ def fill(diagram: Diagram, choice: Mapping[str, str],
         attrs["anatomy"] = filler.name
         attrs["dims"] = loaded_dims(filler) or None
         boxes.append(Box("call", b.inputs, b.outputs, freeze_attrs(attrs), b.loc))
-    filled = diagram.replace(boxes=boxes)
     if dims is None and diagram.shapes is not None:
         dims = diagram.shapes.dims
-    filled.shapes = check(filled, dict(dims or {}))
-    return filled
+    return checked(diagram.replace(boxes=boxes), dict(dims or {}))
 
 
 def loaded_dims(filler: Diagram) -> tuple[tuple[str, int], ...]:
@@ -80,14 +79,11 @@ def with_anatomy(program: Program, diagram: Diagram, name: str, fills: str) -> P
     another template, e.g. the mixer of a block."""
     if name in program.anatomies:
         raise AnatError(f"{program.file} already has an anatomy named `{name}`")
-    filler = diagram.replace(name=name, fills=fills)
-    filler.shapes = diagram.shapes
+    filler = dataclasses.replace(diagram, name=name, fills=fills)
+    # the program's own anatomies are rebound to the copy when it is made (Program)
     merged = Program({**program.anatomies, name: filler}, dict(program.slots), program.file,
                      dict(program.slot_locs), program.own)
+    if filler.program is program:
+        filler = merged.anatomies[name] = dataclasses.replace(filler, program=merged)
     check_fill(merged, filler)
-    for d in merged.anatomies.values():
-        if d.program is program:
-            rebound = d.replace(program=merged)
-            rebound.shapes = d.shapes
-            merged.anatomies[d.name] = rebound
     return merged

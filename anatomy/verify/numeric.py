@@ -6,9 +6,10 @@ claims the prover refuses.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from anatomy.ir import Diagram
+from anatomy.ir import Diagram, freeze_attrs
 
 TOLERANCE = 1e-9  # relative RMSE in float64 below which two diagrams count as equal
 
@@ -172,13 +173,16 @@ def _where(b) -> str:
 
 def without_epsilons(d: Diagram) -> Diagram:
     """The diagram with every epsilon set to 0."""
-    from anatomy.shapes import check
+    from anatomy.shapes import checked
     marked = {e.box for e in epsilons(d)}
-    boxes = [b.with_attrs(value=0) if b.op == "const" and b.id in marked else
-             b.with_attrs(eps=0.0) if b.id in marked else b for b in d.boxes]
-    out = d.replace(boxes=boxes)
-    out.shapes = check(out, dict(d.shapes.dims))
-    return out
+    boxes = [_with_attrs(b, value=0) if b.op == "const" and b.id in marked else
+             _with_attrs(b, eps=0.0) if b.id in marked else b for b in d.boxes]
+    return checked(d.replace(boxes=boxes), dict(d.shapes.dims))
+
+
+def _with_attrs(b, **updates):
+    """The box with some attributes changed."""
+    return dataclasses.replace(b, attrs=freeze_attrs({**dict(b.attrs), **updates}))
 
 
 def inlined(d: Diagram) -> Diagram:
