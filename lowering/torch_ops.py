@@ -105,8 +105,15 @@ def _common_dtype(tensors) -> torch.dtype:
 
 # -- scalars and elementwise ----------------------------------------------------------------
 def _unary(name: str, tensor_fn, scalar_fn):
+    """A pointwise function of tensors and scalars. A symbolic scalar (a size read off a
+    dynamic input dim under torch.export or torch.compile) becomes a 0-dim float64 tensor, so
+    the size stays symbolic: math.log(T) would specialise T to the example's value."""
     def fn(x):
-        return tensor_fn(x) if isinstance(x, Tensor) else scalar_fn(x)
+        if isinstance(x, Tensor):
+            return tensor_fn(x)
+        if isinstance(x, (torch.SymInt, torch.SymFloat)):
+            return tensor_fn(torch.scalar_tensor(x, dtype=torch.float64))
+        return scalar_fn(x)
     fn.__name__ = name
     fn.__qualname__ = name
     return fn
