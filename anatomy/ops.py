@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from math import prod
 from typing import Any, NoReturn
 
 from .errors import UNKNOWN, AnatError, SourceLoc
@@ -59,6 +60,20 @@ class OpCall:
         return self.expected
 
 
+@dataclass(frozen=True)
+class SizeCall:
+    """A box's size check, once the shape checker has unified every axis: `sizes.get(a)`
+    (None: not known at these dims) and `sizes.fix(a, n, loc)` infer a missing size."""
+
+    op: str
+    attrs: Mapping[str, Any]
+    sizes: Any  # anatomy.shapes._Sizes
+    loc: SourceLoc = UNKNOWN
+
+    def fail(self, message: str, hint: str | None = None) -> NoReturn:
+        raise AnatError(message, self.loc, hint=hint)
+
+
 def _first(c: OpCall) -> Axes:
     """Elementwise: the first input's axes."""
     return c.ins[0]
@@ -91,6 +106,7 @@ class OpSpec:
     zero_preserving: bool = False  # f(0) = 0 entrywise (a mask's zeros survive it)
     title: Callable[[Axes, Mapping[str, Any]], str] | None = None
     passes_target: bool = False  # nested, it passes its statement's target axes down
+    sizes: Callable[[SizeCall], None] | None = None  # size checks once sizes are known
 
     def __post_init__(self):
         if self.axis_attrs is None:
@@ -306,6 +322,61 @@ def _linear(c: OpCall) -> Axes:
     return tuple(a for a in c.ins[0] if a not in in_axes) + tuple(out_axes)
 
 
+# -- size checks, once the shape checker knows every size it can --------------------------------
+def _share_sizes(c: SizeCall) -> None:
+    g, h = c.attrs["along"]
+    ng, nh = c.sizes.get(g), c.sizes.get(h)
+    if ng is not None and nh is not None and nh % ng:
+        c.fail(f"share: {nh} heads ({h}) cannot be split into {ng} groups ({g})",
+               hint="the number of heads must be a multiple of groups")
+
+
+def _rotary_sizes(c: SizeCall) -> None:
+    axis = c.attrs["along"][1]
+    n = c.sizes.get(axis)
+    if n is not None and n % 2:
+        c.fail(f"{c.op} rotates pairs, but axis {axis} has odd size {n}")
+
+
+def _parts_sizes(c: SizeCall) -> None:
+    """concat and split: the joined axis is as long as its parts; one unknown is inferred."""
+    sizes = c.sizes
+    whole, parts = c.attrs["axis"], c.attrs["parts"]
+    known = [sizes.get(p) for p in parts]
+    if all(k is not None for k in known):
+        sizes.fix(whole, sum(known), c.loc)
+    elif sizes.get(whole) is not None and sum(k is None for k in known) == 1:
+        missing = parts[[k is None for k in known].index(True)]
+        rest = sizes.get(whole) - sum(k for k in known if k is not None)
+        if rest <= 0:
+            c.fail(f"{c.op}: no room for axis {missing}")
+        sizes.fix(missing, rest, c.loc)
+
+
+def _reshape_sizes(c: SizeCall) -> None:
+    """The merged axes and the axes they are split into hold as many entries; a single
+    unknown size on either side is inferred."""
+    sizes = c.sizes
+    sides = (c.attrs["merge"], c.attrs["into"])
+    for side, other in (sides, sides[::-1]):
+        unknown = [a for a in side if sizes.get(a) is None]
+        if len(unknown) == 1 and all(sizes.get(a) is not None for a in other):
+            known = prod(sizes.get(a) for a in side if a != unknown[0])
+            total = prod(sizes.get(a) for a in other)
+            if total % known:
+                c.fail(f"reshape: {total} entries of [{', '.join(other)}] do not split into "
+                       f"[{', '.join(side)}]")
+            sizes.fix(unknown[0], total // known, c.loc)
+    merge, into = (prod(sizes.get(a) for a in side) if all(sizes.get(a) for a in side)
+                   else None for side in sides)
+    if merge is not None and into is not None and merge != into:
+        def show(side):
+            return ", ".join(f"{a}={sizes.get(a)}" for a in side)
+        c.fail(f"reshape: [{show(sides[0])}] has {merge} entries but [{show(sides[1])}] has "
+               f"{into}", hint="the merged axes and the target's new axes must hold as many "
+                               "entries")
+
+
 def _over(name: str) -> Callable[[Axes, Mapping[str, Any]], str]:
     def title(along: Axes, attrs) -> str:
         return f"{name} over {', '.join(along)}"
@@ -381,17 +452,17 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            causal="reverse", passes_target=True),
     OpSpec("rope", "position", "rotary position encoding of pairs of `feature` by position",
            axes=("position", "feature"), options={"base": 10000.0}, infer=_rotary,
-           causal="same_position", passes_target=True),
+           causal="same_position", passes_target=True, sizes=_rotary_sizes),
     OpSpec("xpos", "position",
            "rotary encoding with xPos scaling (downscale=true for keys)",
            axes=("position", "feature"),
            options={"base": 10000.0, "scale_base": 512.0, "downscale": False}, infer=_rotary,
-           causal="same_position", passes_target=True),
+           causal="same_position", passes_target=True, sizes=_rotary_sizes),
     OpSpec("concat", "structure", "concatenate along one axis (taken from the target)",
            tensors=-1, infer=_concat, needs_target=True, axis_attrs=("axis", "parts"),
-           causal="sum"),
+           causal="sum", sizes=_parts_sizes),
     OpSpec("split", "structure", "split one axis into the targets' axes", tensors=1,
-           needs_target=True, axis_attrs=("axis", "parts"), causal="sum"),
+           needs_target=True, axis_attrs=("axis", "parts"), causal="sum", sizes=_parts_sizes),
     # forms of masked linear attention that the rewrite engine derives (anatomy.rewrite)
     OpSpec("scan", "mixing",
            "the linear recurrence S_t = exp(log_a_t) S_{t-1} + u_t along an axis (S_-1 = 0): "
@@ -415,10 +486,11 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     OpSpec("reshape", "structure",
            "merge the input's axes the target lacks, row-major, into the target's axes the "
            "input lacks (e.g. [t, d] -> [t, h, p])", tensors=1, infer=_reshape,
-           needs_target=True, axis_attrs=("merge", "into"), causal="sum"),
+           needs_target=True, axis_attrs=("merge", "into"), causal="sum",
+           sizes=_reshape_sizes),
     OpSpec("share", "sharing",
            "KV sharing: groups axis g broadcast to heads axis h (head i uses group i // (H/G))",
-           axes=("groups", "heads"), infer=_share, causal="same_position",
+           axes=("groups", "heads"), infer=_share, causal="same_position", sizes=_share_sizes,
            title=lambda along, attrs: f"share {along[0]}→{along[1]}"),
     OpSpec("index", "structure", "0, 1, ..., n-1 along an axis", tensors=0, axes=("axis",),
            infer=_index, axis_attrs=("axis",), causal="none"),

@@ -12,7 +12,7 @@ from math import prod
 from . import dims as dimlib
 from .errors import AnatError, SourceLoc
 from .ir import Diagram, Program, Signature
-from .ops import OPS
+from .ops import OPS, SizeCall
 
 
 class _Sizes:
@@ -161,69 +161,18 @@ def check(diagram: Diagram, overrides: dict[str, int] | None = None,
             n_in = len(box.attr("in_axes"))
             for wa, oa in zip(w.axes[n_in:], box.attr("out_axes")):
                 sizes.unify(oa, wa, box.loc)  # the user's axis name stays the class's name
-        elif op in ("share", "concat", "split", "rope", "xpos", "reshape"):
+        elif op in OPS and OPS[op].sizes is not None:  # checked once every size is known
             deferred.append(box)
         elif op in ("call", "slot"):
             _check_composite(diagram, box, shapes, _stack, memo)
     for box in deferred:
-        _deferred(diagram, box, sizes)
+        OPS[box.op].sizes(SizeCall(box.op, dict(box.attrs), sizes, box.loc))
     return shapes
 
 
 def checked(diagram: Diagram, overrides: dict[str, int] | None = None) -> Diagram:
     """The diagram with its Shapes at these dims: a new Diagram (diagrams are frozen)."""
     return replace(diagram, shapes=check(diagram, overrides))
-
-
-def _deferred(diagram: Diagram, box, sizes: _Sizes) -> None:
-    if box.op == "share":
-        g, h = box.attr("along")
-        ng, nh = sizes.get(g), sizes.get(h)
-        if ng is not None and nh is not None and nh % ng:
-            raise AnatError(f"share: {nh} heads ({h}) cannot be split into {ng} groups ({g})",
-                            box.loc, hint="the number of heads must be a multiple of groups")
-    elif box.op == "reshape":
-        _check_reshape(box, sizes)
-    elif box.op in ("rope", "xpos"):
-        n = sizes.get(box.attr("along")[1])
-        if n is not None and n % 2:
-            raise AnatError(f"{box.op} rotates pairs, but axis {box.attr('along')[1]} has odd "
-                            f"size {n}", box.loc)
-    else:
-        whole, parts = box.attr("axis"), box.attr("parts")
-        known = [sizes.get(p) for p in parts]
-        if all(k is not None for k in known):
-            sizes.fix(whole, sum(known), box.loc)
-        elif sizes.get(whole) is not None and sum(k is None for k in known) == 1:
-            missing = parts[[k is None for k in known].index(True)]
-            rest = sizes.get(whole) - sum(k for k in known if k is not None)
-            if rest <= 0:
-                raise AnatError(f"{box.op}: no room for axis {missing}", box.loc)
-            sizes.fix(missing, rest, box.loc)
-
-
-def _check_reshape(box, sizes: _Sizes) -> None:
-    """The merged axes and the axes they are split into hold as many entries; a single
-    unknown size on either side is inferred."""
-    sides = (box.attr("merge"), box.attr("into"))
-    for side, other in (sides, sides[::-1]):
-        unknown = [a for a in side if sizes.get(a) is None]
-        if len(unknown) == 1 and all(sizes.get(a) is not None for a in other):
-            known = prod(sizes.get(a) for a in side if a != unknown[0])
-            total = prod(sizes.get(a) for a in other)
-            if total % known:
-                raise AnatError(f"reshape: {total} entries of [{', '.join(other)}] do not "
-                                f"split into [{', '.join(side)}]", box.loc)
-            sizes.fix(unknown[0], total // known, box.loc)
-    merge, into = (prod(sizes.get(a) for a in side) if all(sizes.get(a) for a in side)
-                   else None for side in sides)
-    if merge is not None and into is not None and merge != into:
-        def show(side):
-            return ", ".join(f"{a}={sizes.get(a)}" for a in side)
-        raise AnatError(f"reshape: [{show(sides[0])}] has {merge} entries but "
-                        f"[{show(sides[1])}] has {into}", box.loc,
-                        hint="the merged axes and the target's new axes must hold as many "
-                             "entries")
 
 
 def _port_binding(sig: Signature, box, diagram: Diagram) -> list[tuple[str, str]]:
