@@ -149,7 +149,7 @@ class Analysis:
             if self.timelike(box.attr("axis")):
                 return [whole(box, "is the sequence's length, known only at its end")]
             return [NOTHING]
-        if fact == "decay":
+        if fact == "decay_mask":
             q, k = box.attr("along")
             (log_a,) = ins
             if log_a.whole:

@@ -74,6 +74,10 @@ class SizeCall:
         raise AnatError(message, self.loc, hint=hint)
 
 
+CAUSAL_FACTS = frozenset({"pointwise", "same_position", "mask", "decay_mask", "recurrence",
+                          "reverse", "shift", "normaliser", "norm", "sum", "none", "length"})
+
+
 def _first(c: OpCall) -> Axes:
     """Elementwise: the first input's axes."""
     return c.ins[0]
@@ -84,12 +88,21 @@ class OpSpec:
     """The contract of one op (see the module docstring).
 
     `infer(call)` checks a use of the op and gives its output axes; `needs_target`: the
-    output axes are the statement's target's (a nested use has none to give). `causal`
-    says how an entry depends on positions along its axes: "pointwise" (the same index of
-    its inputs), "mask" (a 0/1 or decay matrix over (query, key)), "recurrence" (position
-    i reads positions <= i along its axis), "reverse" (position i reads n - 1 - i),
-    "shift", "normaliser" (reads the whole row along its axis), "norm" (reads all its
-    axes), "sum" (sums the input axes the output lacks), "none" (reads no position)."""
+    output axes are the statement's target's (a nested use has none to give); `sizes`:
+    its checks that need sizes (run by the shape checker). `causal` (one of CAUSAL_FACTS,
+    read by anatomy.causality) says how an entry depends on positions along its axes:
+
+    - "pointwise": the same index of its inputs; "same_position": the same position along
+      time (rope, share), keeping its input's zeros;
+    - "mask": a 0/1 matrix over (query, key), 1 inside `MASK_BANDS[op]` (it looks ahead
+      when its band reaches below 0); "decay_mask": a matrix from log-decays read at
+      positions between key and query, 0 above the diagonal;
+    - "recurrence": position i reads positions <= i along its axis (scan, ssd, delta_rule);
+    - "reverse": position i reads n - 1 - i (flip); "shift": position i reads i - by;
+    - "normaliser": reads its whole row along its axis; "norm": reads all its axes;
+    - "sum": sums the input axes its output lacks (linear, concat, split, reshape);
+    - "none": reads no position (index); "length": the sequence's length (size).
+    """
 
     name: str
     kind: str
@@ -109,6 +122,7 @@ class OpSpec:
     sizes: Callable[[SizeCall], None] | None = None  # size checks once sizes are known
 
     def __post_init__(self):
+        assert self.causal in CAUSAL_FACTS, (self.name, self.causal)
         if self.axis_attrs is None:
             object.__setattr__(self, "axis_attrs", ("along",) if self.axes else ())
 
@@ -441,7 +455,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     OpSpec("decay", "mask",
            "exp(sum_{i=s+1..t} log_a_i) for s <= t else 0, from log-decays (log-space "
            "segment sum); a log-decay without the query axis is constant: exp((t-s) log_a)",
-           axes=("query", "key"), infer=_decay, tied=True, causal="decay"),
+           axes=("query", "key"), infer=_decay, tied=True, causal="decay_mask"),
     # sequence structure
     OpSpec("shift", "structure", "move one step later along an axis (zero at the start)",
            axes=("axis",), options={"by": 1}, infer=_along_one, causal="shift",
