@@ -1,10 +1,10 @@
 """Templates, their instantiation and the enumeration of the default search space.
 
 Expected counts are worked out by hand from the library in zoo/search/attention.anat:
-5 KV-sharing x 3 feature maps x 4 similarities x 4 masks x 5 normalisers = 1,200 fillings.
-At h = 4, gqa4 (four groups) is MHA (GQA with G = H), so each of the 240 gqa4 fillings falls
-into the class of its MHA twin: 960 classes. At h = 2, four groups do not divide two heads
-(the checker refuses the 240 gqa4 fillings) and gqa2 is MHA: 960 typed, 720 classes.
+5 KV-sharing x 3 feature maps x 5 similarities x 4 masks x 5 normalisers = 1,500 fillings.
+At h = 4, gqa4 (four groups) is MHA (GQA with G = H), so each of the 300 gqa4 fillings falls
+into the class of its MHA twin: 1,200 classes. At h = 2, four groups do not divide two heads
+(the checker refuses the 300 gqa4 fillings) and gqa2 is MHA: 1,200 typed, 900 classes.
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ def default_enumeration(space):
 
 def test_default_space_counts(space, default_enumeration):
     assert space.slots == ["kv_sharing", "feature_map", "similarity", "mask", "normaliser"]
-    assert space.size == 1200
+    assert space.size == 1500
     e = default_enumeration
-    assert len(e.fillings) == 1200 and not e.rejected
+    assert len(e.fillings) == 1500 and not e.rejected
     classes = e.classes
-    assert len(classes) == 960
+    assert len(classes) == 1200
     merged = [c for c in classes.values() if len(c.members) > 1]
-    assert len(merged) == 240
+    assert len(merged) == 300
     for c in merged:  # every merged class is exactly {mha filling, its gqa4 twin}
         a, b = (dict(m.choice) for m in c.members)
         assert {a["kv_sharing"], b["kv_sharing"]} == {"mha", "gqa4"}
@@ -53,10 +53,10 @@ def test_default_space_counts(space, default_enumeration):
 
 def test_dims_change_what_collapses_and_what_type_checks():
     e = SearchSpace.load(ATTENTION, dims={"h": 2}).enumerate(workers=2)
-    assert len(e.rejected) == 240
+    assert len(e.rejected) == 300
     assert {dict(f.choice)["kv_sharing"] for f in e.rejected} == {"gqa4"}
     assert "cannot be split into 4 groups" in e.rejected[0].error
-    assert len(e.classes) == 720
+    assert len(e.classes) == 900
     pairs = {frozenset(dict(m.choice)["kv_sharing"] for m in c.members)
              for c in e.classes.values() if len(c.members) > 1}
     assert pairs == {frozenset({"mha", "gqa2"})}
