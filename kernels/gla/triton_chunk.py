@@ -80,11 +80,55 @@ def _place(i, Q: tl.constexpr, SB: tl.constexpr):
 
 
 @triton.jit
-def _diag_decay(gx_i, gy_i, SB: tl.constexpr):
-    """[SB, SB, BN] exp(gx_t - gy_s) for s < t inside one sub-block, 0 elsewhere."""
+def _pick(tile, s, SB: tl.constexpr):
+    """Row s of an [SB, BN] tile as a [BN] vector."""
+    return tl.sum(tl.where((tl.arange(0, SB) == s)[:, None], tile, 0.0), axis=0)
+
+
+@triton.jit
+def _decay_from(gx_i, gy_s, s, SB: tl.constexpr):
+    """[SB, BN] exp(gx_t - gy_s) for the rows t > s of a sub-block, 0 for t <= s (exponents
+    <= 0 for decays)."""
+    later = (tl.arange(0, SB) > s)[:, None]
+    return tl.exp(tl.where(later, gx_i - gy_s[None, :], float("-inf")))
+
+
+@triton.jit
+def _diag_scores(x_i, gx_i, y_i, gy_i, SB: tl.constexpr):
+    """The strictly lower [SB, SB] block sum_n x_tn y_sn exp(gx_tn - gy_sn) inside one
+    sub-block, a column s at a time (so no [SB, SB, BN] tensor is held in registers)."""
     a = tl.arange(0, SB)
-    keep = (a[:, None] > a[None, :])[:, :, None]
-    return tl.exp(tl.where(keep, gx_i[:, None, :] - gy_i[None, :, :], float("-inf")))
+    out = tl.zeros([SB, SB], dtype=tl.float32)
+    for s in tl.static_range(SB):
+        y_s, gy_s = _pick(y_i, s, SB), _pick(gy_i, s, SB)
+        col = tl.sum(x_i * y_s[None, :] * _decay_from(gx_i, gy_s, s, SB), axis=1)
+        out = tl.where(a[None, :] == s, col[:, None], out)
+    return out
+
+
+@triton.jit
+def _diag_row_grad(d_diag, gx_i, y_i, gy_i, SB: tl.constexpr):
+    """d x_i [SB, BN] from the gradient d_diag [SB, SB] of :func:`_diag_scores`."""
+    a = tl.arange(0, SB)
+    dx = tl.zeros(gx_i.shape, dtype=tl.float32)
+    for s in tl.static_range(SB):
+        y_s, gy_s = _pick(y_i, s, SB), _pick(gy_i, s, SB)
+        d_s = tl.sum(tl.where(a[None, :] == s, d_diag, 0.0), axis=1)
+        dx += d_s[:, None] * y_s[None, :] * _decay_from(gx_i, gy_s, s, SB)
+    return dx
+
+
+@triton.jit
+def _diag_col_grad(d_diag, x_i, gx_i, gy_i, SB: tl.constexpr):
+    """d y_i [SB, BN] from the gradient d_diag [SB, SB] of :func:`_diag_scores`."""
+    a = tl.arange(0, SB)
+    dy = tl.zeros(gx_i.shape, dtype=tl.float32)
+    for s in tl.static_range(SB):
+        gy_s = _pick(gy_i, s, SB)
+        d_s = tl.sum(tl.where(a[None, :] == s, d_diag, 0.0), axis=1)
+        row = tl.sum(d_s[:, None] * x_i * _decay_from(gx_i, gy_s, s, SB), axis=0)
+        dy = tl.where((a == s)[:, None], row[None, :], dy)
+    return dy
 
 
 @triton.jit
@@ -96,7 +140,7 @@ def _stripe(x_i, gx_i, y, gy, y_i, gy_i, r_i, i, Q: tl.constexpr, SB: tl.constex
     before = (tl.arange(0, Q) < i * SB)[:, None]
     yr = y * tl.exp(tl.where(before, r_i[None, :] - gy, float("-inf")))
     off = _dot(x_i * tl.exp(gx_i - r_i[None, :]), tl.trans(yr))
-    diag = tl.sum(x_i[:, None, :] * y_i[None, :, :] * _diag_decay(gx_i, gy_i, SB), axis=2)
+    diag = _diag_scores(x_i, gx_i, y_i, gy_i, SB)
     return off + _dot(diag, _place(i, Q, SB))
 
 
@@ -108,7 +152,7 @@ def _row_grad(d_stripe, gx_i, y, gy, y_i, gy_i, r_i, i, Q: tl.constexpr, SB: tl.
     yr = y * tl.exp(tl.where(before, r_i[None, :] - gy, float("-inf")))
     dx = _dot(d_stripe, yr) * tl.exp(gx_i - r_i[None, :])
     d_diag = _dot(d_stripe, tl.trans(_place(i, Q, SB)))  # [SB, SB]
-    return dx + tl.sum(d_diag[:, :, None] * y_i[None, :, :] * _diag_decay(gx_i, gy_i, SB), axis=1)
+    return dx + _diag_row_grad(d_diag, gx_i, y_i, gy_i, SB)
 
 
 @triton.jit
@@ -118,7 +162,7 @@ def _col_stripe(x, gx, x_j, gx_j, y_j, gy_j, r_j, j, Q: tl.constexpr, SB: tl.con
     after = (tl.arange(0, Q) >= (j + 1) * SB)[:, None]
     xr = x * tl.exp(tl.where(after, gx - r_j[None, :], float("-inf")))
     off = _dot(xr, tl.trans(y_j * tl.exp(r_j[None, :] - gy_j)))
-    diag = tl.sum(x_j[:, None, :] * y_j[None, :, :] * _diag_decay(gx_j, gy_j, SB), axis=2)
+    diag = _diag_scores(x_j, gx_j, y_j, gy_j, SB)
     return off + _dot(tl.trans(_place(j, Q, SB)), diag)
 
 
@@ -130,7 +174,7 @@ def _col_grad(d_col, x, gx, x_j, gx_j, gy_j, r_j, j, Q: tl.constexpr, SB: tl.con
     xr = x * tl.exp(tl.where(after, gx - r_j[None, :], float("-inf")))
     dy = _dot(tl.trans(d_col), xr) * tl.exp(r_j[None, :] - gy_j)
     d_diag = _dot(_place(j, Q, SB), d_col)  # [SB, SB]: rows t, columns s of the block
-    return dy + tl.sum(d_diag[:, :, None] * x_j[:, None, :] * _diag_decay(gx_j, gy_j, SB), axis=0)
+    return dy + _diag_col_grad(d_diag, x_j, gx_j, gy_j, SB)
 
 
 @triton.jit

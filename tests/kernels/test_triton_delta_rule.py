@@ -62,9 +62,8 @@ def names(gate):
     "T,chunk,H,N,P,gate,decay,dtype",
     [
         (1, 16, 1, 16, 16, "none", 0.0, torch.float32),
-        (37, 16, 1, 16, 24, "none", 0.0, torch.float32),
-        (40, 32, 2, 8, 16, "scalar", 1.0, torch.float32),
-        (40, 16, 2, 16, 16, "channel", 1.0, torch.float32),
+        (24, 16, 2, 16, 24, "none", 0.0, torch.float32),
+        (33, 32, 1, 8, 16, "scalar", 1.0, torch.float32),
         # log_a down to -10: in-chunk cumsums reach about -320, whose unpaired exp overflows
         (64, 64, 1, 16, 16, "channel", 10.0, torch.float32),
         (33, 16, 1, 16, 16, "channel", 1.0, torch.float16),
@@ -89,7 +88,7 @@ def test_triton_delta_rule_matches_naive(T, chunk, H, N, P, gate, decay, dtype):
 
 
 def test_triton_delta_rule_without_initial_state_or_final_gradient():
-    q, k, v, beta, log_a, _ = make_inputs(21, 2, 16, 16, "scalar", decay=1.0, seed=3)
+    q, k, v, beta, log_a, _ = make_inputs(20, 1, 16, 16, "scalar", decay=1.0, seed=3)
     tensors = [x.to(DEVICE).requires_grad_() for x in (q, k, v, beta, log_a)]
     o = delta_rule(*tensors[:4], log_a=tensors[4], scale=0.5, chunk_size=16, backend="triton")
     do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))

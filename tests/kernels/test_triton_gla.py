@@ -57,11 +57,11 @@ def outputs_and_grads(fn, inputs, **kwargs):
     [
         (1, 16, 1, 2, 16, 16, 1.0, False, torch.float32),
         (40, 16, 1, 2, 16, 16, 1.0, True, torch.float32),
-        (50, 32, 2, 4, 8, 24, 5.0, False, torch.float32),
+        (33, 32, 2, 2, 8, 24, 5.0, False, torch.float32),
         # log_alpha down to -10: in-chunk cumsums reach about -320, whose unpaired exp overflows
         (64, 64, 1, 2, 16, 16, 10.0, True, torch.float32),
         (33, 16, 1, 2, 16, 16, 1.0, False, torch.float16),
-        (48, 16, 1, 2, 16, 16, 2.0, True, torch.bfloat16),
+        (20, 16, 1, 2, 16, 16, 2.0, True, torch.bfloat16),
     ],
 )
 def test_triton_gla_matches_naive(T, chunk, G, H, N, P, decay, bonus, dtype):
@@ -82,7 +82,7 @@ def test_triton_gla_matches_naive(T, chunk, G, H, N, P, decay, bonus, dtype):
 
 
 def test_triton_gla_without_initial_state_or_final_gradient():
-    q, k, v, log_alpha, _ = make_inputs(37, 1, 2, 16, 16, decay=1.0, bonus=False, seed=5)
+    q, k, v, log_alpha, _ = make_inputs(20, 1, 2, 16, 16, decay=1.0, bonus=False, seed=5)
     q, k, v, log_alpha = (x.to(DEVICE).requires_grad_() for x in (q, k, v, log_alpha))
     y = gla(q, k, v, log_alpha, scale=0.5, chunk_size=16, backend="triton")
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE)
