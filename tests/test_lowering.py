@@ -30,6 +30,8 @@ SMALL = {
     "pattention": {"i": 16, "o": 24, "n": 40}, "tokenformer_attention": {"d": 32, "h": 4},
     "forgetting_transformer": {"d": 32, "h": 4}, "alibi": {"d": 32, "h": 4},
     "sliding_window": {"d": 32, "h": 4},
+    "rwkv6": {"d": 32, "h": 2, "m": 8, "e": 8}, "hgrn2": {"d": 32, "h": 2},
+    "mamba1": {"d": 16, "n": 4},
 }
 # no recurrent form: they look ahead (flip, shift to earlier, the sequence length)
 NOT_RECURRENT = {"quasiseparable_core", "hydra_construction_core", "hydra",
