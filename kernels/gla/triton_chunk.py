@@ -110,7 +110,7 @@ def _diag_scores(x_i, gx_i, y_i, gy_i, SB: tl.constexpr):
 def _diag_row_grad(d_diag, gx_i, y_i, gy_i, SB: tl.constexpr):
     """d x_i [SB, BN] from the gradient d_diag [SB, SB] of :func:`_diag_scores`."""
     a = tl.arange(0, SB)
-    dx = tl.zeros(gx_i.shape, dtype=tl.float32)
+    dx = tl.zeros_like(gx_i)
     for s in tl.static_range(SB):
         y_s, gy_s = _pick(y_i, s, SB), _pick(gy_i, s, SB)
         d_s = tl.sum(tl.where(a[None, :] == s, d_diag, 0.0), axis=1)
@@ -122,7 +122,7 @@ def _diag_row_grad(d_diag, gx_i, y_i, gy_i, SB: tl.constexpr):
 def _diag_col_grad(d_diag, x_i, gx_i, gy_i, SB: tl.constexpr):
     """d y_i [SB, BN] from the gradient d_diag [SB, SB] of :func:`_diag_scores`."""
     a = tl.arange(0, SB)
-    dy = tl.zeros(gx_i.shape, dtype=tl.float32)
+    dy = tl.zeros_like(gx_i)
     for s in tl.static_range(SB):
         gy_s = _pick(gy_i, s, SB)
         d_s = tl.sum(tl.where(a[None, :] == s, d_diag, 0.0), axis=1)
@@ -240,11 +240,11 @@ def _sub_block(H: tl.constexpr, G: tl.constexpr, Q: tl.constexpr, SB: tl.constex
 @triton.jit
 def _diagonal(q_i, k_i, u_ptr, h, N, BN: tl.constexpr, BONUS: tl.constexpr):
     """The undecayed diagonal weights q_t . k_t (q_t . (u * k_t) with the bonus), [SB]."""
+    w = q_i * k_i
     if BONUS:
         d = tl.arange(0, BN)
-        u = tl.load(u_ptr + h * N + d, mask=d < N, other=0.0).to(tl.float32)
-        return tl.sum(q_i * k_i * u[None, :], axis=1)
-    return tl.sum(q_i * k_i, axis=1)
+        w = w * tl.load(u_ptr + h * N + d, mask=d < N, other=0.0).to(tl.float32)[None, :]
+    return tl.sum(w, axis=1)
 
 
 @triton.jit
