@@ -20,6 +20,7 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton", reason="triton is not installed (optional dependency)")
 
 from anatomy.kernels import delta_rule, delta_rule_naive
+from anatomy.kernels.delta_rule import auto_backend
 from anatomy.kernels.delta_rule.triton_chunk import delta_rule_chunked_triton
 from kernel_checks import FP32_TOL, HALF_GRAD_TOL, HALF_OUT_TOL, assert_close_rmse
 
@@ -98,6 +99,13 @@ def test_triton_delta_rule_without_initial_state_or_final_gradient():
     want = [o_ref, *torch.autograd.grad((o_ref * do.double()).sum(), ref)]
     for name, g, w in zip(["o", "dq", "dk", "dv", "dbeta", "dlog_a"], got, want):
         assert_close_rmse(g.cpu(), w, FP32_TOL, f"delta_rule(backend='triton') {name}")
+
+
+def test_auto_picks_triton_for_cuda_tensors_only():
+    q, k, v, beta, log_a, s0 = make_inputs(4, 1, 16, 16, "scalar", decay=1.0, seed=0)
+    assert auto_backend(q, k, v, beta, log_a, s0) in ("cpu", "torch")
+    if torch.cuda.is_available():
+        assert auto_backend(*(x.cuda() for x in (q, k, v, beta, log_a, s0))) == "triton"
 
 
 def test_triton_delta_rule_rejects_chunks_that_are_not_tiles():
