@@ -27,17 +27,17 @@ from kernel_checks import FP32_TOL, HALF_GRAD_TOL, HALF_OUT_TOL, assert_close_rm
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def make_inputs(T, H, N, P, gate, *, decay, seed):
-    """q [1,T,H,N]; k L2-normalised (as in DeltaNet); v [1,T,H,P]; beta in (0, 1) [1,T,H];
-    log_a = -decay * U(0,1): None, [1,T,H] or [1,T,H,N]; initial_state [1,H,N,P]."""
+def make_inputs(B, T, H, N, P, gate, *, decay, seed):
+    """q [B,T,H,N]; k L2-normalised (as in DeltaNet); v [B,T,H,P]; beta in (0, 1) [B,T,H];
+    log_a = -decay * U(0,1): None, [B,T,H] or [B,T,H,N]; initial_state [B,H,N,P]."""
     gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(1, T, H, N, generator=gen) / N**0.5
-    k = F.normalize(torch.randn(1, T, H, N, generator=gen), dim=-1)
-    v = torch.randn(1, T, H, P, generator=gen)
-    beta = torch.rand(1, T, H, generator=gen)
-    shape = {"none": None, "scalar": (1, T, H), "channel": (1, T, H, N)}[gate]
+    q = torch.randn(B, T, H, N, generator=gen) / N**0.5
+    k = F.normalize(torch.randn(B, T, H, N, generator=gen), dim=-1)
+    v = torch.randn(B, T, H, P, generator=gen)
+    beta = torch.rand(B, T, H, generator=gen)
+    shape = {"none": None, "scalar": (B, T, H), "channel": (B, T, H, N)}[gate]
     log_a = None if shape is None else -decay * torch.rand(*shape, generator=gen)
-    s0 = torch.randn(1, H, N, P, generator=gen)
+    s0 = torch.randn(B, H, N, P, generator=gen)
     return [q, k, v, beta, log_a, s0]
 
 
@@ -60,19 +60,19 @@ def names(gate):
 
 
 @pytest.mark.parametrize(
-    "T,chunk,H,N,P,gate,decay,dtype",
+    "B,T,chunk,H,N,P,gate,decay,dtype",
     [
-        (1, 16, 1, 16, 16, "none", 0.0, torch.float32),
-        (24, 16, 2, 16, 24, "none", 0.0, torch.float32),
-        (33, 32, 1, 8, 16, "scalar", 1.0, torch.float32),
+        (2, 1, 16, 1, 16, 16, "none", 0.0, torch.float32),
+        (1, 24, 16, 2, 16, 24, "none", 0.0, torch.float32),
+        (1, 33, 32, 1, 8, 16, "scalar", 1.0, torch.float32),
         # log_a down to -10: in-chunk cumsums reach about -320, whose unpaired exp overflows
-        (64, 64, 1, 16, 16, "channel", 10.0, torch.float32),
-        (33, 16, 1, 16, 16, "channel", 1.0, torch.float16),
-        (20, 16, 1, 16, 16, "scalar", 1.0, torch.bfloat16),
+        (1, 64, 64, 1, 16, 16, "channel", 10.0, torch.float32),
+        (1, 33, 16, 1, 16, 16, "channel", 1.0, torch.float16),
+        (1, 20, 16, 1, 16, 16, "scalar", 1.0, torch.bfloat16),
     ],
 )
-def test_triton_delta_rule_matches_naive(T, chunk, H, N, P, gate, decay, dtype):
-    inputs = make_inputs(T, H, N, P, gate, decay=decay, seed=T)
+def test_triton_delta_rule_matches_naive(B, T, chunk, H, N, P, gate, decay, dtype):
+    inputs = make_inputs(B, T, H, N, P, gate, decay=decay, seed=T)
     ref = [None if x is None else x.to(dtype).double().requires_grad_() for x in inputs]
     want = outputs_and_grads(delta_rule_naive, ref, scale=0.5)
     got_inputs = [None if x is None else x.to(dtype).to(DEVICE).requires_grad_() for x in inputs]
@@ -89,7 +89,7 @@ def test_triton_delta_rule_matches_naive(T, chunk, H, N, P, gate, decay, dtype):
 
 
 def test_triton_delta_rule_without_initial_state_or_final_gradient():
-    q, k, v, beta, log_a, _ = make_inputs(20, 1, 16, 16, "scalar", decay=1.0, seed=3)
+    q, k, v, beta, log_a, _ = make_inputs(1, 20, 1, 16, 16, "scalar", decay=1.0, seed=3)
     tensors = [x.to(DEVICE).requires_grad_() for x in (q, k, v, beta, log_a)]
     o = delta_rule(*tensors[:4], log_a=tensors[4], scale=0.5, chunk_size=16, backend="triton")
     do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
@@ -102,14 +102,14 @@ def test_triton_delta_rule_without_initial_state_or_final_gradient():
 
 
 def test_auto_picks_triton_for_cuda_tensors_only():
-    q, k, v, beta, log_a, s0 = make_inputs(4, 1, 16, 16, "scalar", decay=1.0, seed=0)
+    q, k, v, beta, log_a, s0 = make_inputs(1, 4, 1, 16, 16, "scalar", decay=1.0, seed=0)
     assert auto_backend(q, k, v, beta, log_a, s0) in ("cpu", "torch")
     if torch.cuda.is_available():
         assert auto_backend(*(x.cuda() for x in (q, k, v, beta, log_a, s0))) == "triton"
 
 
 def test_triton_delta_rule_rejects_chunks_that_are_not_tiles():
-    q, k, v, beta, _, _ = make_inputs(8, 1, 16, 16, "none", decay=0.0, seed=0)
+    q, k, v, beta, _, _ = make_inputs(1, 8, 1, 16, 16, "none", decay=0.0, seed=0)
     for chunk in (8, 48):
         with pytest.raises(ValueError, match="chunk_size: expected a power of two >= 16"):
             delta_rule_chunked_triton(q, k, v, beta, chunk_size=chunk)

@@ -26,15 +26,15 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NAMES = ["y", "final_state", "dq", "dk", "dv", "dlog_alpha", "dinitial_state", "dbonus"]
 
 
-def make_inputs(T, G, H, N, P, *, decay, bonus, seed):
-    """q, k [1,T,G,N]; v [1,T,H,P]; log_alpha = -decay * U(0,1) [1,T,H,N]; initial_state
-    [1,H,N,P]; bonus [H,N] when asked."""
+def make_inputs(B, T, G, H, N, P, *, decay, bonus, seed):
+    """q, k [B,T,G,N]; v [B,T,H,P]; log_alpha = -decay * U(0,1) [B,T,H,N]; initial_state
+    [B,H,N,P]; bonus [H,N] when asked."""
     gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(1, T, G, N, generator=gen) / N**0.5
-    k = torch.randn(1, T, G, N, generator=gen)
-    v = torch.randn(1, T, H, P, generator=gen)
-    log_alpha = -decay * torch.rand(1, T, H, N, generator=gen)
-    s0 = torch.randn(1, H, N, P, generator=gen)
+    q = torch.randn(B, T, G, N, generator=gen) / N**0.5
+    k = torch.randn(B, T, G, N, generator=gen)
+    v = torch.randn(B, T, H, P, generator=gen)
+    log_alpha = -decay * torch.rand(B, T, H, N, generator=gen)
+    s0 = torch.randn(B, H, N, P, generator=gen)
     u = torch.randn(H, N, generator=gen)
     return [q, k, v, log_alpha, s0] + ([u] if bonus else [])
 
@@ -53,19 +53,19 @@ def outputs_and_grads(fn, inputs, **kwargs):
 
 
 @pytest.mark.parametrize(
-    "T,chunk,G,H,N,P,decay,bonus,dtype",
+    "B,T,chunk,G,H,N,P,decay,bonus,dtype",
     [
-        (1, 16, 1, 2, 16, 16, 1.0, False, torch.float32),
-        (40, 16, 1, 2, 16, 16, 1.0, True, torch.float32),
-        (33, 32, 2, 2, 8, 24, 5.0, False, torch.float32),
+        (2, 1, 16, 1, 2, 16, 16, 1.0, True, torch.float32),
+        (1, 40, 16, 1, 2, 16, 16, 1.0, True, torch.float32),
+        (1, 33, 32, 2, 2, 8, 24, 5.0, False, torch.float32),
         # log_alpha down to -10: in-chunk cumsums reach about -320, whose unpaired exp overflows
-        (64, 64, 1, 2, 16, 16, 10.0, True, torch.float32),
-        (33, 16, 1, 2, 16, 16, 1.0, False, torch.float16),
-        (20, 16, 1, 2, 16, 16, 2.0, True, torch.bfloat16),
+        (1, 64, 64, 1, 2, 16, 16, 10.0, True, torch.float32),
+        (1, 33, 16, 1, 2, 16, 16, 1.0, False, torch.float16),
+        (1, 20, 16, 1, 2, 16, 16, 2.0, True, torch.bfloat16),
     ],
 )
-def test_triton_gla_matches_naive(T, chunk, G, H, N, P, decay, bonus, dtype):
-    inputs = make_inputs(T, G, H, N, P, decay=decay, bonus=bonus, seed=T)
+def test_triton_gla_matches_naive(B, T, chunk, G, H, N, P, decay, bonus, dtype):
+    inputs = make_inputs(B, T, G, H, N, P, decay=decay, bonus=bonus, seed=T)
     ref = [x.to(dtype).double().requires_grad_() for x in inputs]
     want = outputs_and_grads(gla_naive, ref, scale=0.5)
     got_inputs = [x.to(dtype).to(DEVICE).requires_grad_() for x in inputs]
@@ -82,7 +82,7 @@ def test_triton_gla_matches_naive(T, chunk, G, H, N, P, decay, bonus, dtype):
 
 
 def test_triton_gla_without_initial_state_or_final_gradient():
-    q, k, v, log_alpha, _ = make_inputs(20, 1, 2, 16, 16, decay=1.0, bonus=False, seed=5)
+    q, k, v, log_alpha, _ = make_inputs(1, 20, 1, 2, 16, 16, decay=1.0, bonus=False, seed=5)
     q, k, v, log_alpha = (x.to(DEVICE).requires_grad_() for x in (q, k, v, log_alpha))
     y = gla(q, k, v, log_alpha, scale=0.5, chunk_size=16, backend="triton")
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE)
@@ -95,7 +95,7 @@ def test_triton_gla_without_initial_state_or_final_gradient():
 
 
 def test_auto_picks_triton_for_cuda_tensors_only():
-    q, k, v, log_alpha, _ = make_inputs(4, 1, 1, 16, 16, decay=1.0, bonus=False, seed=0)
+    q, k, v, log_alpha, _ = make_inputs(1, 4, 1, 1, 16, 16, decay=1.0, bonus=False, seed=0)
     assert auto_backend(q, k, v, log_alpha) in ("cpu", "torch")
     if torch.cuda.is_available():
         cuda = [x.cuda() for x in (q, k, v, log_alpha)]
@@ -103,7 +103,7 @@ def test_auto_picks_triton_for_cuda_tensors_only():
 
 
 def test_triton_gla_rejects_chunks_that_are_not_tiles():
-    q, k, v, log_alpha, _ = make_inputs(8, 1, 1, 16, 16, decay=1.0, bonus=False, seed=0)
+    q, k, v, log_alpha, _ = make_inputs(1, 8, 1, 1, 16, 16, decay=1.0, bonus=False, seed=0)
     for chunk in (8, 24):
         with pytest.raises(ValueError, match="chunk_size: expected a power of two >= 16"):
             gla_chunked_triton(q, k, v, log_alpha, chunk_size=chunk)
