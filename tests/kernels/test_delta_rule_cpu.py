@@ -44,6 +44,14 @@ def test_cpu_matches_naive(T, chunk, gate, decay):
 
 
 @pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("N,P", [(64, 64), (32, 48)])
+def test_cpu_model_sizes(gate, N, P):
+    """The benchmark's head sizes N = P = 64, and N != P, over three chunks (the last ragged)."""
+    inputs = make_inputs(1, 150, 2, N, P, gate, decay=0.5, seed=N + P)
+    assert_matches_naive(delta_rule_chunked_cpu, inputs, f"{gate} N={N} P={P}", chunk_size=64)
+
+
+@pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("chunk", [1, 7])
 def test_cpu_odd_chunk_sizes(gate, chunk):
     inputs = make_inputs(1, 30, 2, 8, 4, gate, decay=1.0, seed=chunk)
