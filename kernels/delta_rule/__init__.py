@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from ..ssd import triton_available
+from ..ssd import tracing, triton_available
 from .chunk import delta_rule_chunked
 from .cpu_chunk import cpu_kernel_available, cpu_kernel_takes, delta_rule_chunked_cpu
 from .naive import delta_rule_naive
+from .op import OP_BACKENDS, delta_rule_op
 from .recurrent import delta_rule_recurrent, delta_rule_step
 from .validate import check_delta_rule_inputs
 
@@ -57,7 +58,9 @@ def delta_rule(
     backend: "auto" (see :func:`auto_backend`), "torch" (PyTorch chunked, any device and
     dtype), "cpu" (C++ chunked kernel, CPU tensors, float32 or half precision), "triton"
     (Triton chunked kernels, CUDA tensors, or CPU tensors under TRITON_INTERPRET=1; chunk_size
-    a power of two >= 16), "naive", "recurrent".
+    a power of two >= 16), "naive", "recurrent". Under torch.compile or torch.export and on
+    fake or meta tensors, the chunked backends and the recurrence run as the custom op
+    ``anatomy::delta_rule`` (op.py).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS} but got {backend!r}")
@@ -68,6 +71,10 @@ def delta_rule(
         "initial_state": initial_state,
         "output_final_state": output_final_state,
     }
+    if backend in OP_BACKENDS and tracing(q, k, v, beta, log_a, initial_state):
+        o, final_state = delta_rule_op(q, k, v, beta, log_a, initial_state, scale, chunk_size,
+                                       backend)
+        return (o, final_state) if output_final_state else o
     if backend == "auto":
         backend = auto_backend(q, k, v, beta, log_a, initial_state)
     if backend == "naive":

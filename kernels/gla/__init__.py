@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from ..ssd import triton_available
+from ..ssd import tracing, triton_available
 from .chunk import gla_chunked
 from .cpu_chunk import cpu_kernel_available, cpu_kernel_takes, gla_chunked_cpu
 from .naive import gla_naive
+from .op import OP_BACKENDS, gla_chunked_op
 from .recurrent import gla_recurrent, gla_step
 from .validate import check_gla_inputs
 
@@ -56,7 +57,8 @@ def gla(
     dtype), "cpu" (C++ chunked kernel, CPU tensors, float32 or half precision), "triton"
     (Triton chunked kernels, CUDA tensors, or CPU tensors under TRITON_INTERPRET=1; chunk_size
     a power of two >= 16), "naive" (quadratic reference), "recurrent" (a loop of
-    :func:`gla_step`).
+    :func:`gla_step`). Under torch.compile or torch.export and on fake or meta tensors, the
+    chunked backends run as the custom op ``anatomy::gla_chunked`` (op.py).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS} but got {backend!r}")
@@ -67,6 +69,10 @@ def gla(
         "output_final_state": output_final_state,
         "bonus": bonus,
     }
+    if backend in OP_BACKENDS and tracing(q, k, v, log_alpha, initial_state, bonus):
+        y, final_state = gla_chunked_op(q, k, v, log_alpha, initial_state, bonus, scale,
+                                        chunk_size, backend)
+        return (y, final_state) if output_final_state else y
     if backend == "auto":
         backend = auto_backend(q, k, v, log_alpha, initial_state, bonus)
     if backend == "naive":
