@@ -3,7 +3,9 @@
 - parallel: every box lowered as written (the quadratic, masked form).
 - chunked: the diagram is first rewritten by the rewrite engine's proven lowering rules
   (`anatomy.rewrite.lower`): masked linear attention becomes an `ssd` box, which runs
-  through `anatomy.kernels.ssd` (linear in T). Nothing here matches zoo names or patterns.
+  through `anatomy.kernels.ssd` (linear in T), or `anatomy.kernels.gla` for a decay per key
+  channel (with RWKV-6's bonus when the read-out is the state before the step plus the
+  current token's term). Nothing here matches zoo names.
 - auto: chunked, plus softmax attention through scaled_dot_product_attention (no mask or
   causal), or FlexAttention (sliding windows; pointwise score modifications with constants).
 """
@@ -14,7 +16,7 @@ import operator
 from dataclasses import dataclass
 
 from anatomy.errors import AnatError
-from anatomy.ir import Box
+from anatomy.ir import Box, Use
 from anatomy.ops import ssd_state
 
 from . import torch_ops as ops
@@ -93,6 +95,9 @@ def _call_kernel(b: GraphBuilder, box: Box, r: SsdRoles, kernel, args: tuple, kw
     (B, t, heads..., values...). With an `initial_state` node (the step form), return the
     node of the final state."""
     final = None
+    # the scale written into the graph: left to the kernel's float default, torch.compile
+    # would trace it as a symbolic float and restart its analysis (ops.contract)
+    kwargs = {"scale": 1.0, **kwargs}
     if initial_state is None:
         y = b.call(kernel, *args, **kwargs, name=box.outputs[0])
     else:
@@ -104,6 +109,94 @@ def _call_kernel(b: GraphBuilder, box: Box, r: SsdRoles, kernel, args: tuple, kw
     y = b.call(ops.unflatten_values, y, bool(r.heads), sizes)
     b.store(box, y, (BATCH, r.t) + r.heads + r.values)
     return final
+
+@dataclass(frozen=True)
+class BonusMatch:
+    """RWKV-6's read-out, y = past + (q * u * k) v with past = Σ_{s,n} L(shift(log_a))[t, s, n]
+    q[t] shift(k)[s] shift(v)[s] (an `ssd` box over keys, values and log-decays shifted one
+    step later): `gla(q, k, v, log_a, bonus=u)`. Uses of the wires involved (no renames)."""
+
+    ssd: Box
+    q: Use
+    k: Use
+    v: Use
+    log_a: Use
+    bonus: Use
+
+
+def _shifted(d, u: Use, t: str) -> Use | None:
+    """The input of `shift(x, t)` (one step later) that `u` reads, or None."""
+    p = d.producer(u.wire)
+    if p is None or p.op != "shift" or p.attr("along") != (t,) or p.attr("by", 1) != 1:
+        return None
+    return p.inputs[0]
+
+
+def match_bonus(d, box: Box) -> BonusMatch | None:
+    """Recognise RWKV-6's state before the step plus the bonus in an `add` box (or None).
+    Every use must read its wire under the wire's own axis names."""
+    plain = lambda u: u.axes == d.wires[u.wire].axes
+    if box.op != "add" or len(box.inputs) != 2 or not all(plain(u) for u in box.inputs):
+        return None
+    for i in (0, 1):
+        past, cur = (d.producer(u.wire) for u in (box.inputs[i], box.inputs[1 - i]))
+        if past is None or past.op != "ssd" or cur is None or cur.op != "contract":
+            continue
+        (t,) = past.attr("along")
+        q, ks, vs, ls = past.inputs
+        k, v, log_a = (_shifted(d, u, t) for u in (ks, vs, ls))
+        if k is None or v is None or log_a is None or \
+                not all(plain(u) for u in (q, ks, vs, ls, k, v, log_a)) or \
+                len(cur.inputs) != 2:
+            continue
+        now = next((u for u in cur.inputs if u.wire != v.wire), None)
+        if now is None or [u.wire for u in cur.inputs if u is not now] != [v.wire]:
+            continue
+        n = d.producer(now.wire)
+        if n is None or n.op != "contract" or len(n.inputs) != 3:
+            continue
+        rest = [u for u in n.inputs if (u.wire, u.axes) not in ((q.wire, q.axes),
+                                                                  (k.wire, k.axes))]
+        if len(rest) != 1 or t in rest[0].axes or not all(plain(u) for u in n.inputs):
+            continue
+        return BonusMatch(past, q, k, v, log_a, rest[0])
+    return None
+
+
+def bonus_layout(u, heads: int, state: int):
+    """A bonus [heads?, state?] (size-1 where it lacks the axis) as the kernel's [H, N]."""
+    return u.expand(heads, state)
+
+
+def bonus_rule(b: GraphBuilder, box: Box) -> bool:
+    """The chunked forms' RWKV-6 read-out: one `gla(..., bonus=u)` call in place of the
+    kernel over shifted keys and values plus the bonus product (which dead-code
+    elimination then drops). Only for a decay per key channel with one heads axis."""
+    from anatomy.kernels import gla
+    m = match_bonus(b.d, box)
+    if m is None:
+        return False
+    r = ssd_roles(b.d, m.ssd)
+    la = b.use(m.log_a, current=True)
+    if len(r.heads) != 1 or len(r.state) != 1 or la.layout is None or \
+            r.state[0] not in la.layout or box.outputs[0] in b.float32_wires:
+        return False
+    h = r.heads
+    q, k = b.use(m.q, current=True), b.use(m.k, current=True)
+    on_q, on_k = all(a in q.layout for a in h), all(a in k.layout for a in h)
+    g = h if on_q or on_k else ()
+    q_t = _as_kernel_input(b, q, r.t, g, r.state, expand_heads=bool(g) and not on_q)
+    k_t = _as_kernel_input(b, k, r.t, g, r.state, expand_heads=bool(g) and not on_k)
+    v_t = _as_kernel_input(b, b.use(m.v, current=True), r.t, h, r.values, expand_heads=True)
+    u = b.use(m.bonus)
+    if u.layout is None or not set(u.layout) <= set(h + r.state):
+        return False
+    u_t = b.call(bonus_layout, b.align(u, h + r.state), b.size(h[0]), b.size(r.state[0]))
+    log_a = _kernel_log_decay(b, la, r, v_t)
+    _call_kernel(b, box, r, gla, (q_t, k_t, v_t, log_a),
+                 {"chunk_size": m.ssd.attr("chunk", 64), "bonus": u_t})
+    return True
+
 
 def delta_roles(d, box: Box) -> SsdRoles:
     """The axes of a `delta_rule` box by role: o[t, H, P], state [H, N, P]."""
@@ -365,9 +458,13 @@ def attention_rule(b: GraphBuilder, box: Box) -> bool:
     return True
 
 
+def _auto_rules(b: GraphBuilder, box: Box) -> bool:
+    return attention_rule(b, box) or bonus_rule(b, box)
+
+
 def choose_rules(form: str):
     """The box-lowering hook for this form (None: every box lowered as written)."""
-    return attention_rule if form == "auto" else None
+    return {"auto": _auto_rules, "chunked": bonus_rule}.get(form)
 
 
 def structured_forms(d, shapes):

@@ -3,7 +3,8 @@
 `draw_program(draw)` composes a mixer `f(x[t, d]) -> y[t, d]` from the op table's families:
 projections with feature maps, rotary positions, KV sharing, shifts and flips along time;
 a mixing core (softmax attention with or without a mask, masked linear attention with or
-without a normaliser, a sum-normalised score, a `scan`, an `ssd`, a `delta_rule`) whose mask is one of the
+without a normaliser, a sum-normalised score, a `scan`, an `ssd`, a `delta_rule`, RWKV-6's
+state before the step plus a bonus for the current token) whose mask is one of the
 position masks, a decay (data-dependent per head, per key channel as in gated linear
 attention, or constant), a difference of masks, or none (bidirectional); the core inlined or called as a composite; an output norm, gate
 and shift. Each choice is an independent draw, so hypothesis shrinks a failure to the
@@ -29,7 +30,8 @@ POSITIVE = ["elu({}) + 1", "exp({})", "sigmoid({})"]
 MASKS = ["causal(t, s)", "window(t, s, size={w})", "full(t, s)",
          "causal(t, s) - window(t, s, size=1)", "decay(la, t, s)",
          "decay(la, t, s) * window(t, s, size={w})", "decay(lc, t, s)"]
-MIXERS = ["softmax", "linear", "linear_normalised", "normalise", "scan", "ssd", "delta_rule"]
+MIXERS = ["softmax", "linear", "linear_normalised", "normalise", "scan", "ssd", "delta_rule",
+          "bonus"]
 
 
 def draw_program(draw, st) -> str:
@@ -124,6 +126,13 @@ def _core(mixer: str, mask: str, q: str, k: str, la: str, scale: float) -> list[
         gate = "0" if la == "lc" else la
         return [f"kn[t, h, n] = l2normalise({k}, n)", "beta[t, h] = sigmoid(la)",
                 f"o[t, h, p] = delta_rule({q}, kn, v, beta, {gate}, t)"]
+    if mixer == "bonus":  # RWKV-6: keys, values and decay shifted one step, plus the bonus
+        # (unscaled, so that the chunked forms fuse it into gla(..., bonus=u) when they can)
+        log = "la" if la == "la" else "lh"  # a decay per head or per key channel
+        return [f"ks[t, h, n] = shift({k}, t)", "vs[t, h, p] = shift(v, t)",
+                f"ls = shift({log}, t)", "param u[h, n] ~ uniform(-1, 1)",
+                f"past[t, h, p] = decay(ls, t, s) * {q} * ks[s, h, n] * vs[s, h, p]",
+                f"now[t, h] = {q} * u * {k}", "o[t, h, p] = past + now * v"]
     return [f"o[t, h, p] = ssd({q}, {k}, v, {la}, t)"]
 
 

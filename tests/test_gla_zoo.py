@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 from anatomy.kernels import gla
-from anatomy.lowering.torch_ops import segment_decay
+from anatomy.lowering.torch_ops import segment_decay, shift
 
 import anatomy
 from tests.references import (
@@ -86,8 +86,12 @@ def test_float32_forms_match_the_papers_recurrence_with_gradients(name, form):
 def test_chunked_and_auto_run_the_gated_kernel_and_step_with_a_fixed_state(name):
     for form in ("chunked", "auto"):
         module, *_ = _setup(name, form)
-        assert any(n.target is gla for n in module.graph.nodes)
+        (call,) = [n for n in module.graph.nodes if n.target is gla]
         assert not any(n.target is segment_decay for n in module.graph.nodes)  # no [T, T, N]
+        # RWKV-6's read-out is fused into one call with its bonus; its shifted keys,
+        # values and decays are gone (only the token shift of x is left)
+        assert (call.kwargs.get("bonus") is not None) == (name == "rwkv6")
+        assert sum(n.target is shift for n in module.graph.nodes) == (name == "rwkv6")
     module, params, inputs = _setup(name, "auto", torch.float64)
     x = inputs["x"]
     want = REFERENCES[name][1](inputs, params)
