@@ -16,9 +16,9 @@ only its own keys, and `size(t)` is its own length.
   Rows that have advanced by different counts no longer share one position, so the state
   becomes ragged: {"rows": [one batch-1 state per row]}, which later steps accept.
 
-How it runs: `lowering/packed.py` runs a packed batch through the one graph when every box
-either works token by token or is a chunked kernel (which resets its state at each
-boundary); anything else runs sequence by sequence (this module's `split_forward`).
+How it runs: lowering/packed.py runs a packed (or unpadded) batch through one graph when
+every box works token by token or is a chunked kernel (its state reset at each boundary);
+anything else runs sequence by sequence (`split_forward`). `step` always runs row by row.
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ def time_dims(module, ports) -> list[int | None]:
     if t is None:
         raise AnatError(f"{d.name} has no time axis, so no variable-length sequences",
                         hint="attention_mask and cu_seqlens split inputs along time")
+    fixed = module.shapes.size(t)
+    if fixed is not None:
+        raise AnatError(f"{d.name} is compiled for sequences of exactly {fixed} tokens "
+                        f"(dim {t} = {fixed}), so not for sequences of other lengths",
+                        hint=f"compile without a dim for {t} to take any length")
     out = []
     for p in ports:
         dims = [i + 1 for i, a in enumerate(p.axes) if find(a) == find(t)]
@@ -209,9 +214,44 @@ def with_varlen(generated):
 
 
 def varlen_forward(module, generated, inputs: list, attention_mask, cu_seqlens):
-    """The forward of a padded or packed batch (see the module docstring)."""
+    """The forward of a padded or packed batch (see the module docstring): through the
+    packed graph where the module has one (lowering/packed.py), else sequence by sequence."""
+    from .packed import packed_graph_module
+    gm = packed_graph_module(module)
+    if gm is not None:
+        result = _packed(module, gm, inputs, attention_mask, cu_seqlens)
+        if result is not None:
+            return result
     return split_forward(module, lambda *xs: generated(module, *xs), inputs,
                          attention_mask, cu_seqlens)
+
+
+def _packed(module, gm, inputs: list, attention_mask, cu_seqlens):
+    """The packed graph on a packed or (unpadded) padded batch; None where it does not
+    apply (no tokens, an output without time, an input without time for several rows)."""
+    from .packed import pad, unpad
+    d = module.diagram
+    in_dims, out_dims = time_dims(module, d.inputs), time_dims(module, d.outputs)
+    batch, time = _length(inputs, in_dims)
+    if None in out_dims:
+        return None
+    if cu_seqlens is not None:
+        spans = segments(cu_seqlens, batch, time)
+        if time == 0:
+            return None
+        cu = torch.tensor([0] + [b for _, b in spans], dtype=torch.long)
+        return gm(*inputs, cu)
+    idxs = mask_rows(attention_mask, batch, time)
+    lengths = [len(i) for i in idxs]
+    if all(n == time for n in lengths):
+        return None  # no padding: the module as it is
+    if sum(lengths) == 0 or any(x.shape[0] != 1 for x, dim in zip(inputs, in_dims)
+                                if dim is None and isinstance(x, Tensor) and x.dim()):
+        return None
+    flat = torch.cat([i + b * time for b, i in enumerate(idxs)])
+    cu = torch.tensor([0, *lengths], dtype=torch.long).cumsum(0)
+    outs = _outputs(gm(*unpad(inputs, in_dims, flat), cu))
+    return _result([pad(y, dim, flat, batch, time) for y, dim in zip(outs, out_dims)])
 
 
 # -- step: a state per row -------------------------------------------------------------------

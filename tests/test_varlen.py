@@ -182,3 +182,62 @@ def test_a_ragged_state_must_match_the_batch():
         module.step(x[:2], state)
     with pytest.raises(AnatError, match="batch of 3"):
         module.step(x[:1, :4], module.init_state(B), cu_seqlens=[0, 2, 4])
+
+
+PACKED = ["ssd", "gated_linear_attention", "deltanet", "gated_deltanet", "kda", "rwkv6",
+          "retnet", "mamba1", "hgrn2", "linear_attention", "persistent_memory", "ss"]
+
+
+@pytest.mark.parametrize("form", ["chunked", "auto"])
+@pytest.mark.parametrize("name", PACKED)
+def test_the_linear_time_families_run_packed_through_one_graph(name, form):
+    from anatomy.lowering.packed import packed_graph_module
+    (file,) = [f for f, n in ENTRIES if n == name]
+    module, _ = build(file, name, form)
+    gm = packed_graph_module(module)
+    assert gm is not None
+    assert "_packed(" in gm.code or "packed_scan" in gm.code or "packed_call" in gm.code
+
+
+def test_softmax_attention_runs_one_sequence_at_a_time():
+    from anatomy.lowering.packed import packed_graph_module
+    module, _ = build("mha", "mha", "auto")
+    assert packed_graph_module(module) is None
+
+
+@pytest.mark.parametrize("name", ["ssd", "gated_deltanet", "rwkv6"])
+@torch.no_grad()
+def test_float32_packed_sequences_across_chunk_boundaries(name):
+    # the C++ chunked kernels (float32): sequences of 70, 1 and 130 tokens cross the 64-token
+    # chunks; tolerance: relative RMSE <= 1e-5 against each sequence alone
+    (file,) = [f for f, n in ENTRIES if n == name]
+    module, diagram = build(file, name, "auto")
+    module.float()
+    lengths = [70, 1, 130]
+    packed, dims = inputs_for(diagram, 1, sum(lengths), seed=4)
+    packed = [x.float() for x in packed]
+    cu = torch.tensor([0, 70, 71, 201], dtype=torch.int32)
+    got = module(*packed, cu_seqlens=cu)
+    want = torch.cat([module(*take(packed, dims, span=(a, b))) for a, b in pairwise(cu.tolist())],
+                     1)
+    assert rel_rmse(got, want) <= 1e-5
+    mask = torch.zeros(2, 130, dtype=torch.bool)
+    mask[0, 60:] = True
+    mask[1, :90] = True
+    x = torch.randn(2, 130, packed[0].shape[-1])
+    got = module(x, attention_mask=mask)
+    assert rel_rmse(got[:1, 60:], module(x[:1, 60:])) <= 1e-5
+    assert rel_rmse(got[1:, :90], module(x[1:, :90])) <= 1e-5
+    assert not got[0, :60].any() and not got[1, 90:].any()
+
+
+def rel_rmse(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.double(), want.double()
+    return ((got - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt()).item()
+
+
+def test_a_fixed_sequence_length_is_refused():
+    module = anatomy.compile("anatomy m(x[t, d]) -> y[t, e]\n  dims t = 6, d = 4, e = 4\n"
+                             "  y[t, e] = linear(x)\n")
+    with pytest.raises(AnatError, match="exactly 6 tokens"):
+        module(torch.randn(2, 6, 4), attention_mask=torch.ones(2, 6))
