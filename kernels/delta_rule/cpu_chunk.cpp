@@ -108,7 +108,8 @@ struct Chunk {
   int L = 0, W = 0;
   Scores kind = Scores::plain;
   std::vector<double> g;                                 // in-chunk cumsum [Q, N]
-  std::vector<float> arg, q, k, beta, Fg, Fd, gamma;     // [Q, N] (arg [Q + 2, N]); beta [Q]; gamma [N]
+  std::vector<float> arg;                                // scratch exponents [Q + 2, N]
+  std::vector<float> q, k, beta, Fg, Fd, gamma;          // [Q, N]; beta [Q]; gamma [N]
   std::vector<float> Kf, Qf, Kd;                         // [Q, N]
   std::vector<float> Fp, Fr, Kp, Qp, Kr;                 // factorised scores [Q, N]
   std::vector<float> E;                                  // scalar gate: e^{g_t - g_s} [Q, Q]
@@ -188,7 +189,8 @@ struct Chunk {
 
   // Keep s < t (strict) or s <= t of an [L, L] matrix with leading dimension Q.
   void mask(float* x, bool strict) const {
-    for (int t = 0; t < L; ++t) std::fill(&x[t * d.Q + (strict ? t : t + 1)], &x[t * d.Q + L], 0.0f);
+    for (int t = 0; t < L; ++t)
+      std::fill(&x[t * d.Q + (strict ? t : t + 1)], &x[t * d.Q + L], 0.0f);
   }
 
   // A and Mq by the path `kind` picks for this chunk's gate and spread of g.
@@ -521,7 +523,8 @@ std::vector<torch::Tensor> delta_rule_backward(torch::Tensor q, torch::Tensor k,
           // scalar gate)
           for (int n = 0; n < N; ++n) {
             double acc = dg_last[n];
-            for (int t = 0; t < L; ++t) acc += static_cast<double>(ch.Kd[t * N + n]) * dKd[t * N + n];
+            for (int t = 0; t < L; ++t)
+              acc += static_cast<double>(ch.Kd[t * N + n]) * dKd[t * N + n];
             dg[(L - 1) * N + n] += acc;
           }
           if (d.gate == 2) {
