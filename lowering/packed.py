@@ -36,9 +36,10 @@ def lowered(module):
     return structured_forms(module.diagram, module.shapes)
 
 
-def why_not_packed(d, shapes) -> str | None:
+def why_not_packed(d, shapes, absorbed: frozenset = frozenset()) -> str | None:
     """None if every box works token by token or is a chunked kernel along time; else the
-    first box that reads across time, and how."""
+    first box that reads across time, and how. `absorbed`: ids of boxes the fused softmax
+    attention runs (`fused_attention_boxes`), which the packed graph masks per sequence."""
     t = d.time_axis
     if t is None:
         return "no time axis"
@@ -48,6 +49,8 @@ def why_not_packed(d, shapes) -> str | None:
         return find(a) == find(t)
 
     for box in d.boxes:
+        if box.id in absorbed:
+            continue
         where = f"`{box.outputs[0]}` ({box.op})" if box.outputs else box.op
         if box.op == "call":
             why = _call_time(d, box, timed, t)
@@ -92,8 +95,35 @@ def packed_graph_module(module) -> fx.GraphModule | None:
     cache = module.__dict__
     if "_packed_gm" not in cache:
         d, shapes = lowered(module)
-        cache["_packed_gm"] = None if why_not_packed(d, shapes) else _build(module)
+        absorbed = fused_attention_boxes(module, d, shapes)
+        cache["_packed_gm"] = None if why_not_packed(d, shapes, absorbed) else _build(module)
     return cache["_packed_gm"]
+
+
+def fused_attention_boxes(module, d, shapes) -> frozenset:
+    """In the auto form, the ids of the boxes that a plain or causal fused softmax attention
+    (`ops.attention`: no bias, no window) runs: its score, mask, softmax and mixing
+    contraction. (Attention with biases or windows is left out: it runs per sequence.)"""
+    if module.form != "auto" or not any(b.op == "softmax" for b in d.boxes):
+        return frozenset()
+    from torch import nn
+
+    from .forms import lower_attention, match_attention
+    from .graph import GraphBuilder
+    found: set = set()
+
+    def rule(b, box) -> bool:
+        m = match_attention(b, box)
+        if m is None:
+            return False
+        if m.expr == ("score",) and m.window is None:
+            mask = [d.producer(u.wire) for u in m.softmax_box.inputs[1:]]
+            found.update(x.id for x in (box, m.score_box, m.softmax_box, *mask) if x)
+        lower_attention(b, box, m)
+        return True
+    with torch.device("meta"):  # the matcher needs a builder; its parameters are not used
+        GraphBuilder(d, shapes, nn.Module(), rules=rule, form="auto").build()
+    return frozenset(found)
 
 
 def _build(module) -> fx.GraphModule:
@@ -126,6 +156,9 @@ def _build(module) -> fx.GraphModule:
         elif node.target is ops.shift:
             node.args = (*node.args, cu)  # (x, dim, by)
             node.target = packed_shift
+        elif node.target is ops.attention:
+            node.args = (cu, *node.args)
+            node.target = packed_attention
         elif node.target in (ops.rope, ops.xpos):
             node.kwargs = {**node.kwargs, "offset": offsets}
     graph.output(out)
@@ -142,6 +175,22 @@ def position_offsets(cu_seqlens: Tensor, like: Tensor) -> Tensor:
     cu = cu_seqlens.to(like.device, torch.long)
     lengths = cu[1:] - cu[:-1]
     return -torch.repeat_interleave(cu[:-1], lengths)
+
+
+def packed_attention(cu_seqlens: Tensor, q: Tensor, k: Tensor, v: Tensor, n_state: int,
+                     value_sizes: tuple, scale=1.0, is_causal: bool = False) -> Tensor:
+    """`ops.attention` with a block-diagonal (document) mask: each query attends only to
+    the keys of its own sequence (and, causal, not after itself)."""
+    from torch.nn import functional as F
+    q, k, v = ops._attention_inputs(q, k, v, n_state, value_sizes)
+    cu = cu_seqlens.to(q.device, torch.long)
+    lengths = cu[1:] - cu[:-1]
+    seq = torch.repeat_interleave(torch.arange(len(lengths), device=q.device), lengths)
+    mask = seq[:, None] == seq[None, :]
+    if is_causal:
+        mask = mask.tril()
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=float(scale))
+    return ops._attention_output(out, value_sizes)
 
 
 def packed_call(module, cu_seqlens: Tensor, *inputs):

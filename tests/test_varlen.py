@@ -199,13 +199,26 @@ def test_the_linear_time_families_run_packed_through_one_graph(name, form):
     assert "_packed(" in gm.code or "packed_scan" in gm.code or "packed_call" in gm.code
 
 
-def test_softmax_attention_runs_one_sequence_at_a_time():
+@pytest.mark.parametrize("name", ["mha", "gqa", "mqa", "mla", "softmax_core",
+                                  "softmax_bidirectional_core"])
+def test_plain_softmax_runs_packed_with_a_block_diagonal_mask(name):
     from anatomy.lowering.packed import packed_graph_module
-    module, _ = build("mha", "mha", "auto")
+    (file,) = [f for f, n in ENTRIES if n == name]
+    module, _ = build(file, name, "auto")
+    gm = packed_graph_module(module)
+    assert gm is not None and "packed_attention(" in gm.code
+
+
+@pytest.mark.parametrize("name", ["alibi", "forgetting_transformer", "sliding_window", "hydra"])
+def test_biased_windowed_and_bidirectional_mixers_run_one_sequence_at_a_time(name):
+    from anatomy.lowering.packed import lowered, packed_graph_module, why_not_packed
+    (file,) = [f for f, n in ENTRIES if n == name]
+    module, _ = build(file, name, "auto")
     assert packed_graph_module(module) is None
+    assert why_not_packed(*lowered(module))
 
 
-@pytest.mark.parametrize("name", ["ssd", "gated_deltanet", "rwkv6"])
+@pytest.mark.parametrize("name", ["ssd", "gated_deltanet", "rwkv6", "mha"])
 @torch.no_grad()
 def test_float32_packed_sequences_across_chunk_boundaries(name):
     # the C++ chunked kernels (float32): sequences of 70, 1 and 130 tokens cross the 64-token
