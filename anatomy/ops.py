@@ -562,6 +562,11 @@ def keeps_axes(op: str) -> bool:
     return op in OPS and OPS[op].passes_target
 
 
+def axis_attrs(op: str) -> tuple[str, ...]:
+    """The attributes of a box of this op whose values name axes (renamed with them)."""
+    return OPS[op].axis_attrs if op in OPS else ()
+
+
 def kind_of(op: str) -> str:
     if op in OPS:
         return OPS[op].kind

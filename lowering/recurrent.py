@@ -24,6 +24,7 @@ from torch import fx
 
 from anatomy.errors import AnatError
 from anatomy.ir import Box, Use
+from anatomy.ops import OPS
 
 from . import torch_ops as ops
 from .forms import lower_attention, lower_delta_rule, lower_ssd, match_attention, state_shape
@@ -51,6 +52,17 @@ class StepBuilder(GraphBuilder):
     def is_key(self, axis: str) -> bool:
         return axis != self.t and self.is_time(axis)
 
+    def check_step_lowering(self, box: Box) -> None:
+        """A recurrence along time (its op contract says so) carries state from chunk to
+        chunk: without a step lowering of its own here, its parallel lowering would restart
+        at every chunk, so the step form is refused."""
+        spec = OPS.get(box.op)
+        if spec is not None and spec.causal == "recurrence" \
+                and f"_box_{box.op}" not in StepBuilder.__dict__ \
+                and self.is_time(box.attr("along")[0]):
+            self.refuse(box, "is a recurrence along time with no step lowering "
+                             "(lowering/recurrent.py)")
+
     def refuse(self, box: Box, why: str) -> None:
         raise AnatError(f"{self.d.name} has no recurrent form: {box.op} {why}", box.loc,
                         hint="use the parallel or chunked form for this anatomy")
@@ -67,6 +79,7 @@ class StepBuilder(GraphBuilder):
         self.state_in = self.g.placeholder("state")
         self.offset = self.call(ops.state_entry, self.state_in, "pos", name="pos")
         for box in self.d.boxes:
+            self.check_step_lowering(box)
             self.lower(box)
         outs = [self.batched_output(self.vals[p.name]) for p in self.d.outputs]
         chunk = self.size(self.t)

@@ -86,3 +86,52 @@ def test_diagrams_are_frozen_with_program_and_shapes_given():
         d.shapes = None
     again = d.replace(doc="x")
     assert again.shapes is None and again.program is p and again.doc == "x"
+
+
+def test_a_new_op_needs_only_its_spec_and_its_lowering(monkeypatch):
+    """Issue 21's claim, exercised: an op added to the table (its contract) and given a torch
+    lowering is parsed, checked, printed and re-parsed, judged causal, titled in pictures and
+    compiled, with no other file knowing it. The reference is torch.cumsum itself."""
+    import torch
+    from anatomy.lowering import compile as compile_anatomy
+    from anatomy.lowering.graph import GraphBuilder
+
+    from anatomy.causality import acausal_reason
+    from anatomy.ops import OpSpec
+    from anatomy.render.labels import box_title
+
+    def infer(c):
+        c.need(c.along[0], 0, "sums along")
+        return c.ins[0]
+
+    spec = OpSpec("runsum", "mixing", "running sum along an axis: y_t = sum_{s<=t} x_s",
+                  axes=("axis",), infer=infer, causal="recurrence", passes_target=True,
+                  title=lambda along, attrs: f"running sum over {along[0]}")
+
+    def lower(self, box):
+        x = self.use(box.inputs[0])
+        dim = x.layout.index(box.attr("along")[0])
+        self.store(box, self.call(torch.cumsum, x.value, dim), x.layout)
+
+    monkeypatch.setitem(OPS, "runsum", spec)
+    monkeypatch.setattr(GraphBuilder, "_box_runsum", lower, raising=False)
+    text = """
+anatomy f(x[t, d]) -> y[t, d]
+  dims d = 4
+  y[t, d] = runsum(exp(x), t) * 2
+"""
+    d = anatomy.load(text)["f"]
+    again = anatomy.load(d.to_text())["f"]
+    assert again.structure() == d.structure()
+    assert acausal_reason(d, d.shapes) is None
+    box = next(b for b in d.boxes if b.op == "runsum")
+    assert box_title(d, box) == "running sum over t"
+    with pytest.raises(AnatError, match="runsum sums along `s`"):
+        anatomy.load(text.replace("runsum(exp(x), t)", "runsum(exp(x), s)"))
+    x = torch.randn(2, 5, 4, dtype=torch.float64)
+    y = compile_anatomy(text, form="parallel").double()(x)
+    want = torch.cumsum(torch.exp(x), dim=1) * 2
+    assert torch.allclose(y, want, rtol=1e-12, atol=0)  # max relative error <= 1e-12
+    # without a step lowering of its own, a recurrence has no step form: refused, not wrong
+    with pytest.raises(AnatError, match="no step lowering"):
+        compile_anatomy(text).init_state(2)  # builds the step form

@@ -8,19 +8,19 @@ from collections.abc import Iterator
 
 from anatomy.dims import DimExpr
 from anatomy.ir import Box, Diagram, Dim, Use, Wire, freeze_attrs
+from anatomy.ops import axis_attrs
 
 from ..edit import Edit, rename_use
 from ..match import size
 from ..site import EXACT, Rule, Site
 
 # attributes whose values are axis names (one, or a tuple)
-AXIS_ATTRS = ("along", "axis", "parts", "in_axes", "out_axes", "merge", "into")
 
 
 def rename_attrs(b: Box, rename) -> dict:
     """The box's attributes with axis names mapped by `rename` (a function)."""
     attrs = dict(b.attrs)
-    for key in AXIS_ATTRS:
+    for key in axis_attrs(b.op):
         value = attrs.get(key)
         if isinstance(value, str):
             attrs[key] = rename(value)
@@ -145,7 +145,7 @@ def _needs_axis(b: Box, names: set[str]) -> bool:
     if b.op == "linear":
         return set(b.attr("in_axes")) <= names or set(b.attr("out_axes")) <= names
     return any(set((v,) if isinstance(v, str) else v) & names
-               for k, v in b.attrs if k in ("along", "axis", "parts", "merge", "into"))
+               for k, v in b.attrs if k in axis_attrs(b.op))
 
 
 def unit_axis(d: Diagram, site: Site) -> Diagram:
