@@ -194,8 +194,24 @@ def compile_diagram(d: Diagram, shapes: Shapes, form: str = "auto") -> AnatModul
     graph.owning_module = owner  # its submodules answer the purity check
     graph.eliminate_dead_code()  # e.g. masks that a structured form did not need
     module = AnatModule(owner, graph, class_name=d.name)  # generates the code once
+    _keep_declared(module, owner)
     module.diagram, module.shapes, module.form = d, shapes, form
     return module
+
+
+def _keep_declared(module: nn.Module, owner: nn.Module) -> None:
+    """Every parameter, buffer and composite the diagram declares stays in the module, used
+    by this form's graph or not: fx copies only what the graph reads, but the step form reads
+    the diagram's own parameters, and a state_dict must load into every form alike."""
+    for name, child in owner.named_children():
+        if name not in module._modules:
+            module.add_module(name, child)
+    for name, p in owner.named_parameters(recurse=False):
+        if name not in module._parameters:
+            module.register_parameter(name, p)
+    for name, b in owner.named_buffers(recurse=False):
+        if name not in module._buffers:
+            module.register_buffer(name, b)
 
 
 MAX_MODULES = 4096

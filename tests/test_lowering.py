@@ -371,3 +371,31 @@ def test_cli_refuses_a_non_positive_sequence_length():
                           "--run", "--seq", "0"], capture_output=True, text=True, check=False)
     assert out.returncode == 2 and "expected a positive integer" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+UNUSED_PARAM = """
+anatomy f(x[t, d]) -> y[t, d]
+  dims d = 8, h = 2, n = 4
+  q[t, h, n] = linear(x)
+  k[t, h, n] = linear(x)
+  v[t, h, n] = linear(x)
+  la[t, h] = -softplus(linear(x))
+  sc[h, t, s] = q * k[s, h, n] / sqrt(n)
+  w[h, t, s] = softmax(sc, s, mask=causal(t, s))
+  o[t, h, n] = w * v[s, h, n]
+  y[t, d] = linear(o)
+"""
+
+
+@pytest.mark.parametrize("form", ["parallel", "chunked", "auto"])
+def test_a_parameter_no_output_reads_stays_in_every_form(form):
+    """`la` feeds nothing: the fused form drops its box, but the module keeps its weight,
+    so a state_dict loads into every form alike and the step form (which reads the diagram's
+    parameters) runs."""
+    torch.manual_seed(0)
+    ref = anatomy.compile(UNUSED_PARAM, form="parallel").double()
+    m = anatomy.compile(UNUSED_PARAM, form=form).double()
+    m.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    y, _ = m.step(x, state=m.init_state(2, dtype=torch.float64))
+    assert rel_rmse(y, ref(x)) < 1e-12
