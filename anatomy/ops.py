@@ -120,6 +120,11 @@ class OpSpec:
     title: Callable[[Axes, Mapping[str, Any]], str] | None = None
     passes_target: bool = False  # nested, it passes its statement's target axes down
     sizes: Callable[[SizeCall], None] | None = None  # size checks once sizes are known
+    # the learned parameters a box makes for itself with affine=true (a norm's `scale_y`,
+    # `shift_y`), in input order after its tensors, and whether they run over its axis
+    # arguments reversed (groupnorm's [group, axis])
+    affine: tuple[str, ...] = ()
+    affine_reversed: bool = False
 
     def __post_init__(self):
         assert self.causal in CAUSAL_FACTS, (self.name, self.causal)
@@ -436,14 +441,15 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     # norms (learned affine parameters named after the target wire)
     OpSpec("layernorm", "norm", "layer norm over the given axes", axes=("axes*",),
            options={"eps": 1e-5, "affine": True}, infer=_norm, causal="norm",
-           title=_over("layernorm"), passes_target=True),
+           title=_over("layernorm"), passes_target=True, affine=("scale", "shift")),
     OpSpec("rmsnorm", "norm", "RMS norm over the given axes", axes=("axes*",),
            options={"eps": 1e-5, "affine": True}, infer=_norm, causal="norm",
-           title=_over("rmsnorm"), passes_target=True),
+           title=_over("rmsnorm"), passes_target=True, affine=("scale",)),
     OpSpec("groupnorm", "norm",
            "norm over `axis` separately for each index of `group`, affine over both",
            axes=("axis", "group"), options={"eps": 1e-5, "affine": True}, infer=_norm,
-           causal="norm", title=_over("groupnorm"), passes_target=True),
+           causal="norm", title=_over("groupnorm"), passes_target=True,
+           affine=("scale", "shift"), affine_reversed=True),
     # masks and decays: [t, s] matrices
     OpSpec("causal", "mask", "1 where s <= t, else 0", tensors=0, axes=("query", "key"),
            infer=_mask, tied=True, causal="mask"),
@@ -524,6 +530,9 @@ MASK_BANDS: dict[str, Callable[[Mapping[str, Any]], tuple[float, float]]] = {
     "window": lambda attrs: (0, attrs.get("size", 0) - 1),
     "full": _band(-INF),
 }
+
+# The initialiser of each role of a box's own affine parameters (OpSpec.affine).
+AFFINE_INIT = {"scale": ("ones",), "shift": ("zeros",)}
 
 # Boxes the parser makes from operators and statements rather than from calls.
 STRUCTURAL = {

@@ -160,9 +160,9 @@ class _Printer:
         through = expected if keeps_axes(op) else None
         names = box.attr("tensor_options") or ()
         n_pos = len(box.inputs) - len(names)
-        if op in ("layernorm", "rmsnorm", "groupnorm") and box.attr("affine", True):
+        if spec.affine and box.attr("affine", True):  # its own parameters: not written
             n_pos = 1
-            self.param_names(("scale",) if op == "rmsnorm" else ("scale", "shift"))
+            self.param_names(spec.affine)
         args = [self.use(u, box, through, 0) for u in box.inputs[:n_pos]]
         args += list(box.attr("along") or ())
         for key, default in spec.options.items():
