@@ -361,8 +361,8 @@ class _ScoreExpr:
             return ("const", v.value) if v.static else self.leaf("val", v)
         wmap = {a: rename.get(ua, ua) for a, ua in zip(d.wires[use.wire].axes, use.axes)}
         box = d.producer(use.wire)
-        if box is None:
-            return None
+        if box is None:  # an input port: a per-token value (a document id, a position)
+            return self.value(use, wmap)
         tensors = [u for u in box.inputs if u.axes]
         if box.op == "contract" and len(tensors) == 2 and self.score is None and \
                 {a for u in tensors for a in u.axes} - set(d.wires[box.outputs[0]].axes):

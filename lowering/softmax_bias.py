@@ -41,11 +41,10 @@ _BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
            "div": operator.truediv, "pow": operator.pow}
 # elements of one block's score matrix (rows x keys x batch-and-heads): sets the row count
 BLOCK_ELEMENTS = 1 << 22
-# at most this many keys, the materialised mask (sdpa) is as fast or faster on the CPU than
-# the chunked softmax (bench/softmax_bias.py): forward only, and with gradients (where the
-# chunked backward recomputes every block)
-SDPA_MAX_T = {"cpu": 1024}
-SDPA_MAX_T_GRAD = {"cpu": 4096}
+# up to this many keys the CPU runs SDPA with a materialised mask, forward and backward: at
+# T <= 4k the chunked softmax measured 1.0-1.4x its time at 2k and 0.8-1.4x at 4k (same
+# process, interleaved, a shared machine; bench/softmax_bias.py), so never slower there
+SDPA_MAX_T = {"cpu": 4096}
 
 
 def _walk(expr: tuple, score, t_pos, s_pos, read):
@@ -250,12 +249,17 @@ def flex(expr, q, k, v, leaves, pos=0, scale=1.0, causal=False, window=None):
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     lead = q.shape[:-2]
     n_rows, n_keys = q.shape[-2], k.shape[-2]
-    q_base = n_keys - n_rows
+    q_base, pos = _offset(n_keys - n_rows, q.device), _offset(pos, q.device)
     if not torch.is_grad_enabled():  # FlexAttention refuses CPU inputs that need gradients
         q, k, v = q.detach(), k.detach(), v.detach()
         leaves = [x.detach() if isinstance(x, Tensor) else x for x in leaves]
     flat = [_flat_leaf(x, lead) for x in leaves]
     q, k, v = (x.reshape((-1, 1) + x.shape[-2:]) for x in (q, k, v))
+    if q.device.type == "cpu" and torch.compiler.is_compiling():
+        # Inductor's CPU template reads the sizes of the buffers under q and k as [B, H, T, E]
+        # and fails on a view of a buffer laid out otherwise (B = 1 or one head, torch 2.13):
+        # a pointwise op gives each a buffer of its own. Doubling is exact; the scale undoes it.
+        q, k, scale = q * 2, k * 2, scale / 4
 
     def score_mod(score, b, h, q_idx, kv_idx):
         t_pos, s_pos = q_idx + q_base + pos, kv_idx + pos
@@ -270,6 +274,17 @@ def flex(expr, q, k, v, leaves, pos=0, scale=1.0, causal=False, window=None):
     out = flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask,
                          scale=float(scale))
     return out.reshape(lead + out.shape[-2:])
+
+
+def _offset(n, device):
+    """A position offset for FlexAttention's closures: a literal 0 where it is 0 (the whole
+    sequence at once), else, while compiling, a 0-d tensor: the compiled CPU kernel takes
+    no symbolic number in its closures (dynamic lengths, torch 2.13)."""
+    if isinstance(n, Tensor):
+        return n
+    if n == 0:
+        return 0
+    return torch.as_tensor(n, device=device) if torch.compiler.is_compiling() else n
 
 
 def _flat_leaf(x, lead):
@@ -299,15 +314,18 @@ def choose(q: Tensor, k: Tensor, v: Tensor, leaves, causal: bool,
            window: int | None) -> str:
     """The path for these inputs: FlexAttention on CUDA, and while the module is being
     compiled (torch.compile), except on the CPU with gradients (FlexAttention has no CPU
-    backward: there the materialised mask, which compiles). Eagerly on the CPU: sdpa with a
-    materialised mask up to SDPA_MAX_T keys (SDPA_MAX_T_GRAD with gradients), else the
-    chunked softmax, whose memory stays O(T * block)."""
+    backward) or with a per-token leaf (FoX's decays, a document id: Inductor's CPU kernel
+    fails to build them at dynamic lengths, torch 2.13): there the materialised mask, which
+    compiles. Eagerly on the CPU: sdpa with a materialised mask up to SDPA_MAX_T keys, else
+    the chunked softmax, whose memory stays O(T * block)."""
     cpu_grad = q.device.type == "cpu" and torch.is_grad_enabled() and any(
         isinstance(x, Tensor) and x.requires_grad for x in (q, k, v, *leaves))
-    if q.device.type == "cuda" or (torch.compiler.is_compiling() and not cpu_grad):
+    per_token = any(isinstance(x, Tensor) and any(n > 1 for n in x.shape[-2:])
+                    for x in leaves)
+    if q.device.type == "cuda" or (torch.compiler.is_compiling() and not cpu_grad
+                                   and not per_token):
         return "flex"
-    limit = (SDPA_MAX_T_GRAD if cpu_grad else SDPA_MAX_T).get(q.device.type, 0)
-    if torch.compiler.is_compiling() or k.shape[-2] <= limit:
+    if torch.compiler.is_compiling() or k.shape[-2] <= SDPA_MAX_T.get(q.device.type, 0):
         return "sdpa"
     return "chunked"
 

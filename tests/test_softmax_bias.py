@@ -143,20 +143,24 @@ def test_the_path_per_device_and_length(monkeypatch):
     assert choose(cuda, cuda, cuda, (), True, None) == "flex"  # untested here: no GPU
     short, mid, long = (torch.zeros(1, 4, n, 8) for n in (512, 4096, 8192))
     assert choose(short, short, short, (), True, 16) == "sdpa"
-    assert choose(mid, mid, mid, (), True, None) == "chunked"
+    assert choose(mid, mid, mid, (), True, None) == "sdpa"  # T <= 4k: SDPA itself
     mid_grad = mid.clone().requires_grad_(True)
     assert choose(mid_grad, mid, mid, (), True, None) == "sdpa"
     assert choose(long, long, long, (), True, None) == "chunked"
+    assert choose(long.clone().requires_grad_(True), long, long, (), True, None) == "chunked"
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert choose(long, long, long, (), True, None) == "flex"
+    slope, decays = torch.ones(1, 4, 1, 1), torch.zeros(1, 4, 8192)
+    assert choose(long, long, long, (slope,), True, None) == "flex"
+    assert choose(long, long, long, (decays,), True, None) == "sdpa"  # a per-token leaf
     needs_grad = long.clone().requires_grad_(True)
     assert choose(needs_grad, long, long, (), True, None) == "sdpa"  # no CPU flex backward
     with torch.no_grad():
         assert choose(needs_grad, long, long, (), True, None) == "flex"
 
 
-def test_no_library_warning_reaches_the_user():
-    auto, _, inputs = setup("sliding_window", dtype=torch.float32)
+@pytest.mark.parametrize("name", NAMES)
+def test_no_library_warning_reaches_the_user(name, path):
+    auto, _, inputs = setup(name, dtype=torch.float32)
     x = inputs["x"].float().requires_grad_(True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -199,3 +203,91 @@ def test_prove_a_forget_gate_at_one_is_causal_softmax_and_refuse_a_near_miss():
     assert isinstance(refused, Refusal)
     cex = refused.counterexample
     assert cex is not None and cex.rel_rmse > 1e-3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compiled_equals_eager_with_and_without_gradients(name):
+    """torch.compile on the CPU, batch 1 (the case whose q and k reached FlexAttention as
+    views of a 3-d buffer): FlexAttention without gradients, the materialised mask with
+    them (FoX's per-token decays: both). Float32, relative RMSE <= 1e-5 against eager."""
+    torch._dynamo.reset()
+    module = anatomy.compile(source(name), name, d=16, h=2)
+    compiled = torch.compile(module, dynamic=False)
+    x = torch.randn(1, 40, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert rel_rmse(compiled(x), module(x)) <= 1e-5
+    xc, xe = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    yc, ye = compiled(xc), module(xe)
+    assert rel_rmse(yc, ye) <= 1e-5
+    (gc,), (ge,) = (torch.autograd.grad(y.square().sum(), [x_]) for y, x_ in ((yc, xc), (ye, xe)))
+    assert rel_rmse(gc, ge) <= 1e-5
+
+
+def test_the_chunked_path_saves_only_its_inputs_for_the_backward(monkeypatch):
+    """Memory O(T * block) both ways: what autograd keeps from the chunked softmax is q, k, v
+    and FoX's decays (a few T x d tensors), never a T x T block; the backward recomputes one
+    block of rows at a time."""
+    monkeypatch.setattr(softmax_bias, "BLOCK_ELEMENTS", 64 * 512 * 2)
+    B, H, n, N = 1, 2, 512, 8
+    q, k, v = (torch.randn(B, H, n, N, requires_grad=True) for _ in range(3))
+    c = torch.nn.functional.logsigmoid(torch.randn(B, H, n)).cumsum(-1).requires_grad_(True)
+    saved = []
+
+    def pack(x):
+        saved.append(x.numel())
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        out = softmax_bias.softmax_attention(q, k, v, 1, (N,), ("add", ("score",), ("segsum", 0)),
+                                             c, scale=N ** -0.5, causal=True, path="chunked")
+    assert sum(saved) <= 3 * B * H * n * N + B * H * n  # q, k, v and c; a block: 64 * 512 * 2
+    out.square().sum().backward()
+    want = softmax_bias.softmax_attention(q, k, v, 1, (N,), ("add", ("score",), ("segsum", 0)),
+                                          c, scale=N ** -0.5, causal=True, path="sdpa")
+    assert rel_rmse(out, want) <= 1e-5
+
+
+DOCUMENTS = """
+# Packed documents: a token attends only to earlier tokens of its own document. The id of
+# each token's document is an input; the bias -1e4 (doc_t - doc_s)^2 is 0 within a document
+# and at most -1e4 across (exp underflows to exactly 0 in float64 and float32).
+anatomy documents(x[t, d], doc[t]) -> y[t, d]
+  dims d = 32, h = 4, n = d / h
+  q[t, h, n] = linear(x)
+  k[t, h, n] = linear(x)
+  v[t, h, n] = linear(x)
+  qk[h, t, s] = q * k[s, h, n] / sqrt(n)
+  score[h, t, s] = qk - 1e4 * (doc - doc[s]) ** 2
+  w[h, t, s] = softmax(score, s, mask=causal(t, s))
+  o[t, h, n] = w * v[s, h, n]
+  y[t, d] = linear(o)
+"""
+
+
+def ref_documents(x, doc, p):
+    """Causal softmax attention restricted to each token's document (a boolean mask)."""
+    q, k, v = (torch.einsum("btd,dhn->bthn", x, p[w]) for w in ("w_q", "w_k", "w_v"))
+    T = x.shape[1]
+    pos = torch.arange(T)
+    keep = (pos[None, :] <= pos[:, None]) & (doc[:, :, None] == doc[:, None, :])  # [B, T, S]
+    score = torch.einsum("bthn,bshn->bhts", q, k) / math.sqrt(q.shape[-1])
+    w = torch.softmax(score.masked_fill(~keep[:, None], -math.inf), -1)
+    return torch.einsum("bhts,bshn,hnd->btd", w, v, p["w_y"])
+
+
+def test_a_document_mask_runs_fused_and_steps(path):
+    module = anatomy.compile(DOCUMENTS, "documents").double()
+    assert "softmax_attention(" in module.code and "softmax_attention(" in module.step_code
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, T, 32, generator=gen, dtype=torch.float64)
+    lengths = [(20, 30, 20), (5, 60, 5)]
+    doc = torch.stack([torch.repeat_interleave(torch.arange(3.0), torch.tensor(n))
+                       for n in lengths]).double()
+    want = ref_documents(x, doc, dict(module.named_parameters()))
+    assert rel_rmse(module(x, doc), want) <= 1e-12
+    state = module.init_state(2, dtype=torch.float64)
+    ys = []
+    for start, stop in [(0, 25), (25, 26)] + [(t, t + 1) for t in range(26, T)]:
+        y, state = module.step(x[:, start:stop], doc[:, start:stop], state)
+        ys.append(y)
+    assert rel_rmse(torch.cat(ys, 1), want) <= 1e-12
