@@ -11,7 +11,8 @@ resident size before the call) is its own. Then decoding: time per token after a
 P tokens, with the window and with a plain causal mask.
 
 Run: python bench/softmax_bias.py [--lengths 1024 4096 16384] [--prefills 1024 16384]
-     [--window 512] [--long 32768] [--json bench/results/softmax_bias.json]
+     [--window 512] [--long 32768] [--long-mixers ...] [--timeout 600]
+     [--json bench/results/softmax_bias.json]
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def main() -> None:
     ap.add_argument("--prefills", type=int, nargs="+", default=[1024, 16384])
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--long", type=int, nargs="*", default=[32768],
-                    help="FoX forward+backward at these lengths (auto form only)")
+                    help="forward+backward of --long-mixers at these lengths (auto form only)")
+    ap.add_argument("--long-mixers", nargs="*", default=list(MIXERS))
     ap.add_argument("--tokens", type=int, default=16, help="decode steps timed")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", default=str(ROOT / "bench/results/softmax_bias.json"))
@@ -161,14 +163,15 @@ def main() -> None:
                     + (f" {ratio:9.2f}" if ratio else f"{'-':>9}") + " " + " ".join(
                     f"{v:8.0f}" if v is not None else f"{'-':>8}" for v in mb.values()),
                     flush=True)
-    for T in args.long:
-        case = {"name": "forgetting_transformer", "variant": "auto", "T": T,
-                "mode": "fwd+bwd", "window": args.window, "repeat": 1}
-        r = measure(case, args.timeout)
-        rows.append(r)
-        print(f"forgetting_transformer {T:6} fwd+bwd (auto): {r.get('ms', float('nan')):9.1f} ms,"
-              f" peak {r.get('peak_mb', float('nan')):6.0f} MB above the process before the "
-              f"call {r.get('skipped') or r.get('failed') or ''}", flush=True)
+    for name in args.long_mixers:
+        for T in args.long:
+            case = {"name": name, "variant": "auto", "T": T, "mode": "fwd+bwd",
+                    "window": args.window, "repeat": 1}
+            r = measure(case, args.timeout)
+            rows.append(r)
+            print(f"{name:24} {T:6} fwd+bwd (auto): {r.get('ms', float('nan')):9.1f} ms, peak "
+                  f"{r.get('peak_mb', float('nan')):6.0f} MB above the process before the call "
+                  f"{r.get('skipped') or r.get('failed') or ''}", flush=True)
     print(f"\ndecode (auto form), ms per token after a prefill; window {args.window}")
     for label in args.decoders:
         name, causal = DECODERS[label]
