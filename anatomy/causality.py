@@ -100,6 +100,18 @@ def union(reaches, zero_unless=frozenset()) -> Reach:
     return Reach(frozenset(bound), frozenset(zero_unless))
 
 
+def fact(op: str) -> str:
+    """How a box's output entry depends on positions: its op contract's `causal` fact
+    (anatomy.ops), or, for the language's own boxes, "product" (contract, linear), "call",
+    "slot", "none" (param, const) and "pointwise" (arithmetic)."""
+    if op in ("contract", "linear"):
+        return "product"
+    if op in OPS:
+        return OPS[op].causal
+    return {"param": "none", "const": "none", "call": "call", "slot": "slot"}.get(op,
+                                                                                "pointwise")
+
+
 class Analysis:
     """Reaches of every wire of one diagram, given the reaches of its inputs."""
 
@@ -133,68 +145,86 @@ class Analysis:
 
     # -- one box ----------------------------------------------------------------------------
     def box(self, box: Box) -> list[Reach]:
-        """The reaches of a box's outputs: built-in ops by their contract's `causal` fact
-        (anatomy.ops), the language's own boxes (arithmetic, products, calls) here."""
-        op = box.op
+        """The reaches of a box's outputs, by its op's causal fact (`fact`)."""
         ins = [self.use(box, i) for i in range(len(box.inputs))]
         out_axes = self.d.wires[box.outputs[0]].axes
-        spec = OPS.get(op)
-        fact = spec.causal if spec is not None else None
-        if op in ("param", "const") or fact == "none":
-            return [NOTHING]
-        if fact == "mask":
-            q, k = box.attr("along")
-            return [mask(q, k, *MASK_BANDS[op](dict(box.attrs)))]
-        if fact == "length":
-            if self.timelike(box.attr("axis")):
-                return [whole(box, "is the sequence's length, known only at its end")]
-            return [NOTHING]
-        if fact == "decay_mask":
-            q, k = box.attr("along")
-            (log_a,) = ins
-            if log_a.whole:
-                return [log_a]
-            # the entry (t, s) reads log_a at positions s < i <= t: bounded by t where s <= t,
-            # and 0 elsewhere
-            return [Reach(log_a.bound, frozenset({(k, q, 0)}))]
-        if op == "contract" or op == "linear":
-            factors = ins[:2] if op == "linear" else ins
-            product = union(factors, frozenset().union(*(f.zero_unless for f in factors
-                                                          if not f.whole)))
-            if op == "linear" and len(ins) > 2:  # the bias
-                product = union([product, ins[2]], product.zero_unless)
-            return [self.summed(box, product, ins, out_axes)]
-        if fact == "normaliser":
-            return [self.normalised(box, ins)]
-        if fact == "norm":
-            axes = box.attr("along")
-            if any(self.timelike(a) for a in axes):
-                return [whole(box, f"normalises over {', '.join(axes)}, which runs along the "
-                                   "whole sequence")]
-            return [union(ins)]
-        if fact == "reverse":
-            (axis,) = box.attr("along")
-            if self.timelike(axis):
-                return [whole(box, f"along {axis} reverses time: position i reads position "
-                                   "n - 1 - i")]
-            return [union(ins, ins[0].zero_unless)]
-        if fact == "shift":
-            return [self.shifted(box, ins[0])]
-        if fact == "recurrence":
-            # recurrences along their axis: position i reads positions <= i of every input
-            return [self.summed(box, union(ins), ins, out_axes)]
-        if fact == "same_position":
-            return [union(ins, ins[0].zero_unless if not ins[0].whole else frozenset())]
-        if fact == "sum":  # concat, split, reshape
-            return [self.summed(box, union(ins), ins, out_axes)] * len(box.outputs)
-        if op == "call":
-            return self.call(box, ins)
-        if op == "slot":
-            return [whole(box, f"is the open slot {box.attr('slot')}: fill it first")] \
-                * len(box.outputs)
-        # elementwise arithmetic and activations
-        kept = frozenset()
-        zero_preserving = op == "neg" or spec is not None and spec.zero_preserving
+        return getattr(self, f"_{fact(box.op)}")(box, ins, out_axes)
+
+    # -- one method per causal fact (anatomy.ops.CAUSAL_FACTS, and the language's own boxes)
+    def _none(self, box: Box, ins, out_axes) -> list[Reach]:
+        return [NOTHING]
+
+    def _mask(self, box: Box, ins, out_axes) -> list[Reach]:
+        q, k = box.attr("along")
+        return [mask(q, k, *MASK_BANDS[box.op](dict(box.attrs)))]
+
+    def _length(self, box: Box, ins, out_axes) -> list[Reach]:
+        if self.timelike(box.attr("axis")):
+            return [whole(box, "is the sequence's length, known only at its end")]
+        return [NOTHING]
+
+    def _decay_mask(self, box: Box, ins, out_axes) -> list[Reach]:
+        q, k = box.attr("along")
+        (log_a,) = ins
+        if log_a.whole:
+            return [log_a]
+        # the entry (t, s) reads log_a at positions s < i <= t: bounded by t where s <= t,
+        # and 0 elsewhere
+        return [Reach(log_a.bound, frozenset({(k, q, 0)}))]
+
+    def _product(self, box: Box, ins, out_axes) -> list[Reach]:
+        """contract, and linear (its input and weight, then its bias)."""
+        factors = ins[:2] if box.op == "linear" else ins
+        product = union(factors, frozenset().union(*(f.zero_unless for f in factors
+                                                      if not f.whole)))
+        if box.op == "linear" and len(ins) > 2:  # the bias
+            product = union([product, ins[2]], product.zero_unless)
+        return [self.summed(box, product, ins, out_axes)]
+
+    def _normaliser(self, box: Box, ins, out_axes) -> list[Reach]:
+        return [self.normalised(box, ins)]
+
+    def _norm(self, box: Box, ins, out_axes) -> list[Reach]:
+        axes = box.attr("along")
+        if any(self.timelike(a) for a in axes):
+            return [whole(box, f"normalises over {', '.join(axes)}, which runs along the "
+                               "whole sequence")]
+        return [union(ins)]
+
+    def _reverse(self, box: Box, ins, out_axes) -> list[Reach]:
+        (axis,) = box.attr("along")
+        if self.timelike(axis):
+            return [whole(box, f"along {axis} reverses time: position i reads position "
+                               "n - 1 - i")]
+        return [union(ins, ins[0].zero_unless)]
+
+    def _shift(self, box: Box, ins, out_axes) -> list[Reach]:
+        return [self.shifted(box, ins[0])]
+
+    def _recurrence(self, box: Box, ins, out_axes) -> list[Reach]:
+        """Recurrences along their axis: position i reads positions <= i of every input."""
+        return [self.summed(box, union(ins), ins, out_axes)]
+
+    def _same_position(self, box: Box, ins, out_axes) -> list[Reach]:
+        return [union(ins, ins[0].zero_unless if not ins[0].whole else frozenset())]
+
+    def _sum(self, box: Box, ins, out_axes) -> list[Reach]:
+        """concat, split, reshape: summed over the time-like axes the output lacks."""
+        return [self.summed(box, union(ins), ins, out_axes)] * len(box.outputs)
+
+    def _slot(self, box: Box, ins, out_axes) -> list[Reach]:
+        return [whole(box, f"is the open slot {box.attr('slot')}: fill it first")] \
+            * len(box.outputs)
+
+    def _call(self, box: Box, ins, out_axes) -> list[Reach]:
+        return self.call(box, ins)
+
+    def _pointwise(self, box: Box, ins, out_axes) -> list[Reach]:
+        """Elementwise arithmetic and activations: the same index of every input; zeros kept
+        by f(0) = 0 maps, by a quotient's numerator, and by a sum where every term has them
+        (a difference of two masks is a mask)."""
+        op, kept = box.op, frozenset()
+        zero_preserving = op == "neg" or op in OPS and OPS[op].zero_preserving
         if zero_preserving and not ins[0].whole or op == "div" and not ins[0].whole:
             kept = ins[0].zero_unless
         elif op in ("add", "sub") and not any(r.whole for r in ins):
