@@ -2,9 +2,10 @@
 
 This table is the single place that says which names are boxes and what each one means
 apart from torch. An op's `OpSpec` carries its arguments and options, its component kind,
-its output axes and the checks on its inputs (`infer`, raising located errors), which of its
-attributes name axes (`axis_attrs`), which axis arguments have one size (`tied`), how an
-output entry depends on positions along its axes (`causal`, `zero_preserving`: read by
+its output axes and the checks on its inputs (`infer`, raising located errors), its checks
+on sizes (`sizes`), which of its attributes name axes (`axis_attrs`), which axis arguments
+have one size (`tied`), the parameters it makes for itself (`affine`), how an output entry
+depends on positions along its axes (`causal`, `zero_preserving`: read by
 anatomy.causality) and its title in pictures (`title`). The parser, printer, shape checker,
 rewrite rules, causality analysis and renderer ask the spec; adding an op means its spec
 here, its torch lowering (lowering/graph.py; lowering/recurrent.py for a step form of its
