@@ -1,6 +1,7 @@
 """scripts/study/analyse.py on a study folder made by hand: per (variant, T, d) the learning
-rate with the best mean over seeds is kept, with that rate's seeds, their bootstrap
-interval and the floor of its sequence length; diverged seeds count as accuracy 0."""
+rate with the best mean over the seeds every rate has (the sweep's) is kept, with all of that
+rate's seeds, their bootstrap interval and the floor of its sequence length; diverged seeds
+count as accuracy 0. `--best-lr T D` prints the kept rates that run.sh's second phase runs."""
 
 from __future__ import annotations
 
@@ -55,3 +56,18 @@ def test_best_rate_per_cell(tmp_path):
     assert summary["trials"] == {"planned": 15, "finished": 15}
     assert analyse.main([str(tmp_path)]) == 0
     assert "| 64 | 0.2500 | 32 | soft | 0.01 | 0.6333 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_sweep_at_one_seed_then_the_kept_rate(tmp_path, capsys):
+    """run.sh's protocol: every rate at seed 0, the other seeds at the kept rate only. The
+    rate is chosen on seed 0 (0.8 > 0.7), not on unequal seed sets (0.9 would pick 1e-2)."""
+    search(tmp_path / "a", 64, 32, 1e-3, {"soft": [0.8]}, 0.25)
+    search(tmp_path / "b", 64, 32, 1e-2, {"soft": [0.7, 1.0, 1.0]}, 0.25)
+    analyse = load_analyse()
+    (row,) = analyse.summarise(tmp_path)["rows"]
+    assert row["lr"] == 1e-3 and row["per_seed"] == [0.8] and row["sweep_seeds"] == [0]
+    assert row["by_lr"] == {"0.001": pytest.approx(0.8), "0.01": pytest.approx(0.7)}
+    assert analyse.main([str(tmp_path), "--best-lr", "64", "32"]) == 0
+    assert capsys.readouterr().out == "soft 0.001\n"
+    assert analyse.main([str(tmp_path), "--best-lr", "128", "32"]) == 0
+    assert capsys.readouterr().out == ""

@@ -140,8 +140,10 @@ def _train(spec: TrialSpec, start: float) -> TrialResult:
     torch.manual_seed(spec.seed)
     model = build_model(spec, task.vocab)
     params = sum(p.numel() for p in model.parameters())
+    # fused: one kernel for every parameter's update (on the CPU about 0.5 ms less per step
+    # than the per-parameter loop, 5-10% of a small study trial; docs/results.md)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95),
-                            weight_decay=spec.weight_decay)
+                            weight_decay=spec.weight_decay, fused=True)
     per_step = spec.task.batch * spec.task.seq_len
     steps = max(1, spec.budget // per_step)
     warmup = max(1, steps // 20)

@@ -1,15 +1,19 @@
 """Analyse the Zoology study (scripts/study/run.sh): one `anatomy search` per (sequence
 length T, width d, learning rate), each holding every variant and seed.
 
-For each (variant, T, d) the learning rate with the best mean accuracy over its seeds is
-kept, as Zoology keeps the best of its sweep (the seeds that pick the rate also score it, so
-the kept number is optimistic by the selection; with 3+ rates read small gaps with care).
-Its seeds give the mean and a 95% percentile-bootstrap interval (anatomy.search.leaderboard
-.bootstrap_ci). Writes STUDY/summary.json, STUDY/summary.md and, if matplotlib is
-installed, STUDY/accuracy_vs_width.png: accuracy against width, one panel per sequence
-length, one line per variant with its intervals, and the no-recall floor dashed.
+For each (variant, T, d) the learning rate with the best mean accuracy over the seeds that
+every rate has (the sweep's seeds) is kept, as Zoology keeps the best of its sweep; all the
+kept rate's seeds then give the mean and a 95% percentile-bootstrap interval
+(anatomy.search.leaderboard.bootstrap_ci). run.sh sweeps the rates at seed 0 and runs the
+other seeds at the kept rate only; with every rate at every seed (FULL=1) the choice is by
+the mean over all seeds. Either way the seeds that pick the rate also score it, so the kept
+number is optimistic by the selection: read small gaps with care. Writes
+STUDY/summary.json, STUDY/summary.md and, if matplotlib is installed,
+STUDY/accuracy_vs_width.png: accuracy against width, one panel per sequence length, one line
+per variant with its intervals, and the no-recall floor dashed.
 
     python scripts/study/analyse.py runs/study
+    python scripts/study/analyse.py runs/study --best-lr 64 32   # "variant lr" per line
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def read_search(db_path: Path) -> dict:
 
 
 def summarise(study: Path) -> dict:
-    cells: dict[tuple, dict] = defaultdict(dict)  # (variant, T, d) -> lr -> [metrics]
+    cells: dict[tuple, dict] = defaultdict(dict)  # (variant, T, d) -> lr -> {seed: metric}
     floors: dict[int, float] = {}
     seconds: list[float] = []
     planned = finished = 0
@@ -47,37 +51,55 @@ def summarise(study: Path) -> dict:
         floor_file = db_path.parent / "leaderboard.json"
         if floor_file.exists():
             floors[seq_len] = json.loads(floor_file.read_text()).get("floor")
-        for name, _seed, status, metric, secs in search["trials"]:
+        for name, seed, status, metric, secs in search["trials"]:
             planned += 1
             if status in ("done", "diverged", "failed"):
                 finished += 1
                 seconds.append(secs or 0.0)
-            scores = cells[(name, seq_len, width)].setdefault(lr, [])
+            scores = cells[(name, seq_len, width)].setdefault(lr, {})
             if status == "done":
-                scores.append(metric)
+                scores[seed] = metric
             elif status in ("diverged", "failed"):
-                scores.append(0.0)  # a diverged seed recalls nothing: counted, as accuracy 0
+                scores[seed] = 0.0  # a diverged seed recalls nothing: counted, as accuracy 0
     rows = []
     for (name, seq_len, width), by_lr in sorted(cells.items()):
         scored = {lr: xs for lr, xs in by_lr.items() if xs}
         if not scored:
             continue
-        best = max(scored, key=lambda lr: sum(scored[lr]) / len(scored[lr]))
-        xs = scored[best]
+        best, sweep = choose_lr(scored)
+        xs = [scored[best][seed] for seed in sorted(scored[best])]
         low, high = bootstrap_ci(xs)
         rows.append({"variant": name, "seq_len": seq_len, "d": width, "lr": best,
                      "seeds": len(xs), "mean": sum(xs) / len(xs), "ci_low": low,
-                     "ci_high": high, "per_seed": xs,
-                     "by_lr": {str(lr): sum(v) / len(v) for lr, v in sorted(scored.items())}})
+                     "ci_high": high, "per_seed": xs, "sweep_seeds": sweep,
+                     "by_lr": {str(lr): _mean(v, sweep) for lr, v in sorted(scored.items())}})
     return {"rows": rows, "floors": floors, "trials": {"planned": planned,
                                                       "finished": finished},
             "seconds_per_trial": sum(seconds) / len(seconds) if seconds else None,
             "trial_seconds_total": sum(seconds)}
 
 
+def choose_lr(by_lr: dict[float, dict[int, float]]) -> tuple[float, list[int]]:
+    """The rate with the best mean over the seeds every rate has finished (the sweep's),
+    and those seeds; with no seed in common, the best mean over each rate's own seeds."""
+    common = sorted(set.intersection(*(set(xs) for xs in by_lr.values())))
+    return max(by_lr, key=lambda lr: _mean(by_lr[lr], common)), common
+
+
+def _mean(scores: dict[int, float], seeds: list[int]) -> float:
+    xs = [scores[s] for s in seeds] if seeds else list(scores.values())
+    return sum(xs) / len(xs)
+
+
+def best_lrs(study: Path, seq_len: int, width: int) -> dict[str, float]:
+    """Each variant's kept rate in the cell (seq_len, width), from what has finished."""
+    return {r["variant"]: r["lr"] for r in summarise(study)["rows"]
+            if r["seq_len"] == seq_len and r["d"] == width}
+
+
 def to_markdown(summary: dict) -> str:
     lines = [("| T | floor | d | variant | best lr | accuracy (mean) | 95% CI | seeds | "
-             "per lr (mean) |"), "|---:|---:|---:|---|---:|---:|---|---|---|"]
+             "per lr (mean over the sweep seeds) |"), "|---:|---:|---:|---|---:|---:|---|---|---|"]
     for r in summary["rows"]:
         floor = summary["floors"].get(r["seq_len"])
         per_lr = ", ".join(f"{lr}: {m:.3f}" for lr, m in r["by_lr"].items())
@@ -137,10 +159,16 @@ def plot(summary: dict, path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path, help="the study's folder (run.sh's OUT)")
+    parser.add_argument("--best-lr", nargs=2, type=int, metavar=("T", "D"),
+                        help="print each variant's kept rate in this cell ('variant lr' lines)")
     args = parser.parse_args(argv)
     if not any(args.study.glob("*/search.db")):
         print(f"no search databases under {args.study}", file=sys.stderr)
         return 2
+    if args.best_lr:
+        for name, lr in sorted(best_lrs(args.study, *args.best_lr).items()):
+            print(f"{name} {lr:g}")
+        return 0
     summary = summarise(args.study)
     (args.study / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     markdown = to_markdown(summary)
