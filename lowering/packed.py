@@ -71,6 +71,9 @@ def why_not_packed(d, shapes, absorbed: frozenset = frozenset()) -> str | None:
         if any(t in u.axes for u in box.inputs) and \
                 not all(t in d.wires[w].axes for w in box.outputs):
             return f"{where} sums over time"
+        if not any(t in u.axes for u in box.inputs) and \
+                any(t in d.wires[w].axes for w in box.outputs):
+            return f"{where} makes values indexed by position"
     return None
 
 
@@ -222,13 +225,6 @@ def packed_shift(x: Tensor, dim: int, by: int, cu_seqlens: Tensor) -> Tensor:
     shape = [1] * x.dim()
     shape[dim] = -1
     return y * keep.view(shape).to(y.dtype)
-
-
-def packed_forward(gm: fx.GraphModule, inputs: list, time_dims: list, cu_seqlens) -> list:
-    """Run the packed graph; inputs [1, T, ...] packed along time."""
-    if not isinstance(cu_seqlens, Tensor):
-        cu_seqlens = torch.tensor(list(cu_seqlens), dtype=torch.long)
-    return gm(*inputs, cu_seqlens)
 
 
 def unpad(inputs: list, time_dims: list, idx: Tensor) -> list:
