@@ -24,7 +24,7 @@ from anatomy.ir import (
     implicit_param_name,
     time_axis_of,
 )
-from anatomy.ops import INITS, OPS, OPTION_SPELLING, OpSpec, keeps_axes, usage_of
+from anatomy.ops import AFFINE_INIT, INITS, OPS, OPTION_SPELLING, OpSpec, keeps_axes, usage_of
 
 from .syntax import (
     AnatomyDecl,
@@ -530,16 +530,16 @@ class AnatomyBuilder:
     def _shape_builtin(self, spec: OpSpec, tensors: list[Use], axes: Axes,
                        attrs: dict[str, Any], expected: Axes | None, loc: SourceLoc) -> Use:
         """The box of a built-in: its output axes and checks come from the op's contract
-        (`OpSpec.out_axes`, anatomy/ops.py); the builder adds only what it owns: a norm's
-        affine parameters, and the attributes that name the axes a reshape or concat moves."""
+        (`OpSpec.out_axes`, anatomy/ops.py), and so do the parameters it makes for itself
+        (`OpSpec.affine`); the builder adds the attributes that name the axes a reshape or
+        concat moves."""
         name = spec.name
         contract_attrs = {**attrs, "time": self.time_axis} if name == "reshape" else attrs
         out = spec.out_axes(tuple(u.axes for u in tensors), axes, contract_attrs, expected, loc)
-        if spec.kind == "norm" and attrs.get("affine", True):
-            over = axes[::-1] if name == "groupnorm" else axes
-            tensors.append(self._implicit_param("scale", over, ("ones",), loc, None))
-            if name != "rmsnorm":
-                tensors.append(self._implicit_param("shift", over, ("zeros",), loc, None))
+        if spec.affine and attrs.get("affine", True):
+            over = axes[::-1] if spec.affine_reversed else axes
+            for role in spec.affine:
+                tensors.append(self._implicit_param(role, over, AFFINE_INIT[role], loc, None))
         if name in ("index", "size"):
             return self._emit(name, [], out, loc, axis=axes[0])
         if name == "concat":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ssd import tracing, triton_available
+from ..ssd import tracing, triton_takes
 from .chunk import delta_rule_chunked
 from .cpu_chunk import cpu_kernel_available, cpu_kernel_takes, delta_rule_chunked_cpu
 from .naive import delta_rule_naive
@@ -20,12 +20,12 @@ from .validate import check_delta_rule_inputs
 BACKENDS = ("auto", "torch", "cpu", "triton", "naive", "recurrent")
 
 
-def auto_backend(*tensors: torch.Tensor | None) -> str:
+def auto_backend(*tensors: torch.Tensor | None, chunk_size: int = 64) -> str:
     """The backend ``backend="auto"`` picks: the C++ kernel for CPU tensors in float32 or half
     precision when it builds (not under torch.compile, which cannot trace it); the PyTorch
-    chunked path otherwise. Triton for CUDA tensors when triton imports (not under
+    chunked path otherwise. Triton for CUDA tensors it takes (`triton_takes`; not under
     torch.compile either)."""
-    if tensors[2].is_cuda and not torch.compiler.is_compiling() and triton_available():
+    if not torch.compiler.is_compiling() and triton_takes(tensors[2], chunk_size):
         return "triton"
     if (not torch.compiler.is_compiling() and cpu_kernel_takes(*tensors)
             and cpu_kernel_available()):
@@ -76,7 +76,7 @@ def delta_rule(
                                        backend)
         return (o, final_state) if output_final_state else o
     if backend == "auto":
-        backend = auto_backend(q, k, v, beta, log_a, initial_state)
+        backend = auto_backend(q, k, v, beta, log_a, initial_state, chunk_size=chunk_size)
     if backend == "naive":
         return delta_rule_naive(q, k, v, beta, **common)
     if backend == "recurrent":

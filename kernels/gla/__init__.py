@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ssd import tracing, triton_available
+from ..ssd import tracing, triton_takes
 from .chunk import gla_chunked
 from .cpu_chunk import cpu_kernel_available, cpu_kernel_takes, gla_chunked_cpu
 from .naive import gla_naive
@@ -19,13 +19,13 @@ from .validate import check_gla_inputs
 BACKENDS = ("auto", "torch", "cpu", "triton", "naive", "recurrent")
 
 
-def auto_backend(*tensors: torch.Tensor | None) -> str:
-    """The backend ``backend="auto"`` picks: Triton for CUDA tensors when triton imports; the
+def auto_backend(*tensors: torch.Tensor | None, chunk_size: int = 64) -> str:
+    """The backend ``backend="auto"`` picks: Triton for CUDA tensors it takes; the
     C++ kernel for CPU tensors in float32 or half precision when it builds; the PyTorch chunked
     path otherwise (and always under torch.compile, which traces neither kernel)."""
     if torch.compiler.is_compiling():
         return "torch"
-    if tensors[2].is_cuda and triton_available():
+    if triton_takes(tensors[2], chunk_size):
         return "triton"
     if cpu_kernel_takes(*tensors) and cpu_kernel_available():
         return "cpu"
@@ -74,7 +74,7 @@ def gla(
                                         chunk_size, backend)
         return (y, final_state) if output_final_state else y
     if backend == "auto":
-        backend = auto_backend(q, k, v, log_alpha, initial_state, bonus)
+        backend = auto_backend(q, k, v, log_alpha, initial_state, bonus, chunk_size=chunk_size)
     if backend == "naive":
         return gla_naive(q, k, v, log_alpha, **common)
     if backend == "recurrent":

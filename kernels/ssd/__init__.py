@@ -27,12 +27,20 @@ def triton_available() -> bool:
     return True
 
 
-def auto_backend(*tensors: torch.Tensor | None) -> str:
+def triton_takes(v: torch.Tensor, chunk_size: int) -> bool:
+    """Whether the Triton kernels take these inputs: CUDA tensors, triton importable, and a
+    chunk that is a power of two >= 16 (their tiles); `auto` falls back to PyTorch otherwise."""
+    return (v.is_cuda and chunk_size >= 16 and not chunk_size & (chunk_size - 1)
+            and triton_available())
+
+
+def auto_backend(*tensors: torch.Tensor | None, chunk_size: int = 64) -> str:
     """The backend ``backend="auto"`` picks for these inputs: Triton for CUDA tensors when
-    triton imports; the C++ kernel for CPU tensors in float32 or half precision when it builds
-    (not under torch.compile, which cannot trace it); the PyTorch chunked path otherwise."""
+    it takes them (`triton_takes`); the C++ kernel for CPU tensors in float32 or half
+    precision when it builds (not under torch.compile, which cannot trace it); the PyTorch
+    chunked path otherwise."""
     v = tensors[2]
-    if v.is_cuda and triton_available():
+    if triton_takes(v, chunk_size):
         return "triton"
     if (not torch.compiler.is_compiling() and cpu_kernel_takes(*tensors)
             and cpu_kernel_available()):
@@ -78,7 +86,7 @@ def ssd(
                                         backend)
         return (y, final_state) if output_final_state else y
     if backend == "auto":
-        backend = auto_backend(q, k, v, log_a, initial_state)
+        backend = auto_backend(q, k, v, log_a, initial_state, chunk_size=chunk_size)
     if backend == "naive":
         return ssd_naive(q, k, v, log_a, **common)
     if backend == "recurrent":
@@ -104,4 +112,5 @@ __all__ = [
     "ssd_recurrent",
     "ssd_step",
     "triton_available",
+    "triton_takes",
 ]

@@ -69,3 +69,14 @@ def test_triton_rejects_non_power_of_two_chunks():
     q, k, v, log_a = (x.detach() for x in make_inputs(1, 8, 1, 1, 16, 16, initial=False))
     with pytest.raises(ValueError, match="chunk_size: expected a power of two"):
         ssd_chunked_triton(q, k, v, log_a, chunk_size=24)
+
+
+@pytest.mark.parametrize("chunk,takes", [(16, True), (64, True), (24, False), (8, False)])
+def test_auto_sends_cuda_tensors_to_triton_only_for_chunks_its_tiles_take(chunk, takes):
+    """Triton's tiles need a power-of-two chunk >= 16; `auto` must fall back to the PyTorch
+    chunked path for any other chunk rather than fail (a diagram may say chunk=24)."""
+    from types import SimpleNamespace
+
+    from anatomy.kernels.ssd import triton_takes
+    assert triton_takes(SimpleNamespace(is_cuda=True), chunk) is takes
+    assert triton_takes(SimpleNamespace(is_cuda=False), chunk) is False
