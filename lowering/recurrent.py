@@ -247,6 +247,6 @@ class StepBuilder(GraphBuilder):
         initial = self.call(ops.state_entry, self.state_in, key)
         both = self.call(ops.scan, *self.scan_args(box), initial, True)
         self.state_out[key] = self.call(operator.getitem, both, 1)
-        self.state_specs[key] = ("scan",)
+        self.state_specs[key] = ("scan", self.scan_batched(box))  # batched: rows split
         self.store(box, self.call(operator.getitem, both, 0),
                    self.out_layout(box, self.scan_batched(box)))

@@ -254,3 +254,25 @@ def test_a_fixed_sequence_length_is_refused():
                              "  y[t, e] = linear(x)\n")
     with pytest.raises(AnatError, match="exactly 6 tokens"):
         module(torch.randn(2, 6, 4), attention_mask=torch.ones(2, 6))
+
+
+@pytest.mark.parametrize("name", ["ssd", "mha", "rwkv6", "context_memory",
+                                  "forgetting_transformer", "sliding_window"])
+@torch.no_grad()
+def test_a_batched_state_splits_into_rows_for_a_masked_step(name):
+    # SSM states, KV caches, shifts, scans and cumulative decays: four tokens for the whole
+    # batch, then a masked chunk; each row equals its own sequence run alone
+    (file,) = [f for f, n in ENTRIES if n == name]
+    module, diagram = build(file, name, "auto")
+    (x,), _ = inputs_for(diagram, B, T)
+    y0, state = module.step(x[:, :4], module.init_state(B))
+    chunk = torch.ones(B, T - 4, dtype=torch.bool)
+    chunk[1, -3:] = False
+    chunk[2, 1:3] = False
+    y1, state = module.step(x[:, 4:], state, attention_mask=chunk)
+    for b in range(B):
+        seq = torch.cat([x[b:b + 1, :4], x[b:b + 1, 4:][:, chunk[b]]], 1)
+        want = module(seq)
+        assert max_rel(y0[b:b + 1], want[:, :4]) <= TOL, b
+        assert max_rel(y1[b:b + 1, chunk[b]], want[:, 4:]) <= TOL, b
+        assert state["rows"][b]["pos"] == 4 + int(chunk[b].sum())
