@@ -71,3 +71,22 @@ def test_sweep_at_one_seed_then_the_kept_rate(tmp_path, capsys):
     assert capsys.readouterr().out == "soft 0.001\n"
     assert analyse.main([str(tmp_path), "--best-lr", "128", "32"]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_step_costs_projection():
+    """scripts/study/step_costs.py's projection, worked by hand: 2 variants of 1 s and 2 s
+    of steps (+ 1 s per trial), 3 rates, 3 seeds, 2 workers, 5 s per search."""
+    spec = importlib.util.spec_from_file_location("step_costs", SCRIPT.parent / "step_costs.py")
+    costs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(costs)
+    assert (costs.TRIAL_OVERHEAD_S, costs.SEARCH_OVERHEAD_S) == (1.0, 5.0)
+    rows = [{"T": 64, "d": 32, "batch": 8, "variant": v, "step_ms": ms, "eval_s": 0.0}
+            for v, ms in (("a", 10.0), ("b", 20.0))]
+    budget = 100 * 8 * 64  # 100 steps: trials of 2 s and 3 s
+    # phase 1: 3 searches [2, 3] (3 s + 5 s each); phase 2: [2, 2] and [3, 3] (2 + 5, 3 + 5)
+    assert costs.project(rows, budget, 3, 3, 2) == {
+        "trials": 10, "cpu_s": 50, "wall_s": 39, "wall_h": 0.01,
+        "cells": [{"T": 64, "d": 32, "seconds_per_trial": 2.5, "wall_s": 39}]}
+    # every rate at every seed: 3 searches of [2, 3, 2, 3, 2, 3], makespan 9 on 2 workers
+    full = costs.project(rows, budget, 3, 3, 2, full=True)
+    assert (full["trials"], full["cpu_s"], full["wall_s"]) == (18, 60, 42)
