@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -59,6 +60,25 @@ def put_ninja_on_path() -> None:
     os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
+STALE_LOCK_SECONDS = 600  # a build takes ~20 s (minutes on a loaded machine)
+
+
+def clear_stale_lock(build: Path) -> None:
+    """torch's extension builder holds a `lock` file while it compiles and makes every other
+    process wait, forever, while the file exists; a build that was killed leaves it behind.
+    A lock older than any build takes is removed (with a note), so later runs build again
+    instead of hanging."""
+    lock = build / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except OSError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        print(f"anatomy: removing a stale build lock ({age:.0f} s old, from a build that was "
+              f"stopped): {lock}", file=sys.stderr, flush=True)
+        lock.unlink(missing_ok=True)
+
+
 def load_extension(kernel: str, title: str, source: Path, cflags: list[str]):
     """The compiled module of one kernel (`kernel`: its short name, e.g. "ssd"; `title`: how
     messages name it), or None (with a warning saying why) when it cannot be built."""
@@ -69,6 +89,7 @@ def load_extension(kernel: str, title: str, source: Path, cflags: list[str]):
     put_ninja_on_path()
     build = build_directory(kernel, source, cflags)
     build.mkdir(parents=True, exist_ok=True)
+    clear_stale_lock(build)
     if not any(build.glob("*.so")):
         print(f"anatomy: compiling the CPU {title} kernel into {build} (first use only, ~20 s)",
               file=sys.stderr, flush=True)
