@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import pickle
 
 import pytest
@@ -17,10 +18,13 @@ from tests.references import REFERENCES, load_zoo, random_inputs
 from tests.test_lowering import SMALL
 
 T = 12
+# small dims for entries tests/test_lowering.py's SMALL does not size yet (SMALL wins)
+DIMS = {"gated_linear_attention": {"d": 32, "h": 2}, "deltanet": {"d": 32, "h": 4},
+        "gated_deltanet": {"d": 32, "h": 4}, "kda": {"d": 32, "h": 4}, **SMALL}
 
 
 def compiled(name: str, form: str = "auto"):
-    dims = SMALL.get(name, {})
+    dims = DIMS.get(name, {})
     diagram = load_zoo(name, **dims)
     module = anatomy.compile(diagram, form=form, **dims)
     inputs = random_inputs(diagram, B=2, T=T, seed=1, dtype=torch.float32)
@@ -106,26 +110,33 @@ def test_print_nests_composites_and_names_other_dtypes_and_shared_uses():
 
 
 # -- graphs: custom ops, torch.export with a dynamic T, meta and fake tensors, torch.compile --
-# the default suite's sample: the SSD op, Hydra (two of them), the scan op, a 3-operand
-# contraction; every entry and form: -m slow, and bench/citizen.py
-GRAPH_CASES = [("ssd", "chunked"), ("hydra", "auto"), ("context_memory", "auto"),
+# the default suite's sample, one entry per kernel family: softmax (SDPA), the SSD op, the
+# GLA op, the delta-rule op (chunked, and its recurrence in the parallel form), softmax with a
+# bias (FlexAttention/our chunked softmax), quasiseparable (Hydra: two SSD ops), a bias of
+# the sequence length (sigmoid attention's -log T: a symbolic size), the scan op and a
+# 3-operand contraction; every entry and form: -m slow, and bench/citizen.py
+GRAPH_CASES = [("mha", "auto"), ("ssd", "chunked"), ("gated_linear_attention", "auto"),
+               ("kda", "auto"), ("deltanet", "parallel"), ("forgetting_transformer", "auto"),
+               ("hydra", "auto"), ("sigmoid_attention", "auto"), ("context_memory", "auto"),
                ("causal_mix", "parallel")]
 
 
 def export_and_meta(name: str, form: str) -> None:
-    module, x70 = compiled(name, form)
-    dims = SMALL.get(name, {})
+    """torch.export with a static T and with T dynamic (run at another T), against the eager
+    module (relative RMSE <= 1e-5, float32), and the module built and run on meta."""
+    module, x12 = compiled(name, form)
+    dims = DIMS.get(name, {})
     diagram = module.diagram
     find = diagram.shapes.sizes.find
     x133 = [t for t in compiled_inputs(diagram, 133)]
     with torch.no_grad():
-        want70, want133 = module(*x70), module(*x133)
-    static = torch.export.export(module, tuple(x70))
-    assert rel_rmse(static.module()(*x70), want70) <= 1e-5
+        want12, want133 = module(*x12), module(*x133)
+    static = torch.export.export(module, tuple(x12))
+    assert rel_rmse(static.module()(*x12), want12) <= 1e-5
     T = torch.export.Dim("T", min=3, max=4096)
     shapes = tuple({1: T} if p.axes and find(p.axes[0]) == find(diagram.time_axis) else None
                    for p in diagram.inputs)
-    dynamic = torch.export.export(module, tuple(x70), dynamic_shapes=shapes)
+    dynamic = torch.export.export(module, tuple(x12), dynamic_shapes=shapes)
     assert rel_rmse(dynamic.module()(*x133), want133) <= 1e-5
     with torch.device("meta"):
         on_meta = anatomy.compile(diagram, form=form, **dims)
@@ -163,19 +174,43 @@ def test_fake_tensors_run_the_chunked_kernel_as_an_op():
     assert y.shape == (2, 1000, 32)
 
 
-@pytest.mark.parametrize(("name", "form"), [("ssd", "chunked")])
+class _Restarts(logging.Handler):
+    """Counts dynamo's "Restarting analysis" records (each one traces the whole module again:
+    a float default traced as a symbolic float did it once per call site)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record):
+        self.count += "Restarting analysis" in record.getMessage()
+
+
+# ssd: the chunked kernel as a custom op; alibi: position biases (its closures once fixed T);
+# context_memory: a three-operand contraction (opt_einsum's order once fixed T)
+@pytest.mark.parametrize(("name", "form"), [("ssd", "chunked"), ("alibi", "auto"),
+                                            ("context_memory", "auto")])
 def test_compile_has_no_graph_breaks_and_no_recompiles_across_T(name, form):
     from torch._dynamo.utils import counters
     module, _ = compiled(name, form)
     torch._dynamo.reset()
     counters.clear()
-    fn = torch.compile(module, backend="aot_eager", dynamic=True, fullgraph=True)
-    for T in (9, 70, 133):
-        x = compiled_inputs(module.diagram, T)
-        got = fn(*x)
-        got.square().sum().backward()
-        assert rel_rmse(got, module(*x)) <= 1e-5
+    restarts = _Restarts()
+    logger = logging.getLogger("torch._dynamo.convert_frame")
+    torch._logging.set_logs(dynamo=logging.INFO)
+    logger.addHandler(restarts)
+    try:
+        fn = torch.compile(module, backend="aot_eager", dynamic=True, fullgraph=True)
+        for T in (9, 70, 133):
+            x = compiled_inputs(module.diagram, T)
+            got = fn(*x)
+            got.square().sum().backward()
+            assert rel_rmse(got, module(*x)) <= 1e-5
+    finally:
+        logger.removeHandler(restarts)
+        torch._logging.set_logs()
     assert counters["stats"]["unique_graphs"] == 1
+    assert restarts.count == 0
 
 
 def test_ssd_op_registration_and_gradients_against_the_quadratic_reference():
@@ -220,3 +255,84 @@ def test_scan_op_against_a_loop_with_gradients():
                     torch.autograd.grad(want, (u, a, s0), dy)):
         assert rel_rmse(g, w) <= 1e-12
     assert torch.autograd.gradcheck(lambda *x: scan_op(*x[:2], 1, x[2]), (u, a, s0))
+
+
+def rand64(gen, *shape):
+    return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+
+def gla_loop(q, k, v, log_alpha, s0, bonus, scale):
+    """GLA (Yang et al. 2024), one step at a time: S_t = diag(alpha_t) S_{t-1} + k_t^T v_t,
+    y_t = scale q_t S_t; with RWKV-6's bonus u (Peng et al. 2024):
+    y_t = scale q_t (S_{t-1} + diag(u) k_t^T v_t). Head h reads group h // (H // G)."""
+    H = v.shape[2]
+    q, k = (x.repeat_interleave(H // q.shape[2], dim=2) for x in (q, k))
+    state, ys = s0, []
+    for t in range(q.shape[1]):
+        kv = k[:, t, :, :, None] * v[:, t, :, None, :]
+        decayed = log_alpha[:, t, :, :, None].exp() * state
+        seen = decayed + kv if bonus is None else state + bonus[None, :, :, None] * kv
+        ys.append(scale * torch.einsum("bhn,bhnp->bhp", q[:, t], seen))
+        state = decayed + kv
+    return torch.stack(ys, 1), state
+
+
+def delta_loop(q, k, v, beta, log_a, s0, scale):
+    """The gated delta rule (Yang et al. 2024/2025; KDA's per-channel gate), one step at a
+    time: S_t = (I - beta_t k_t k_t^T) diag(alpha_t) S_{t-1} + beta_t k_t v_t^T,
+    o_t = scale q_t^T S_t, alpha_t = exp(log_a_t) (1 without a gate)."""
+    state, outs = s0, []
+    for t in range(q.shape[1]):
+        if log_a is not None:
+            a = log_a[:, t].exp()
+            state = (a[..., None] if a.dim() == 3 else a[..., None, None]) * state
+        k_t, b_t = k[:, t, :, :, None], beta[:, t, :, None, None]
+        state = state - b_t * k_t * (k_t * state).sum(-2, keepdim=True) \
+            + b_t * k_t * v[:, t, :, None, :]
+        outs.append(scale * torch.einsum("bhn,bhnp->bhp", q[:, t], state))
+    return torch.stack(outs, 1), state
+
+
+def check_op_against(op, args, loop, n_tensors: int) -> None:
+    """Outputs, final states and the gradients of both through the op against the loop
+    (float64, relative RMSE <= 1e-10), after torch.library.opcheck (fake, autograd, aot)."""
+    gen = torch.Generator().manual_seed(1)
+    torch.library.opcheck(op, args)
+    tensors = [x for x in args[:n_tensors] if x is not None]
+    y, final = op(*args)
+    y_ref, final_ref = loop(*args[:n_tensors], args[n_tensors])
+    dy, d_final = rand64(gen, *y.shape), rand64(gen, *final.shape)
+    grads = torch.autograd.grad((y, final), tensors, (dy, d_final))
+    grads_ref = torch.autograd.grad((y_ref, final_ref), tensors, (dy, d_final))
+    assert rel_rmse(y, y_ref) <= 1e-10 and rel_rmse(final, final_ref) <= 1e-10
+    for got, want in zip(grads, grads_ref):
+        assert rel_rmse(got, want) <= 1e-10
+
+
+@pytest.mark.parametrize("bonus", [False, True])
+def test_gla_op_registration_and_gradients_against_the_recurrence(bonus):
+    from anatomy.kernels.gla.op import gla_chunked_op
+    gen = torch.Generator().manual_seed(0)
+    B, T, G, H, N, P = 2, 37, 1, 2, 4, 3
+    q, k, v = rand64(gen, B, T, G, N), rand64(gen, B, T, G, N), rand64(gen, B, T, H, P)
+    log_alpha = -torch.rand(B, T, H, N, generator=gen, dtype=torch.float64)
+    s0, u = rand64(gen, B, H, N, P), rand64(gen, H, N) if bonus else None
+    tensors = [None if x is None else x.requires_grad_() for x in (q, k, v, log_alpha, s0, u)]
+    check_op_against(gla_chunked_op, (*tensors, 0.5, 16, "torch"), gla_loop, 6)
+
+
+@pytest.mark.parametrize(("gate", "backend"), [("none", "torch"), ("head", "torch"),
+                                               ("channel", "torch"), ("channel", "recurrent")])
+def test_delta_rule_op_registration_and_gradients_against_the_recurrence(gate, backend):
+    from anatomy.kernels.delta_rule.op import delta_rule_op
+    gen = torch.Generator().manual_seed(0)
+    B, T, H, N, P = 2, 21, 2, 4, 3
+    q, v = rand64(gen, B, T, H, N), rand64(gen, B, T, H, P)
+    k = torch.nn.functional.normalize(rand64(gen, B, T, H, N), dim=-1)
+    beta = torch.rand(B, T, H, generator=gen, dtype=torch.float64)
+    gate_shape = {"none": None, "head": (B, T, H), "channel": (B, T, H, N)}[gate]
+    log_a = None if gate_shape is None else \
+        -torch.rand(*gate_shape, generator=gen, dtype=torch.float64)
+    tensors = [None if x is None else x.requires_grad_()
+               for x in (q, k, v, beta, log_a, rand64(gen, B, H, N, P))]
+    check_op_against(delta_rule_op, (*tensors, 0.5, 8, backend), delta_loop, 6)
