@@ -77,6 +77,34 @@ def test_diverged_trials_are_recorded_and_the_search_goes_on(tmp_path):
         assert (tmp_path / "out" / name).stat().st_size > 0
 
 
+def test_more_seeds_for_some_variants_in_the_same_folder(tmp_path):
+    """scripts/study/run.sh's second phase: the same search again with more seeds and a
+    narrower --pick adds only the picked variants' new seeds; finished trials are kept."""
+    template = str(write_template(tmp_path))
+    base = {"template_file": template, "task": TINY_MQAR, "budget": 400,
+            "out": tmp_path / "out", "workers": 0, "layers": 1, "progress": False, "lr": 1e-2}
+    run_search(SearchConfig(**base, seeds=1, picks={"core": ["mean_mixer", "blowup"]}),
+               log=lambda line: None)
+    db = tmp_path / "out" / "search.db"
+
+    def trials():
+        with sqlite3.connect(db) as con:
+            return sorted(con.execute("SELECT v.name, t.seed, t.metric FROM trials t JOIN "
+                                      "variants v ON v.key = t.variant").fetchall())
+
+    first = trials()
+    assert [(n, s) for n, s, _ in first] == [("blowup", 0), ("mean_mixer", 0)]
+    lines: list[str] = []
+    outcome = run_search(SearchConfig(**base, seeds=3, picks={"core": ["mean_mixer"]}),
+                         log=lines.append)
+    after = trials()
+    assert [(n, s) for n, s, _ in after] == [("blowup", 0)] + [("mean_mixer", s)
+                                                               for s in range(3)]
+    assert after[0] == first[0] and after[1] == first[1]  # seed 0 kept, not trained again
+    assert "resuming: 2 of 4 trials already finished" in lines
+    assert sum(outcome.counts.values()) == 4
+
+
 def spec(seed: int = 0, positions: str = "learned", **task) -> TrialSpec:
     settings = TaskSettings(**{**TINY_MQAR.__dict__, **task})
     return TrialSpec(trial=0, variant="k", template_file=str(ATTENTION),
