@@ -105,13 +105,14 @@ def _common_dtype(tensors) -> torch.dtype:
 
 # -- scalars and elementwise ----------------------------------------------------------------
 def _unary(name: str, tensor_fn, scalar_fn):
-    """A pointwise function of tensors and scalars. A symbolic scalar (a size read off a
-    dynamic input dim under torch.export or torch.compile) becomes a 0-dim float64 tensor, so
-    the size stays symbolic: math.log(T) would specialise T to the example's value."""
+    """A pointwise function of tensors and scalars. In a graph being traced (torch.compile,
+    torch.export), a scalar (a size read off an input, maybe symbolic: static scalars are folded
+    at lowering time) becomes a 0-dim float64 tensor, so the size stays symbolic: math.log(T)
+    would specialise T to the example's value. (Dynamo shows a symbolic size as an int.)"""
     def fn(x):
         if isinstance(x, Tensor):
             return tensor_fn(x)
-        if isinstance(x, (torch.SymInt, torch.SymFloat)):
+        if torch.compiler.is_compiling() or isinstance(x, (torch.SymInt, torch.SymFloat)):
             return tensor_fn(torch.scalar_tensor(x, dtype=torch.float64))
         return scalar_fn(x)
     fn.__name__ = name
