@@ -3,9 +3,10 @@ inlined) at depths 10, 20 and 30: check, print, render, canonical form and compi
 in one process after its imports (issue 20: checking never finished at depth 30 before).
 
 Canonical forms inline every call, and compiling gives every call its own parameters and
-module, so past a few hundred calls both are refused up front (the time to refuse is what
-is measured); render draws the top level (depth 1). Compile at depth 10 builds all 2,047
-modules. Prints a table, writes bench/results/chain.json.
+module, so past a few hundred calls (canonical forms) or 4,096 modules (compile,
+`ANATOMY_MAX_MODULES`) both are refused up front (the time to refuse is what is measured);
+render draws the top level (depth 1). Compile at depth 10 builds all 2,047 modules.
+Prints a table, writes bench/results/chain.json.
 
 Run: python bench/chain.py [--depths 10 20 30]
 """

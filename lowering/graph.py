@@ -268,6 +268,10 @@ class GraphBuilder:
             kwargs = {"scale": scale} if scale != 1.0 else {}
             if box.outputs[0] in self.float32_wires:
                 kwargs["float32"] = True
+            if len(tensors) > 2:  # the sizes known now choose the order (ops.contract)
+                kwargs["order"] = ops.pairwise_order(spec, [
+                    [None if a == BATCH else self.shapes.size(a) for a in t.layout]
+                    for t in tensors])
             node = self.call(ops.contract, spec, *(t.value for t in tensors), **kwargs)
         self.store(box, node, layout)
 

@@ -28,6 +28,7 @@ The same expression runs three ways (`softmax_attention` chooses):
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 
@@ -79,18 +80,24 @@ def evaluate(expr: tuple, score, leaves, t_pos: Tensor, s_pos: Tensor, rows: sli
     """The expression on one block: query rows `rows` (query-local), key columns `cols`;
     t_pos [R, 1] and s_pos [1, C] are absolute positions. `q_base`: the key index of the
     first query (queries are the last T of the keys)."""
-    def read(node):
-        if node[0] == "segsum":
-            c = leaves[node[1]]
-            c_t = c[..., q_base + rows.start:q_base + rows.stop]
-            seg = c_t.unsqueeze(-1) - c[..., cols].unsqueeze(-2)
-            return seg.masked_fill(s_pos > t_pos, float("-inf"))
-        x = leaves[node[1]]
-        if isinstance(x, Tensor) and x.dim() >= 2:
-            x = x[..., rows, :] if x.shape[-2] > 1 else x
-            x = x[..., cols] if x.shape[-1] > 1 else x
-        return x
+    # a partial, not a closure: torch.compile turns a closure's cells into constants, which
+    # would fix the slices' traced lengths (one recompile per sequence length)
+    read = functools.partial(_read_block, leaves, t_pos, s_pos, rows, cols, q_base)
     return _walk(expr, score, t_pos, s_pos, read)
+
+
+def _read_block(leaves, t_pos, s_pos, rows: slice, cols: slice, q_base, node):
+    """A `leaf` or `segsum` node of the expression on one block (see `evaluate`)."""
+    if node[0] == "segsum":
+        c = leaves[node[1]]
+        c_t = c[..., q_base + rows.start:q_base + rows.stop]
+        seg = c_t.unsqueeze(-1) - c[..., cols].unsqueeze(-2)
+        return seg.masked_fill(s_pos > t_pos, float("-inf"))
+    x = leaves[node[1]]
+    if isinstance(x, Tensor) and x.dim() >= 2:
+        x = x[..., rows, :] if x.shape[-2] > 1 else x
+        x = x[..., cols] if x.shape[-1] > 1 else x
+    return x
 
 
 def uses(expr: tuple, head: str) -> bool:

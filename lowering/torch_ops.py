@@ -29,20 +29,26 @@ def batch_like(x: Tensor, like: Tensor) -> Tensor:
     return x.unsqueeze(0).expand(like.shape[0], *x.shape)
 
 
-def contract(spec: str, *operands: Tensor, scale=1.0, float32: bool = False) -> Tensor:
-    """An Einstein product (torch.einsum, ordered by opt_einsum) times a scalar. With
-    `float32`, half-precision operands are computed and returned in float32 (the two sides
-    of a normaliser's division, see `divide`)."""
+def contract(spec: str, *operands: Tensor, scale=None, float32: bool = False,
+             order: tuple | None = None) -> Tensor:
+    """An Einstein product (torch.einsum, ordered by opt_einsum) times a scalar (`scale`,
+    None: 1. Not a float default: torch.compile with dynamic shapes traces a function's float
+    default as a symbolic float, then restarts its whole analysis once per call site).
+    With `float32`, half-precision operands are computed and returned in float32 (the two
+    sides of a normaliser's division, see `divide`). `order`: the pairwise order chosen when
+    the graph was built (`pairwise_order`), followed when sizes are traced.
+    """
     if float32:
         operands = tuple(upcast(o) for o in operands)
     dtype = _common_dtype(operands)
     half = [o.dtype for o in operands if o.dtype in (torch.float16, torch.bfloat16)]
     operands = [o if o.dtype == dtype else o.to(dtype) for o in operands]
-    if len(operands) > 2 and _symbolic(operands):
-        y = _einsum_in_pairs(spec, operands)
+    traced = _symbolic(operands) or (order is not None and torch.compiler.is_compiling())
+    if len(operands) > 2 and traced:
+        y = _einsum_in_pairs(spec, operands, order)
     else:
         y = torch.einsum(spec, *operands) if len(operands) > 1 or "->" in spec else operands[0]
-    if isinstance(scale, Tensor) or scale != 1.0:
+    if isinstance(scale, Tensor) or (scale is not None and scale != 1.0):
         y = y * scale
     # float32 decays or constants met half-precision activations: computed in float32,
     # the result in the activations' dtype
@@ -57,17 +63,26 @@ def _symbolic(tensors) -> bool:
     return any(isinstance(n, torch.SymInt) for t in tensors for n in t.shape)
 
 
-def _einsum_in_pairs(spec: str, operands) -> Tensor:
-    """torch.einsum in the pairwise order opt_einsum picks with every symbolic size read as
-    SYMBOLIC_SIZE_HINT: torch.einsum would ask opt_einsum with the traced sizes, which fixes
-    them (an exported or compiled graph then holds for one sequence length only)."""
+def pairwise_order(spec: str, sizes) -> tuple:
+    """The pairwise contraction order opt_einsum picks for `spec` with operands of these
+    sizes (None, or a traced size: SYMBOLIC_SIZE_HINT), as ((operand positions, equation),
+    ...) steps for `_einsum_in_pairs`."""
     import opt_einsum
-    shapes = [tuple(n if isinstance(n, int) else SYMBOLIC_SIZE_HINT for n in t.shape)
-              for t in operands]
+    shapes = [tuple(n if isinstance(n, int) else SYMBOLIC_SIZE_HINT for n in s) for s in sizes]
     _, info = opt_einsum.contract_path(spec, *shapes, shapes=True)
+    return tuple((tuple(step[0]), step[2]) for step in info.contraction_list)
+
+
+def _einsum_in_pairs(spec: str, operands, order: tuple | None = None) -> Tensor:
+    """torch.einsum in pairs, in `order` (default: `pairwise_order` of the operands' sizes,
+    traced ones read as SYMBOLIC_SIZE_HINT). torch.einsum would ask opt_einsum with the traced
+    sizes, which fixes them (an exported or compiled graph would then hold for one sequence
+    length only); under torch.compile, where a traced size looks like an int and opt_einsum
+    cannot be traced, the order is the one chosen when the graph was built."""
+    if order is None:
+        order = pairwise_order(spec, [t.shape for t in operands])
     todo = list(operands)
-    for step in info.contraction_list:
-        inds, equation = step[0], step[2]
+    for inds, equation in order:
         picked = [todo.pop(i) for i in sorted(inds, reverse=True)]
         todo.append(torch.einsum(equation, *picked))
     return todo[0]
