@@ -13,7 +13,7 @@
 #
 #   bash scripts/study/run.sh                 # the documented CPU run: about 1.5 h, 2 cores
 #   PILOT=1 bash scripts/study/run.sh         # T=64, d=32 only: the protocol end to end
-#   FULL=1 bash scripts/study/run.sh          # every rate at every seed (about 2.5 h)
+#   FULL=1 bash scripts/study/run.sh          # every rate at every seed (about 2.6 h)
 #   SEARCH_ARGS="--executor ray --address HOST:PORT" WIDTHS="32 64 128 256" \
 #     LENGTHS="64 128 256 512" VOCAB=8192 BUDGET=20M bash scripts/study/run.sh   # larger grid
 #
