@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..ssd.op import _Context
 from ..ssd.validate import accumulate_dtype
-from . import chunk
+from .chunk import _DeltaRuleChunked
 from .cpu_chunk import _DeltaRuleCpu
 from .recurrent import delta_rule_recurrent
 from .validate import check_delta_rule_inputs
@@ -32,8 +32,7 @@ OP_BACKENDS = ("auto", "torch", "cpu", "triton", "recurrent")
 
 def _function(q, k, v, beta, log_a, initial_state, scale, chunk_size, backend):
     """The backend's autograd.Function with a hand-written backward and the arguments of its
-    forward after ctx; None for a backend differentiated by autograd (the recurrence, and the
-    PyTorch chunked form while chunk.py has no _DeltaRuleChunked)."""
+    forward after ctx."""
     from . import auto_backend
     if backend == "auto":
         backend = auto_backend(q, k, v, beta, log_a, initial_state)
@@ -48,31 +47,23 @@ def _function(q, k, v, beta, log_a, initial_state, scale, chunk_size, backend):
         if chunk_size < SB or chunk_size & (chunk_size - 1):
             raise ValueError(f"chunk_size: expected a power of two >= {SB} but got {chunk_size}")
         return _DeltaRuleTriton, (*tensors, dims)
-    if backend == "torch" and hasattr(chunk, "_DeltaRuleChunked"):
-        return chunk._DeltaRuleChunked, tensors
-    return None, tensors
+    return _DeltaRuleChunked, tensors
 
 
-def _differentiable(q, k, v, beta, log_a, initial_state, scale, chunk_size, backend):
-    """(o, final_state) by a backend autograd differentiates: the recurrence or the PyTorch
-    chunked form."""
-    common = {"log_a": log_a, "scale": scale, "initial_state": initial_state,
-              "output_final_state": True}
-    if backend == "recurrent":
-        return delta_rule_recurrent(q, k, v, beta, **common)
-    return chunk.delta_rule_chunked(q, k, v, beta, chunk_size=chunk_size, **common)
+def _recurrence(q, k, v, beta, log_a, initial_state, scale):
+    """(o, final_state) by the recurrence (autograd differentiates it)."""
+    return delta_rule_recurrent(q, k, v, beta, log_a=log_a, scale=scale,
+                                initial_state=initial_state, output_final_state=True)
 
 
 @torch.library.custom_op("anatomy::delta_rule", mutates_args=())
 def delta_rule_op(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_a: Tensor | None,
                   initial_state: Tensor | None, scale: float, chunk_size: int,
                   backend: str) -> tuple[Tensor, Tensor]:
-    fn, args = (None, ()) if backend == "recurrent" else _function(
-        q, k, v, beta, log_a, initial_state, scale, chunk_size, backend)
-    if fn is None:
-        o, final = _differentiable(q, k, v, beta, log_a, initial_state, scale, chunk_size,
-                                   backend)
+    if backend == "recurrent":
+        o, final = _recurrence(q, k, v, beta, log_a, initial_state, scale)
     else:
+        fn, args = _function(q, k, v, beta, log_a, initial_state, scale, chunk_size, backend)
         o, final = fn.forward(_Context(needs_grad=False), *args)
     dtype = accumulate_dtype(q, k, v, beta, log_a, initial_state)
     return o.contiguous(), final.to(dtype).contiguous()
@@ -90,20 +81,19 @@ def delta_rule_backward_op(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_a:
                            initial_state: Tensor | None, d_o: Tensor, d_final: Tensor,
                            scale: float, chunk_size: int, backend: str) -> list[Tensor]:
     inputs = (q, k, v, beta, log_a, initial_state)
-    fn, args = (None, ()) if backend == "recurrent" else _function(
-        *inputs, scale, chunk_size, backend)
-    if fn is None:  # autograd is off inside an op; torch.func.vjp still differentiates
+    if backend == "recurrent":  # autograd is off inside an op; torch.func.vjp still works
         present = [i for i, x in enumerate(inputs) if x is not None]
 
         def forward(*xs):
             full = list(inputs)
             for i, x in zip(present, xs):
                 full[i] = x
-            return _differentiable(*full, scale, chunk_size, backend)
+            return _recurrence(*full, scale)
         _, vjp = torch.func.vjp(forward, *(inputs[i] for i in present))
         found = dict(zip(present, vjp((d_o, d_final))))
         grads = [found.get(i) for i in range(len(inputs))]
     else:
+        fn, args = _function(*inputs, scale, chunk_size, backend)
         ctx = _Context(needs_grad=True)
         fn.forward(ctx, *args)
         grads = fn.backward(ctx, d_o, d_final)[:6]
