@@ -251,7 +251,7 @@ def scalar_decay(t: int, s: int, log_gamma, like: Tensor, offset=0) -> Tensor:
 def shift(x: Tensor, dim: int, by: int = 1) -> Tensor:
     """Move along `dim` by `by` steps (later if positive), filling with zeros."""
     n = x.shape[dim]
-    k = min(abs(by), n)
+    k = min(-by if by < 0 else by, n)  # (`abs` here is this module's pointwise op)
     zeros = torch.zeros_like(x.narrow(dim, 0, k))
     if by >= 0:
         return torch.cat([zeros, x.narrow(dim, 0, n - k)], dim)
