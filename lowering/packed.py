@@ -62,9 +62,9 @@ def why_not_packed(d, shapes, absorbed: frozenset = frozenset()) -> str | None:
             return f"{where} reads along a key axis"
         along = tuple(box.attr("along") or ()) + ((box.attr("axis"),) if box.attr("axis")
                                                   else ())
-        if box.op in KERNEL_OPS and along[:1] == (t,):
-            continue
-        if box.op in POSITIONAL_OPS and along[:1] == (t,):
+        if box.op in KERNEL_OPS + POSITIONAL_OPS:
+            if along[:1] != (t,):  # the packed graph remaps every such call along time
+                return f"{where} runs along {along[0]}, not time"
             continue
         if any(timed(a) for a in along):
             return f"{where} runs along time"
@@ -99,8 +99,21 @@ def packed_graph_module(module) -> fx.GraphModule | None:
     if "_packed_gm" not in cache:
         d, shapes = lowered(module)
         absorbed = fused_attention_boxes(module, d, shapes)
-        cache["_packed_gm"] = None if why_not_packed(d, shapes, absorbed) else _build(module)
+        cache["_packed_gm"] = None if why_not_packed(d, shapes, absorbed) else \
+            _build(module, _expected_calls(d, absorbed))
     return cache["_packed_gm"]
+
+
+def _expected_calls(d, absorbed: frozenset) -> dict:
+    """How many calls of each kind the packed graph must remap: one per box."""
+    kinds = {"ssd": "kernel", "delta_rule": "kernel", "scan": "scan", "shift": "shift",
+             "rope": "rotary", "xpos": "rotary", "call": "call"}
+    want = {k: 0 for k in (*kinds.values(), "attention")}
+    for box in d.boxes:
+        if box.op in kinds:
+            want[kinds[box.op]] += 1
+    want["attention"] = len([b for b in d.boxes if b.id in absorbed and b.op == "softmax"])
+    return want
 
 
 def fused_attention_boxes(module, d, shapes) -> frozenset:
@@ -129,7 +142,11 @@ def fused_attention_boxes(module, d, shapes) -> frozenset:
     return frozenset(found)
 
 
-def _build(module) -> fx.GraphModule:
+def _build(module, want: dict) -> fx.GraphModule | None:
+    """The packed copy of the forward graph; None (run per sequence) unless it remapped
+    calls of every kind that `want` counts boxes of, and no more calls than boxes (a lowering
+    that emits its calls differently must not run packed, carrying a state or a position
+    across sequences)."""
     from anatomy.kernels import delta_rule, gla, ssd
     from anatomy.kernels.varlen import delta_rule_packed, gla_packed, ssd_packed
     graph = fx.Graph()
@@ -142,28 +159,36 @@ def _build(module) -> fx.GraphModule:
         like = placeholders[0]
         offsets = graph.call_function(position_offsets, (cu, like))
     kernels = {ssd: ssd_packed, gla: gla_packed, delta_rule: delta_rule_packed}
+    got = dict.fromkeys(want, 0)
     for node in list(graph.nodes):
         if node.op == "call_module":  # a composite: it takes the packed sequences itself
             with graph.inserting_before(node):
                 sub = graph.get_attr(node.target)
             node.op, node.target, node.args = "call_function", packed_call, (sub, cu, *node.args)
+            got["call"] += 1
             continue
         if node.op != "call_function":
             continue
         if node.target is ops.scan:
             node.args = (*node.args, cu)  # (u, log_a, dim)
-            node.target = packed_scan
+            node.target, kind = packed_scan, "scan"
         elif node.target in kernels:
             node.args = (cu, *node.args)
-            node.target = kernels[node.target]
+            node.target, kind = kernels[node.target], "kernel"
         elif node.target is ops.shift:
             node.args = (*node.args, cu)  # (x, dim, by)
-            node.target = packed_shift
+            node.target, kind = packed_shift, "shift"
         elif node.target is ops.attention:
             node.args = (cu, *node.args)
-            node.target = packed_attention
+            node.target, kind = packed_attention, "attention"
         elif node.target in (ops.rope, ops.xpos):
             node.kwargs = {**node.kwargs, "offset": offsets}
+            kind = "rotary"
+        else:
+            continue
+        got[kind] += 1
+    if any((got[k] == 0) != (want[k] == 0) or got[k] > want[k] for k in want):
+        return None  # (fewer calls than boxes: the builder shares equal ones)
     graph.output(out)
     graph.lint()
     gm = fx.GraphModule(module, graph, class_name=f"{module.diagram.name}_packed")

@@ -276,3 +276,13 @@ def test_a_batched_state_splits_into_rows_for_a_masked_step(name):
         assert max_rel(y0[b:b + 1], want[:, :4]) <= TOL, b
         assert max_rel(y1[b:b + 1, chunk[b]], want[:, 4:]) <= TOL, b
         assert state["rows"][b]["pos"] == 4 + int(chunk[b].sum())
+
+
+def test_a_shift_along_features_keeps_a_diagram_off_the_packed_path():
+    from anatomy.lowering.packed import packed_graph_module
+    module = anatomy.compile("anatomy m(x[t, d]) -> y[t, d]\n  dims d = 4\n"
+                             "  y[t, d] = shift(x, d) + shift(x, t)\n").double()
+    assert packed_graph_module(module) is None
+    x = torch.randn(1, 9, 4, dtype=torch.float64)
+    want = torch.cat([module(x[:, :4]), module(x[:, 4:])], 1)
+    assert max_rel(module(x, cu_seqlens=[0, 4, 9]), want) <= TOL
