@@ -374,6 +374,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, n_state: int, value_sizes: tuple,
     """softmax(scale q k^T (+ causal mask)) v through scaled_dot_product_attention.
     Inputs [B, heads..., T, features...]; missing heads (MQA) broadcast."""
     q, k, v = _attention_inputs(q, k, v, n_state, value_sizes)
+    if isinstance(scale, Tensor):  # a function of a size in a traced graph (see _unary)
+        q, scale = q * scale, 1.0
     out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=float(scale))
     return _attention_output(out, value_sizes)
 
