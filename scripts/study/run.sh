@@ -9,19 +9,19 @@
 # Two phases (docs/results.md, "The new protocol"): (1) every rate at seed 0; (2) for each
 # cell and variant, the rate seed 0 kept (scripts/study/analyse.py --best-lr) at seeds
 # 1 .. SEEDS-1. So each variant gets a sweep of all LRS and SEEDS seeds at its kept rate:
-# 5 trials per variant and cell instead of 9. FULL=1 runs every rate at every seed instead.
+# 5 trials per variant and cell instead of 9 (360 trials, not 648). FULL=1 runs every rate
+# at every seed instead.
 #
-#   bash scripts/study/run.sh                 # the documented CPU run: about 1.5 h, 2 cores
+#   bash scripts/study/run.sh                 # the documented CPU run: about 1.7 h, 2 cores
 #   PILOT=1 bash scripts/study/run.sh         # T=64, d=32 only: the protocol end to end
-#   FULL=1 bash scripts/study/run.sh          # every rate at every seed (about 2.6 h)
+#   FULL=1 bash scripts/study/run.sh          # every rate at every seed (about 3 h)
 #   SEARCH_ARGS="--executor ray --address HOST:PORT" WIDTHS="32 64 128 256" \
 #     LENGTHS="64 128 256 512" VOCAB=8192 BUDGET=20M bash scripts/study/run.sh   # larger grid
 #
 # Settings (environment): OUT, LENGTHS, WIDTHS, LRS, SEEDS, VARIANTS (zoology.anat's fillers,
-# comma-separated; gla is left out by default: its decay per channel runs as a [t, s, n]
-# product, 40-500x the others' time per step), VOCAB, BATCH, BUDGET (training tokens per
-# trial), LAYERS, WORKERS (local processes, one torch thread each), FULL, SEARCH_ARGS (passed
-# to every search). Pairs follow Zoology: T / 16. Batch 8 because recall is learned in
+# comma-separated; default all 8), VOCAB, BATCH, BUDGET (training tokens per trial), LAYERS,
+# WORKERS (local processes, one torch thread each), FULL, SEARCH_ARGS (passed to every
+# search). Pairs follow Zoology: T / 16. Batch 8 because recall is learned in
 # optimizer steps, not tokens: at 1M tokens softmax (T=64, d=32) reaches 0.995 at batch 8
 # (1,953 steps), 0.72 at batch 16 and 0.24 (no recall) at batch 32 or 64.
 set -euo pipefail
@@ -36,7 +36,7 @@ LENGTHS=${LENGTHS:-64 128 256}
 WIDTHS=${WIDTHS:-32 64 128}
 LRS=${LRS:-1e-3 3e-3 1e-2}
 SEEDS=${SEEDS:-3}
-VARIANTS=${VARIANTS:-softmax,linear_attention,ssd,based,deltanet,gated_deltanet,fox}
+VARIANTS=${VARIANTS:-softmax,linear_attention,ssd,based,gla,deltanet,gated_deltanet,fox}
 VOCAB=${VOCAB:-64}
 BATCH=${BATCH:-8}
 BUDGET=${BUDGET:-1M}

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parent / "zoology.anat"
-VARIANTS = "softmax,linear_attention,ssd,based,deltanet,gated_deltanet,fox"
+VARIANTS = "softmax,linear_attention,ssd,based,gla,deltanet,gated_deltanet,fox"
 SEARCH_OVERHEAD_S = 5.0   # CPU seconds per `anatomy search` besides its trials (measured)
 TRIAL_OVERHEAD_S = 1.0    # per trial: building the model, the data, the first steps
 
