@@ -59,7 +59,7 @@ def double_loop_gla(q, k, v, log_alpha, scale, s0, u=None):
     with the decay prod_{i=s+1..t-1}, plus scale (q_t * u * k_t) . v_t."""
     q, k, v, log_alpha, s0 = (x.detach().double() for x in (q, k, v, log_alpha, s0))
     alpha = torch.exp(log_alpha)
-    B, T, G, N = q.shape
+    B, T, G, _ = q.shape
     H, P = v.shape[2], v.shape[3]
     y = torch.zeros(B, T, H, P, dtype=torch.float64)
     for b in range(B):
