@@ -33,7 +33,7 @@ def search(folder: Path, seq_len: int, width: int, lr: float, scores: dict, floo
         store.add_trials(name, range(len(metrics)))
     for trial, variant, seed in store.claim(100):
         metric = scores[variant][seed]
-        store.finish(trial, TrialResult("diverged") if metric is None
+        store.finish(trial, TrialResult("diverged", seconds=2.0) if metric is None
                      else TrialResult("done", metric=metric, seconds=2.0))
     store.close()
     (folder / "leaderboard.json").write_text(json.dumps({"floor": floor}))
@@ -54,8 +54,18 @@ def test_best_rate_per_cell(tmp_path):
     assert rows[("soft", 128)]["mean"] == pytest.approx(0.2)
     assert summary["floors"] == {64: 0.25, 128: 0.125}
     assert summary["trials"] == {"planned": 15, "finished": 15}
+    # every trial took 2 s, the diverged one too
+    assert summary["seconds_by_cell"] == [
+        {"seq_len": 64, "d": 32, "trials": 12, "mean": 2.0, "min": 2.0, "max": 2.0},
+        {"seq_len": 128, "d": 32, "trials": 3, "mean": 2.0, "min": 2.0, "max": 2.0}]
     assert analyse.main([str(tmp_path)]) == 0
-    assert "| 64 | 0.2500 | 32 | soft | 0.01 | 0.6333 |" in (tmp_path / "summary.md").read_text()
+    text = (tmp_path / "summary.md").read_text()
+    assert "| 64 | 0.2500 | 32 | soft | 0.01 | 0.6333 |" in text
+    low, high = bootstrap_ci([1.0, 0.9, 0.0])
+    assert "| variant | T=64, d=32 (floor 0.250) | T=128, d=32 (floor 0.125) |" in text
+    assert f"| soft | 0.633 ({low:.3f}–{high:.3f}) | 0.200 (" in text
+    assert "| lin | 0.300 (0.300–0.300) | – |" in text
+    assert "| 64 | 32 | 12 | 2.0 | 2.0 | 2.0 |" in text
 
 
 def test_sweep_at_one_seed_then_the_kept_rate(tmp_path, capsys):

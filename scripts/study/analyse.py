@@ -43,6 +43,7 @@ def summarise(study: Path) -> dict:
     cells: dict[tuple, dict] = defaultdict(dict)  # (variant, T, d) -> lr -> {seed: metric}
     floors: dict[int, float] = {}
     seconds: list[float] = []
+    by_cell: dict[tuple, list[float]] = defaultdict(list)  # (T, d) -> trial seconds
     planned = finished = 0
     for db_path in sorted(study.glob("*/search.db")):
         search = read_search(db_path)
@@ -55,7 +56,9 @@ def summarise(study: Path) -> dict:
             planned += 1
             if status in ("done", "diverged", "failed"):
                 finished += 1
-                seconds.append(secs or 0.0)
+                if secs is not None:  # a trial that diverged early may have no time
+                    seconds.append(secs)
+                    by_cell[(seq_len, width)].append(secs)
             scores = cells[(name, seq_len, width)].setdefault(lr, {})
             if status == "done":
                 scores[seed] = metric
@@ -76,7 +79,10 @@ def summarise(study: Path) -> dict:
     return {"rows": rows, "floors": floors, "trials": {"planned": planned,
                                                       "finished": finished},
             "seconds_per_trial": sum(seconds) / len(seconds) if seconds else None,
-            "trial_seconds_total": sum(seconds)}
+            "trial_seconds_total": sum(seconds),
+            "seconds_by_cell": [{"seq_len": t, "d": w, "trials": len(xs),
+                                 "mean": sum(xs) / len(xs), "min": min(xs), "max": max(xs)}
+                                for (t, w), xs in sorted(by_cell.items())]}
 
 
 def choose_lr(by_lr: dict[float, dict[int, float]]) -> tuple[float, list[int]]:
@@ -110,8 +116,38 @@ def to_markdown(summary: dict) -> str:
                      f"{seeds} | {per_lr} |")
     t = summary["trials"]
     per = summary["seconds_per_trial"]
-    return ("\n".join(lines) + f"\n\n{t['finished']} of {t['planned']} trials finished; "
+    text = ("\n".join(lines) + f"\n\n{t['finished']} of {t['planned']} trials finished; "
             + (f"{per:.1f} s per trial on average\n" if per else "\n"))
+    return text + "\n" + pivot_markdown(summary) + "\n" + seconds_markdown(summary)
+
+
+def pivot_markdown(summary: dict) -> str:
+    """One row per variant, one column per (T, d): the mean at the kept rate and its 95%
+    interval; the floor of each T in the header."""
+    cells = sorted({(r["seq_len"], r["d"]) for r in summary["rows"]})
+    floors = summary["floors"]
+    head = " | ".join(f"T={t}, d={d}" + (f" (floor {floors[t]:.3f})" if floors.get(t)
+                                          is not None else "") for t, d in cells)
+    lines = [f"| variant | {head} |", "|---|" + "---:|" * len(cells)]
+    at = {(r["variant"], r["seq_len"], r["d"]): r for r in summary["rows"]}
+    for name in sorted({r["variant"] for r in summary["rows"]}):
+        parts = []
+        for t, d in cells:
+            r = at.get((name, t, d))
+            parts.append("–" if r is None else
+                         f"{r['mean']:.3f} ({r['ci_low']:.3f}–{r['ci_high']:.3f})")
+        lines.append(f"| {name} | " + " | ".join(parts) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def seconds_markdown(summary: dict) -> str:
+    """Wall seconds per trial (one worker, one torch thread) by cell."""
+    lines = ["| T | d | trials | s per trial (mean) | min | max |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for c in summary["seconds_by_cell"]:
+        lines.append(f"| {c['seq_len']} | {c['d']} | {c['trials']} | {c['mean']:.1f} | "
+                     f"{c['min']:.1f} | {c['max']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(summary: dict, path: Path) -> bool:
