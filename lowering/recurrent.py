@@ -173,13 +173,15 @@ class StepBuilder(GraphBuilder):
         window = box.attr("window", 0)
         if not window:
             return
-        # a sliding window: keep only the last window - 1 keys of every history it alone reads
-        for use in box.inputs[1:3]:
-            key = f"cache:{use.wire}"
-            if key in self.state_out and self.read_on_key_axis_only_by(use.wire, {box.id}):
-                dim = self.state_specs[key][2]
-                self.state_out[key] = self.call(keep_last, self.state_out[key], dim,
-                                                window - 1)
+        # a sliding window: keep only the last window - 1 keys of the histories it reads,
+        # when it alone reads them (all or none: keys, values and leaves stay aligned)
+        keys = {f"cache:{u.wire}": u.wire for u in box.inputs if f"cache:{u.wire}" in
+                self.state_out and any(self.is_key(a) for a in u.axes)}
+        if not all(self.read_on_key_axis_only_by(w, {box.id}) for w in keys.values()):
+            return
+        for key in keys:
+            dim = self.state_specs[key][2]
+            self.state_out[key] = self.call(keep_last, self.state_out[key], dim, window - 1)
 
     def read_on_key_axis_only_by(self, wire: str, boxes: set) -> bool:
         wire_axes = self.d.wires[wire].axes
