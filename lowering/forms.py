@@ -201,5 +201,19 @@ def structured_forms(d, shapes, form: str = "chunked"):
     from anatomy.rewrite import LOWERING, lower
     if not LOWERING[form]:
         return d, shapes
-    rewritten = lower(d, shapes, form)
+    rewritten = _keep_params(d, lower(d, shapes, form))
     return rewritten, rewritten.shapes
+
+
+def _keep_params(d, rewritten):
+    """The rewritten diagram with the parameter boxes its rewrites dropped as unread put
+    back: the module keeps every declared weight in every form (a state_dict loads into
+    each alike)."""
+    from anatomy.shapes import checked
+    kept = {b.id for b in rewritten.boxes}
+    lost = [b for b in d.boxes if b.op == "param" and b.id not in kept]
+    if not lost:
+        return rewritten
+    wires = {**rewritten.wires, **{b.outputs[0]: d.wires[b.outputs[0]] for b in lost}}
+    return checked(rewritten.replace(wires=wires, boxes=lost + list(rewritten.boxes)),
+                   dict(rewritten.shapes.dims))
