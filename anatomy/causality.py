@@ -205,6 +205,13 @@ class Analysis:
         """Recurrences along their axis: position i reads positions <= i of every input."""
         return [self.summed(box, union(ins), ins, out_axes)]
 
+    def _attention(self, box: Box, ins, out_axes) -> list[Reach]:
+        """Fused softmax attention: a sum over its key axis s, bounded by its query axis t
+        when causal (a window too), else every position reads every other."""
+        t, s = box.attr("along")
+        zero = frozenset({(s, t, 0)}) if box.attr("causal") else frozenset()
+        return [self.summed(box, union(ins, zero), ins, out_axes)]
+
     def _same_position(self, box: Box, ins, out_axes) -> list[Reach]:
         return [union(ins, ins[0].zero_unless if not ins[0].whole else frozenset())]
 

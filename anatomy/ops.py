@@ -76,7 +76,8 @@ class SizeCall:
 
 
 CAUSAL_FACTS = frozenset({"pointwise", "same_position", "mask", "decay_mask", "recurrence",
-                          "reverse", "shift", "normaliser", "norm", "sum", "none", "length"})
+                          "reverse", "shift", "normaliser", "norm", "sum", "none", "length",
+                          "attention"})
 
 
 def _first(c: OpCall) -> Axes:
@@ -101,6 +102,7 @@ class OpSpec:
     - "recurrence": position i reads positions <= i along its axis (scan, ssd, delta_rule);
     - "reverse": position i reads n - 1 - i (flip); "shift": position i reads i - by;
     - "normaliser": reads its whole row along its axis; "norm": reads all its axes;
+    - "attention": sums over its key axis, bounded by the query axis when causal;
     - "sum": sums the input axes its output lacks (linear, concat, split, reshape);
     - "none": reads no position (index); "length": the sequence's length (size).
     """
@@ -240,6 +242,15 @@ def _ssd(c: OpCall) -> Axes:
     return expected
 
 
+def _ssd_bonus(c: OpCall) -> Axes:
+    """`y[t, h, p] = ssd_bonus(q, k, v, log_a, u, t)`: ssd's inputs, then the bonus u
+    [heads?, state?] (no time axis)."""
+    expected = _ssd(c)
+    if c.along[0] in c.ins[4]:
+        c.fail(f"ssd_bonus's bonus is the same at every step: it has no axis `{c.along[0]}`")
+    return expected
+
+
 def _delta_rule(c: OpCall) -> Axes:
     """`o[t, h, p] = delta_rule(q, k, v, beta, log_a, t)`: q, k [t, heads, state],
     v [t, heads, values], beta [t, heads], log_a a number or [t?, heads, state?]."""
@@ -273,6 +284,51 @@ def _delta_rule(c: OpCall) -> Axes:
             c.fail(f"delta_rule's {role} has axis {extra[0]}; it takes {what}")
     if c.attrs.get("chunk", 64) < 1:
         c.fail("delta_rule needs chunk=N with N >= 1")
+    return expected
+
+
+def attention_roles(ins: tuple[Axes, ...], along: Axes, out: Axes) -> tuple[Axes, Axes, Axes]:
+    """(heads, state, values) of `out = attention(q, k, v, ..., t, s)`: heads are the
+    target's axes (but t) that q or k has; state: the axes q and k share that the target
+    lacks (summed by the score); values: the target's other axes."""
+    q, k = ins[0], ins[1]
+    t, s = along
+    heads = tuple(a for a in out if a != t and (a in q or a in k))
+    state = tuple(a for a in q if a in k and a not in out and a not in (t, s))
+    values = tuple(a for a in out if a != t and a not in heads)
+    return heads, state, values
+
+
+def _attention(c: OpCall) -> Axes:
+    """`y[t, h, p] = attention(q, k[s, h, n], v[s, h, p], t, s)`: q [t, heads, state],
+    k [s, heads, state], v [s, heads, values]; further inputs (made by the rewrite rule
+    `fuse_attention`) are the scale's numbers and the leaves of the score expression."""
+    expected = c.target("y[t, h, p] = attention(q, k[s, h, n], v[s, h, p], t, s)")
+    t, s = c.along
+    if t == s:
+        c.fail("attention needs two different axes (query, key)")
+    q, k, v = c.ins[:3]
+    heads, state, values = attention_roles(c.ins, c.along, expected)
+    if t not in expected or s in expected:
+        c.fail(f"the target of attention keeps the query axis `{t}` and sums the key axis "
+               f"`{s}`", usage=False)
+    for role, axes, pos, other in (("q", q, t, s), ("k", k, s, t), ("v", v, s, t)):
+        if pos not in axes or other in axes:
+            c.fail(f"attention reads its {role} along `{pos}` (not `{other}`), but {role} "
+                   f"has axes [{', '.join(axes)}]")
+    for role, axes, allowed in (("q", q, heads + state + (t,)), ("k", k, heads + state + (s,)),
+                                ("v", v, heads + values + (s,))):
+        extra = [a for a in axes if a not in allowed]
+        if extra:
+            c.fail(f"attention's {role} has axis {extra[0]}, which is neither a head, a "
+                   f"summed feature axis nor its time axis")
+    for axes in c.ins[3:]:
+        extra = [a for a in axes if a not in heads + (t, s)]
+        if extra:
+            c.fail(f"a leaf of attention's score has axis {extra[0]}; leaves are read by "
+                   f"head, query and key", usage=False)
+    if c.attrs.get("window", 0) < 0:
+        c.fail("attention needs window=N with N >= 1 (0: no window)")
     return expected
 
 
@@ -497,6 +553,13 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            "axes decays each key channel on its own (gated linear attention's kernel)",
            tensors=4, axes=("axis",), options={"chunk": 64}, infer=_ssd, needs_target=True,
            causal="recurrence", title=_over("ssd")),
+    OpSpec("ssd_bonus", "mixing",
+           "RWKV-6's read-out: y_t = q_t S_{t-1} + (q_t * u * k_t) . v_t with S_t = "
+           "diag(exp(log_a_t)) S_{t-1} + k_t v_t^T, S_-1 = 0 (the state before the step plus "
+           "a bonus u for the current token), chunk by chunk; the rewrite rule fuse_bonus "
+           "makes it from ssd over shifted keys, values and log-decays plus (q * u * k) v",
+           tensors=5, axes=("axis",), options={"chunk": 64}, infer=_ssd_bonus,
+           needs_target=True, causal="recurrence", title=_over("ssd_bonus")),
     OpSpec("delta_rule", "mixing",
            "the delta rule along an axis: o_t = q_t S_t, S_t = (I - beta_t k_t k_t^T) "
            "diag(exp(log_a_t)) S_{t-1} + beta_t k_t v_t^T, S_-1 = 0 (DeltaNet with log_a = 0, "
@@ -504,6 +567,17 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            "q and k that the target lacks are the state's key axes",
            tensors=5, axes=("axis",), options={"chunk": 64}, infer=_delta_rule,
            needs_target=True, causal="recurrence", title=_over("delta_rule")),
+    OpSpec("attention", "mixing",
+           "fused softmax attention: y[t] = sum_s softmax_s(expr(scale q_t . k_s) + mask) v_s "
+           "(scaled_dot_product_attention or FlexAttention); the rewrite rule "
+           "fuse_attention makes it from softmax(q . k) * v, with a score expression of "
+           "positions, per-token log-decays and per-head values (attribute `expr`), and "
+           "causal=true / window=N masks",
+           tensors=3, axes=("query", "key"),
+           options={"causal": False, "window": 0, "scale": 1.0}, infer=_attention,
+           needs_target=True, tied=True, causal="attention",
+           title=lambda along, attrs: "attention over " + along[1]
+           + (" (causal)" if attrs.get("causal") else "")),
     OpSpec("reshape", "structure",
            "merge the input's axes the target lacks, row-major, into the target's axes the "
            "input lacks (e.g. [t, d] -> [t, h, p])", tensors=1, infer=_reshape,

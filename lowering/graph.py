@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import operator
 import string
-from collections.abc import Callable
 from dataclasses import dataclass
 from math import prod
 from typing import Any
@@ -49,18 +48,14 @@ class Val:
 
 
 class GraphBuilder:
-    """Lowers one checked diagram into `graph`, registering parameters on `owner`.
-
-    `rules` (box -> lowering function or None) lets the execution-form passes replace the
-    generic lowering of a box (chunked kernels, scaled_dot_product_attention).
-    """
+    """Lowers one checked diagram into `graph`, registering parameters on `owner`: one
+    lowering per box (`_box_<op>`). The execution forms choose boxes before this, with the
+    rewrite engine's lowering rules (chunked kernels, fused softmax attention)."""
 
     def __init__(self, diagram: Diagram, shapes: Shapes, owner: nn.Module,
-                 rules: Callable[[GraphBuilder, Box], bool] | None = None,
                  form: str = "auto"):
         self.d, self.shapes, self.owner = diagram, shapes, owner
         self.form = form
-        self.rules = rules
         self.g = fx.Graph()
         self.vals: dict[str, Val] = {}
         self.size_nodes: dict[str, fx.Node] = {}
@@ -70,7 +65,7 @@ class GraphBuilder:
         made = {w: b.op for b in diagram.boxes for w in b.outputs}
         self.float32_wires = {u.wire for b in diagram.boxes if b.op == "div"
                               and diagram.wires[b.inputs[1].wire].axes for u in b.inputs
-                              if made.get(u.wire) in ("contract", "ssd")}
+                              if made.get(u.wire) in ("contract", "ssd", "attention")}
 
     # -- entry ----------------------------------------------------------------------------
     def build(self) -> fx.Graph:
@@ -83,8 +78,6 @@ class GraphBuilder:
         self.call(check_inputs, input_spec(self.d, self.shapes),
                   *(self.vals[p.name].value for p in self.d.inputs))
         for box in self.d.boxes:
-            if self.rules is not None and self.rules(self, box):
-                continue
             self.lower(box)
         outs = [self.batched_output(self.vals[p.name]) for p in self.d.outputs]
         self.g.output(outs[0] if len(outs) == 1 else tuple(outs))
@@ -377,6 +370,14 @@ class GraphBuilder:
     def _box_delta_rule(self, box: Box) -> None:
         from .forms import lower_delta_rule
         lower_delta_rule(self, box)
+
+    def _box_ssd_bonus(self, box: Box) -> None:
+        from .forms import lower_ssd_bonus
+        lower_ssd_bonus(self, box)
+
+    def _box_attention(self, box: Box) -> None:
+        from .attention import lower_attention
+        lower_attention(self, box)
 
     def _box_shift(self, box: Box) -> None:
         x = self.use(box.inputs[0])

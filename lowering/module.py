@@ -69,7 +69,8 @@ class AnatModule(fx.GraphModule):
             from .forms import structured_forms
             from .recurrent import StepBuilder
             check_causal(self.diagram, self.shapes)
-            diagram, shapes = structured_forms(self.diagram, self.shapes)
+            diagram, shapes = structured_forms(self.diagram, self.shapes,
+                                               "auto" if self.form == "auto" else "chunked")
             builder = StepBuilder(diagram, shapes, self, form=self.form)
             graph = builder.build()
             gm = fx.GraphModule(self, graph, class_name=f"{self.diagram.name}_step")
@@ -181,15 +182,15 @@ def _refuse_decays_on_values(d: Diagram) -> None:
 
 def compile_diagram(d: Diagram, shapes: Shapes, form: str = "auto") -> AnatModule:
     """Lower one checked diagram (at the dims `shapes` was checked with)."""
-    from .forms import choose_rules, structured_forms
+    from .forms import structured_forms
     from .graph import GraphBuilder
     if form not in FORMS:
         raise AnatError(f"unknown execution form `{form}`", hint=f"one of {', '.join(FORMS)}")
     owner = nn.Module()
-    lowered, lowered_shapes = (d, shapes) if form == "parallel" else structured_forms(d, shapes)
+    lowered, lowered_shapes = structured_forms(d, shapes, form)
     if form != "parallel":
         _refuse_decays_on_values(lowered)
-    builder = GraphBuilder(lowered, lowered_shapes, owner, rules=choose_rules(form), form=form)
+    builder = GraphBuilder(lowered, lowered_shapes, owner, form=form)
     graph = builder.build()
     graph.owning_module = owner  # its submodules answer the purity check
     graph.eliminate_dead_code()  # e.g. masks that a structured form did not need

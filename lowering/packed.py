@@ -24,16 +24,14 @@ from torch import Tensor, fx
 
 from . import torch_ops as ops
 
-KERNEL_OPS = ("ssd", "delta_rule", "scan")  # recurrences along time: reset per sequence
+KERNEL_OPS = ("ssd", "ssd_bonus", "delta_rule", "scan")  # recurrences along time: reset per sequence
 POSITIONAL_OPS = ("shift", "rope", "xpos")  # along time: made per sequence below
 
 
 def lowered(module):
     """The diagram and shapes the module's forward graph was built from."""
-    if module.form == "parallel":
-        return module.diagram, module.shapes
     from .forms import structured_forms
-    return structured_forms(module.diagram, module.shapes)
+    return structured_forms(module.diagram, module.shapes, module.form)
 
 
 def why_not_packed(d, shapes, absorbed: frozenset = frozenset()) -> str | None:
@@ -106,40 +104,22 @@ def packed_graph_module(module) -> fx.GraphModule | None:
 
 def _expected_calls(d, absorbed: frozenset) -> dict:
     """How many calls of each kind the packed graph must remap: one per box."""
-    kinds = {"ssd": "kernel", "delta_rule": "kernel", "scan": "scan", "shift": "shift",
+    kinds = {"ssd": "kernel", "ssd_bonus": "kernel", "delta_rule": "kernel", "scan": "scan", "shift": "shift",
              "rope": "rotary", "xpos": "rotary", "call": "call"}
     want = {k: 0 for k in (*kinds.values(), "attention")}
     for box in d.boxes:
         if box.op in kinds:
             want[kinds[box.op]] += 1
-    want["attention"] = len([b for b in d.boxes if b.id in absorbed and b.op == "softmax"])
+    want["attention"] = len([b for b in d.boxes if b.id in absorbed])
     return want
 
 
 def fused_attention_boxes(module, d, shapes) -> frozenset:
-    """In the auto form, the ids of the boxes that a plain or causal fused softmax attention
-    (`ops.attention`: no bias, no window) runs: its score, mask, softmax and mixing
-    contraction. (Attention with biases or windows is left out: it runs per sequence.)"""
-    if module.form != "auto" or not any(b.op == "softmax" for b in d.boxes):
-        return frozenset()
-    from torch import nn
-
-    from .forms import lower_attention, match_attention
-    from .graph import GraphBuilder
-    found: set = set()
-
-    def rule(b, box) -> bool:
-        m = match_attention(b, box)
-        if m is None:
-            return False
-        if m.expr == ("score",) and m.window is None:
-            mask = [d.producer(u.wire) for u in m.softmax_box.inputs[1:]]
-            found.update(x.id for x in (box, m.score_box, m.softmax_box, *mask) if x)
-        lower_attention(b, box, m)
-        return True
-    with torch.device("meta"):  # the matcher needs a builder; its parameters are not used
-        GraphBuilder(d, shapes, nn.Module(), rules=rule, form="auto").build()
-    return frozenset(found)
+    """The ids of the `attention` boxes (the auto form's fused softmax attention) that run
+    as a plain or causal `ops.attention` (no score expression, no window): the packed graph
+    masks them per sequence. (Attention with biases or windows runs per sequence.)"""
+    return frozenset(b.id for b in d.boxes if b.op == "attention"
+                     and b.attr("expr", ("score",)) == ("score",) and not b.attr("window"))
 
 
 def _build(module, want: dict) -> fx.GraphModule | None:

@@ -4,10 +4,11 @@
 for any chunk length (one token when decoding, many when prefilling), so prefill then
 decode equals the parallel form on the whole sequence. The state holds:
 - `pos`: how many tokens came before;
-- one SSM state [B, H, N, P] per `ssd` box (masked linear attention, rewritten into that
-  box by the rewrite engine's lowering rules; flat cost per token), and the last state of
-  each `scan` (a recurrence written as such);
-- a cache of history for each wire read on the key axis (a KV cache for softmax attention);
+- one SSM state [B, H, N, P] per `ssd`, `ssd_bonus` or `delta_rule` box (masked linear
+  attention, rewritten into that box by the rewrite engine's lowering rules; flat cost per
+  token), and the last state of each `scan` (a recurrence written as such);
+- a cache of history for each wire read on the key axis (a KV cache for softmax attention;
+  in the auto form an `attention` box's window bounds it);
 - the last steps before the chunk for each `shift` along time (a shift along the key axis
   needs none: a step sees the whole history there).
 Anatomies whose outputs may look ahead along time (an unmasked sum or softmax over the key
@@ -27,7 +28,8 @@ from anatomy.ir import Box, Use
 from anatomy.ops import OPS
 
 from . import torch_ops as ops
-from .forms import lower_attention, lower_delta_rule, lower_ssd, match_attention, state_shape
+from .attention import lower_attention
+from .forms import lower_delta_rule, lower_ssd, lower_ssd_bonus, state_shape
 from .graph import BATCH, GraphBuilder, Val
 from .softmax_bias import cumulative_log_decay, keep_last
 
@@ -165,23 +167,21 @@ class StepBuilder(GraphBuilder):
         super()._box_index(box)  # the key axis: every position so far, 0 .. pos + chunk - 1
 
     # -- fused softmax attention: a KV cache, the keys' cumulative log-decays, windows ------
-    def _box_contract(self, box: Box) -> None:
-        m = match_attention(self, box) if self.form == "auto" else None
-        if m is None:
-            return super()._box_contract(box)
+    def _box_attention(self, box: Box) -> None:
         end = self.call(operator.add, self.offset, self.size(self.t))
-        lower_attention(self, box, m, end=end)
-        if m.window is None:
+        lower_attention(self, box, end=end)
+        window = box.attr("window", 0)
+        if not window:
             return
-        # a sliding window: keep only the last window - 1 keys of every history it alone reads
-        score = m.score_box
-        for use in (score.inputs[m.key], box.inputs[m.value]):
-            key = f"cache:{use.wire}"
-            if key in self.state_out and self.read_on_key_axis_only_by(use.wire,
-                                                                     {score.id, box.id}):
-                dim = self.state_specs[key][2]
-                self.state_out[key] = self.call(keep_last, self.state_out[key], dim,
-                                                m.window - 1)
+        # a sliding window: keep only the last window - 1 keys of the histories it reads,
+        # when it alone reads them (all or none: keys, values and leaves stay aligned)
+        keys = {f"cache:{u.wire}": u.wire for u in box.inputs if f"cache:{u.wire}" in
+                self.state_out and any(self.is_key(a) for a in u.axes)}
+        if not all(self.read_on_key_axis_only_by(w, {box.id}) for w in keys.values()):
+            return
+        for key in keys:
+            dim = self.state_specs[key][2]
+            self.state_out[key] = self.call(keep_last, self.state_out[key], dim, window - 1)
 
     def read_on_key_axis_only_by(self, wire: str, boxes: set) -> bool:
         wire_axes = self.d.wires[wire].axes
@@ -234,6 +234,12 @@ class StepBuilder(GraphBuilder):
         key = f"ssm:{box.outputs[0]}"
         initial = self.call(ops.state_entry, self.state_in, key)
         self.state_out[key] = lower_ssd(self, box, initial_state=initial)
+        self.state_specs[key] = ("ssm", state_shape(self, box))
+
+    def _box_ssd_bonus(self, box: Box) -> None:
+        key = f"ssm:{box.outputs[0]}"
+        initial = self.call(ops.state_entry, self.state_in, key)
+        self.state_out[key] = lower_ssd_bonus(self, box, initial_state=initial)
         self.state_specs[key] = ("ssm", state_shape(self, box))
 
     def _box_delta_rule(self, box: Box) -> None:

@@ -255,9 +255,12 @@ anatomy every(x[t, d], g[t, h]) -> y[t, d]
   ss[t, h, c] = ssd(xs, xs, xs, g, t, chunk=16)
   vr[t, h, r] = linear(x)
   dr[t, h, r] = delta_rule(xs, xs, vr, sigmoid(g), g, t)
+  param ub[h, c] ~ uniform(-1, 1)
+  sb[t, h, r] = ssd_bonus(xs, xs, vr, g, ub, t)
+  fa[t, h, r] = attention(xs, xs[s, h, c], vr[s, h, r], t, s, causal=true, scale=0.5)
   y[t, d] = a + b + att + nat + l2 + ln + rn + linear(gn) \\
     + linear(mixed) + sh + ro + cat + linear(shared) + ix + linear(st + ss) + reshape(rs) \\
-    + linear(dr)
+    + linear(dr) + linear(sb + fa)
 """
 
 

@@ -8,8 +8,9 @@ and the rewrites the compiler lowers with.
 - `find_proof(a, b)`: a `Proof` (printable, saved as JSON, replayed by
   `anatomy.verify.verify_proof`) or a `Refusal`; `anatomy.verify.prove` adds a numeric
   counterexample to a refusal (numbers need the lowering, a layer above this one).
-- `lower(d)`: the lowering rules applied wherever they match (masked linear attention
-  becomes the chunked `ssd` box, whose state gives the recurrent form).
+- `lower(d, form=...)`: the form's lowering rules applied wherever they match (masked
+  linear attention becomes the chunked `ssd` box, whose state gives the recurrent form;
+  softmax attention becomes one fused `attention` box in the auto form).
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ def canonical(d: Diagram, normalise: bool = True) -> str:
     return structure_hash(d)
 
 
-def lower(d: Diagram, shapes=None) -> Diagram:
-    """Apply the lowering rules at every site (checked at `shapes`' dims when given)."""
+def lower(d: Diagram, shapes=None, form: str = "chunked") -> Diagram:
+    """Apply the lowering rules of an execution form (`LOWERING[form]`) at every site
+    (checked at `shapes`' dims when given)."""
     if shapes is not None and d.shapes is not shapes:
         d = dataclasses.replace(d, shapes=shapes)
+    rules = LOWERING[form]
     for _ in range(MAX_LOWERING_STEPS):
-        site = next((s for rule in LOWERING for s in rule.find(d)), None)
+        site = next((s for rule in rules for s in rule.find(d)), None)
         if site is None:
             return d
         d = RULES[site.rule].apply(d, site)

@@ -55,6 +55,9 @@ class Rule:
     `numeric_forms`: the compiled forms (anatomy.compile's `form`) the certificate runs the
     witness before and after the rewrite in, for a rule about a form: the delta rule's
     chunked algorithm is compared with its recurrence (the parallel form).
+    `witnesses_through`: the name of a rule whose result on each witness is what this rule
+    is certified on (for a box the language does not write out, e.g. `attention`'s score
+    expression: `unfuse_attention` undoes `fuse_attention` on its witnesses).
     """
 
     name: str
@@ -65,6 +68,7 @@ class Rule:
     witnesses: tuple[str, ...] = field(default=(), repr=False)
     normalising: bool = False
     numeric_forms: tuple[str, str] = ("parallel", "parallel")
+    witnesses_through: str | None = None
 
     def sites(self, d: Diagram) -> list[Site]:
         return list(self.find(d))

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from anatomy.ir import Diagram
+from anatomy.rewrite.rules import RULES
 from anatomy.rewrite.site import APPROXIMATE, Rule
 
 from .numeric import TOLERANCE, distance
@@ -65,6 +66,14 @@ def witness_diagram(text: str) -> Diagram:
     return program[program.own[-1]]
 
 
+def _through(d: Diagram, name: str) -> Diagram:
+    """The diagram rule `name` makes of a witness, applied at every site it finds."""
+    other = RULES[name]
+    while sites := other.sites(d):
+        d = other.apply(d, sites[0])
+    return d
+
+
 def certify(rule: Rule, symbolic_length: int = SYMBOLIC_LENGTH,
             numeric_lengths: tuple[int, ...] = NUMERIC_LENGTHS) -> Certificate:
     """Check a rule on its witnesses (see the module docstring)."""
@@ -72,6 +81,8 @@ def certify(rule: Rule, symbolic_length: int = SYMBOLIC_LENGTH,
     cert = Certificate(rule.name, rule.kind)
     for w, text in enumerate(rule.witnesses, 1):
         before = witness_diagram(text)
+        if rule.witnesses_through is not None:
+            before = _through(before, rule.witnesses_through)
         sites = rule.sites(before)
         if not sites:
             cert.problems.append(f"witness {w}: the rule does not apply")

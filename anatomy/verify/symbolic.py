@@ -18,7 +18,7 @@ import sympy
 
 from anatomy.ir import Box, Diagram, Use
 
-from . import symbolic_delta
+from . import symbolic_attention, symbolic_delta
 
 
 class Unsupported(Exception):
@@ -303,6 +303,34 @@ class Interpreter:
         """The delta rule: its recurrence (chunk=1) or its chunked UT algorithm
         (anatomy.verify.symbolic_delta)."""
         symbolic_delta.evaluate(self, b)
+
+    def _ssd_bonus(self, b: Box) -> None:
+        """RWKV-6's read-out from its definition: y_t = Σ_{s<t} exp(Σ_{i=s+1..t-1} log_a_i)
+        (q_t . k_s) v_s + (q_t * u * k_t) . v_t, the state axes summed."""
+        q, k, v, la, u = (self.use(x) for x in b.inputs)
+        out = self.out(b)
+        (t,) = b.attr("along")
+        state = tuple(a for a in q.axes if a in k.axes and a not in out)
+        layout = (t,) + tuple(a for a in out if a != t) + state
+        shape = tuple(self.size(a) for a in layout)
+        Q, K, V, A, U = (np.broadcast_to(x.aligned(layout) if x.axes else x.arr, shape)
+                         for x in (q, k, v, la, u))
+        exp = np.vectorize(sympy.exp, otypes=[object])
+        zero = np.zeros(shape[1:], dtype=object) + sympy.Integer(0)
+        ys = []
+        for i in range(shape[0]):
+            y = Q[i] * U[i] * K[i] * V[i]
+            for j in range(i):
+                y = y + exp(sum((A[m] for m in range(j + 1, i)), zero)) * Q[i] * K[j] * V[j]
+            ys.append(y)
+        y = np.stack(ys)
+        if state:
+            y = y.sum(axis=tuple(range(len(layout) - len(state), len(layout))))
+        self.store(b, y, layout[:len(layout) - len(state)])
+
+    def _attention(self, b: Box) -> None:
+        """Fused softmax attention, from its definition (anatomy.verify.symbolic_attention)."""
+        symbolic_attention.evaluate(self, b, _UNARY)
 
     def _ssd(self, b: Box) -> None:
         """Mamba-2's chunked algorithm (docs/background.md §6): within a chunk the masked
