@@ -6,7 +6,7 @@
 # (T, d, lr), in OUT/T<T>-d<d>-lr<lr>; each is durable: run this script again after a stop or
 # `kill -9` and it resumes (finished trials are kept, the rest run).
 #
-# Two phases (docs/results.md, "The new protocol"): (1) every rate at seed 0; (2) for each
+# Two phases (docs/results.md, "The protocol"): (1) every rate at seed 0; (2) for each
 # cell and variant, the rate seed 0 kept (scripts/study/analyse.py --best-lr) at seeds
 # 1 .. SEEDS-1. So each variant gets a sweep of all LRS and SEEDS seeds at its kept rate:
 # 5 trials per variant and cell instead of 9 (360 trials, not 648). FULL=1 runs every rate
