@@ -42,7 +42,6 @@ def read_search(db_path: Path) -> dict:
 def summarise(study: Path) -> dict:
     cells: dict[tuple, dict] = defaultdict(dict)  # (variant, T, d) -> lr -> {seed: metric}
     floors: dict[int, float] = {}
-    seconds: list[float] = []
     by_cell: dict[tuple, list[float]] = defaultdict(list)  # (T, d) -> trial seconds
     planned = finished = 0
     for db_path in sorted(study.glob("*/search.db")):
@@ -57,13 +56,13 @@ def summarise(study: Path) -> dict:
             if status in ("done", "diverged", "failed"):
                 finished += 1
                 if secs is not None:  # a trial that diverged early may have no time
-                    seconds.append(secs)
                     by_cell[(seq_len, width)].append(secs)
             scores = cells[(name, seq_len, width)].setdefault(lr, {})
             if status == "done":
                 scores[seed] = metric
             elif status in ("diverged", "failed"):
                 scores[seed] = 0.0  # a diverged seed recalls nothing: counted, as accuracy 0
+    seconds = [x for xs in by_cell.values() for x in xs]
     rows = []
     for (name, seq_len, width), by_lr in sorted(cells.items()):
         scored = {lr: xs for lr, xs in by_lr.items() if xs}
