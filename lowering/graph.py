@@ -24,6 +24,7 @@ from anatomy.ops import OPS
 from anatomy.shapes import Shapes
 
 from . import torch_ops as ops
+from .broadcast import expand_over
 
 BATCH = "$batch"
 ACTIVATIONS = frozenset(ops.POINTWISE)
@@ -238,10 +239,35 @@ class GraphBuilder:
         layout = self.out_layout(box, a.batched or b.batched)
         if box.op == "div" and self.like is not None and any(
                 u.wire in self.float32_wires for u in box.inputs):
-            self.store(box, self.call(ops.divide, self.align(a, layout), self.align(b, layout),
+            self.store(box, self.call(ops.divide, *self.aligned_pair(a, b, layout),
                                       self.like), layout)
             return
-        self.store(box, self.call(fn, self.align(a, layout), self.align(b, layout)), layout)
+        self.store(box, self.call(fn, *self.aligned_pair(a, b, layout)), layout)
+
+    def aligned_pair(self, a: Val, b: Val, layout: tuple[str, ...]) -> tuple:
+        """`a` and `b` aligned to `layout`; an unbatched tensor (a parameter) that meets a
+        batched one is expanded over its batch and time axes (`expand_over`)."""
+        x, y = self.align(a, layout), self.align(b, layout)
+        if a.layout is not None and b.layout is not None and a.batched != b.batched:
+            if b.batched:
+                x = self.expanded(x, a, y, b.layout, layout)
+            else:
+                y = self.expanded(y, b, x, a.layout, layout)
+        return x, y
+
+    def dynamic(self, axis: str) -> bool:
+        """Whether an axis's size is known only at run time (the batch, the sequence)."""
+        return axis == BATCH or self.shapes.size(axis) is None
+
+    def expanded(self, node, v: Val, like, like_axes: tuple[str, ...],
+                 layout: tuple[str, ...]):
+        """`node` (the unbatched `v` aligned to `layout`) expanded, when traced for a
+        gradient, over the dynamic axes of `like` (laid out as `layout`) it lacks: its
+        gradient is then summed by one opaque op, not by a reduction inductor guards on the
+        sequence length (lowering/broadcast.py)."""
+        dims = tuple((i, i) for i, a in enumerate(layout)
+                     if a not in v.layout and a in like_axes and self.dynamic(a))
+        return self.call(expand_over, node, like, dims) if dims else node
 
     def _box_contract(self, box: Box) -> None:
         vals = [self.use(u) for u in box.inputs]
@@ -251,6 +277,9 @@ class GraphBuilder:
             self.vals[box.outputs[0]] = Val(scale, None)
             return
         layout = self.out_layout(box, any(t.batched for t in tensors))
+        float32 = box.outputs[0] in self.float32_wires
+        if len(tensors) > 2:
+            tensors = self.premultiplied(tensors, float32)
         letters = _letters(tuple(t.layout for t in tensors) + (layout,))
         spec = ",".join("".join(letters[a] for a in t.layout) for t in tensors)
         spec += "->" + "".join(letters[a] for a in layout)
@@ -259,14 +288,60 @@ class GraphBuilder:
                 self.call(operator.mul, tensors[0].value, scale)
         else:
             kwargs = {"scale": scale} if scale != 1.0 else {}
-            if box.outputs[0] in self.float32_wires:
+            if float32:
                 kwargs["float32"] = True
+            expand = self.expand_in_product(tensors, letters, layout) \
+                if len(tensors) == 2 else ()
+            if expand:
+                kwargs["expand"] = expand
             if len(tensors) > 2:  # the sizes known now choose the order (ops.contract)
                 kwargs["order"] = ops.pairwise_order(spec, [
                     [None if a == BATCH else self.shapes.size(a) for a in t.layout]
                     for t in tensors])
             node = self.call(ops.contract, spec, *(t.value for t in tensors), **kwargs)
         self.store(box, node, layout)
+
+    def premultiplied(self, tensors: list[Val], float32: bool) -> list[Val]:
+        """The operands of a product of three or more, each unbatched one (a parameter) that
+        a batched operand holds all the axes of multiplied into that operand first: a product
+        of two (`expand_in_product`), its gradient free of size guards, as cheap as any first
+        step (an elementwise product the size of the batched operand)."""
+        tensors = list(tensors)
+        for t in [t for t in tensors if not t.batched]:
+            host = next((h for h in tensors if h.batched and set(t.layout) <= set(h.layout)),
+                        None)
+            if host is None or len(tensors) <= 2:
+                continue
+            letters = _letters((t.layout, host.layout))
+            pair = [t, host]
+            spec = (",".join("".join(letters[a] for a in v.layout) for v in pair) + "->"
+                    + "".join(letters[a] for a in host.layout))
+            kwargs = {"expand": self.expand_in_product(pair, letters, host.layout)}
+            if float32:
+                kwargs["float32"] = True
+            node = self.call(ops.contract, spec, t.value, host.value, **kwargs)
+            tensors[tensors.index(host)] = Val(node, host.layout)
+            tensors.remove(t)
+        return tensors
+
+    def expand_in_product(self, tensors: list[Val], letters: dict,
+                          layout: tuple[str, ...]) -> tuple:
+        """For a product of an unbatched tensor (a parameter) and a batched one: the
+        unbatched one's expansion over the other's dynamic axes (`broadcast.expand_operands`),
+        so its gradient is no reduction inductor guards on. Only where the expanded tensor is
+        no larger than the other operand or the product (never a weight over time)."""
+        expand = []
+        for i, (t, other) in enumerate(((tensors[0], tensors[1]), (tensors[1], tensors[0]))):
+            if t.batched or not other.batched:
+                continue
+            missing = [a for a in other.layout if a not in t.layout and self.dynamic(a)]
+            ones = [a for a in t.layout if self.shapes.size(a) == 1]  # e.g. a rank-1 weight
+            need = set(t.layout) - set(ones) | set(missing)
+            host = next((h for h in (other.layout, layout) if need <= set(h)), None)
+            if missing and host is not None:
+                expand.append((i, "".join(letters[a] for a in host if a in need)
+                               + "".join(letters[a] for a in ones if a not in host)))
+        return tuple(expand)
 
     def _box_linear(self, box: Box) -> None:
         x, w = self.use(box.inputs[0]), self.use(box.inputs[1])
@@ -281,11 +356,19 @@ class GraphBuilder:
                 + "".join(letters[a] for a in w.layout[:len(in_axes)])
                 + "".join(out_letters[a] for a in out_axes) + "->"
                 + "".join(letters[a] for a in kept) + "".join(out_letters[a] for a in out_axes))
-        node = self.call(ops.contract, spec, x.value, w.value)
+        kwargs = {}
+        if x.batched and any(all(self.shapes.size(a) == 1 for a in axes)
+                             for axes in (in_axes, out_axes)):
+            # a rank-1 projection, which einsum and inductor make a broadcast product and a
+            # sum over batch and time: the weight expanded (to the size of x or of the result)
+            w_term = spec.split("->")[0].split(",")[1]
+            kwargs["expand"] = ((1, "".join(letters[a] for a in kept) + w_term),)
+        node = self.call(ops.contract, spec, x.value, w.value, **kwargs)
         if len(box.inputs) > 2:
             b = self.use(box.inputs[2])
             b = Val(b.value, out_axes)
-            node = self.call(operator.add, node, self.align(b, layout))
+            bias = self.expanded(self.align(b, layout), b, node, layout, layout)
+            node = self.call(operator.add, node, bias)
         self.store(box, node, layout)
 
     def _normaliser(self, box: Box, fn, **kwargs) -> None:
@@ -308,7 +391,9 @@ class GraphBuilder:
     def _norm(self, box: Box, fn, over: tuple[str, ...]) -> None:
         x = self.use(box.inputs[0])
         dims = tuple(x.layout.index(a) for a in over)
-        affine = [self.align(self.use(u), x.layout) for u in box.inputs[1:]]
+        affine = [self.expanded(self.align(a, x.layout), a, x.value, x.layout, x.layout)
+                  if x.batched and not a.batched else self.align(a, x.layout)
+                  for a in map(self.use, box.inputs[1:])]
         self.store(box, self.call(fn, x.value, dims, box.attr("eps", 1e-5), *affine), x.layout)
 
     def _box_layernorm(self, box: Box) -> None:

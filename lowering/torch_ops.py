@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .broadcast import expand_operands, expand_to
+
 
 # -- layout ---------------------------------------------------------------------------------
 def align(x: Tensor, perm: tuple[int, ...], expand_at: tuple[int, ...]) -> Tensor:
@@ -30,19 +32,22 @@ def batch_like(x: Tensor, like: Tensor) -> Tensor:
 
 
 def contract(spec: str, *operands: Tensor, scale=None, float32: bool = False,
-             order: tuple | None = None) -> Tensor:
+             order: tuple | None = None, expand: tuple = ()) -> Tensor:
     """An Einstein product (torch.einsum, ordered by opt_einsum) times a scalar (`scale`,
     None: 1. Not a float default: torch.compile with dynamic shapes traces a function's float
     default as a symbolic float, then restarts its whole analysis once per call site).
     With `float32`, half-precision operands are computed and returned in float32 (the two
     sides of a normaliser's division, see `divide`). `order`: the pairwise order chosen when
-    the graph was built (`pairwise_order`), followed when sizes are traced.
+    the graph was built (`pairwise_order`), followed when sizes are traced. `expand`: the
+    parameters to expand over batch and time when traced (`broadcast.expand_operands`).
     """
     if float32:
         operands = tuple(upcast(o) for o in operands)
     dtype = _common_dtype(operands)
     half = [o.dtype for o in operands if o.dtype in (torch.float16, torch.bfloat16)]
     operands = [o if o.dtype == dtype else o.to(dtype) for o in operands]
+    if expand:
+        spec, operands = expand_operands(spec, operands, expand)
     traced = _symbolic(operands) or (order is not None and torch.compiler.is_compiling())
     if len(operands) > 2 and traced:
         y = _einsum_in_pairs(spec, operands, order)
@@ -291,8 +296,8 @@ def scan(u: Tensor, log_a, dim: int, initial: Tensor | None = None,
         a = torch.full((1,) * u.dim(), math.exp(log_a), dtype=work, device=u.device)
     shape = torch.broadcast_shapes(u.shape, a.shape)
     if initial is not None:
-        initial = initial.to(work).expand(shape[:dim] + shape[dim + 1:])
-    states = scan_op(u.expand(shape), a.expand(shape), dim, initial)
+        initial = expand_to(initial.to(work), shape[:dim] + shape[dim + 1:])
+    states = scan_op(u.expand(shape), expand_to(a, shape), dim, initial)
     y = states.to(dtype)
     return (y, states.select(dim, -1)) if final else y
 
