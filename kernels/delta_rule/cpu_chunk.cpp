@@ -154,6 +154,22 @@ struct Chunk {
       std::fill_n(Fg.begin(), LN, 1.0f);
       std::fill_n(Fd.begin(), LN, 1.0f);
       std::fill(gamma.begin(), gamma.end(), 1.0f);
+    } else if (d.gate == 1) {  // one log gate per row: L exponentials each, not L * N
+      const double last = g[(L - 1) * N];
+      float* e = arg.data();      // e^{g_t}
+      float* f = arg.data() + Q;  // e^{g_L - g_t}
+      for (int t = 0; t < L; ++t) {
+        e[t] = static_cast<float>(g[t * N]);
+        f[t] = static_cast<float>(last - g[t * N]);
+      }
+      flushed_exp(e, e, L);
+      flushed_exp(f, f, L);
+      for (int t = 0; t < L; ++t) {
+        std::fill_n(&Fg[t * N], N, e[t]);
+        std::fill_n(&Fd[t * N], N, f[t]);
+      }
+      exp_of(&last, gamma.data(), 1);
+      std::fill(gamma.begin() + 1, gamma.end(), gamma[0]);
     } else {
       const double* last = &g[(L - 1) * N];
       exp_of(g.data(), Fg.data(), LN);
