@@ -6,13 +6,16 @@ For each zoo entry (tests/references.py, at the tests' small dims) and form:
 - export static / dynamic T: torch.export.export, with T marked dynamic (torch.export.Dim)
   in the second, and the exported program run at another T, against the eager module;
 - meta: compiled under torch.device("meta") and run on meta inputs (shapes only);
-- compile (auto form only; --forms to change): torch.compile(dynamic=True, fullgraph=True,
-  inductor), the seconds of the first call (forward and backward graphs: parameters require
-  grad), then the number of recompiles over 5 other T (dynamo's unique graphs minus one).
+- compile (auto form only; --compile-forms to change), in a fresh process with a fresh
+  inductor cache per entry: torch.compile(dynamic=True, fullgraph=True, inductor), the
+  seconds of the first call (forward and backward graphs: parameters require grad), then
+  the number of recompiles over 5 other T (dynamo's unique graphs minus one),
+  and the size guards inductor's CPU code still sets (its float32 sums choose their scheme
+  by length: a guard such as T <= 4096 is a recompile where a longer T first comes).
 
-Inductor's caches go to a fresh folder per run, so each first compile is cold (kernels shared
-by entries in one process are compiled once: later entries may profit). The CPU is shared
-(other jobs run beside this one): compile times are inflated, compare within a run.
+Before the entry, the process compiles a one-line function: inductor's one-time setup (its
+imports, the precompiled header it builds once per cache) is not the entry's cost; its
+seconds are kept as warm_up_s. Compile times grow with other jobs on the CPU (--note).
 
 Run: python bench/citizen.py [--entries ssd,retnet] [--no-compile] [--json PATH]
 """
@@ -21,15 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pickle
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-"))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-"))  # export
 
 import torch
 
@@ -116,17 +121,60 @@ def entry(name: str, form: str, compile_it: bool) -> dict:
                     ("export_dynamic_T", export_dynamic), ("meta", meta)):
         row[key] = attempt(fn)
     if compile_it:
-        row.update(compile_row(module.train(), diagram))
+        row.update(compile_in_child(name, form))
     return row
 
 
+class SizeGuards(logging.Handler):
+    """The guards dynamo records for inductor's choice of a float32 sum scheme."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: set[str] = set()
+
+    def emit(self, record):
+        for line in record.getMessage().splitlines():
+            if "need_use_acc_helper" in line and "LAMBDA_GUARD: " in line:
+                guard = line.split("LAMBDA_GUARD: ")[1].split("  #")[0].strip()
+                self.found.add(guard.replace("L['args'][0].size()[0]", "B")
+                               .replace("L['args'][0].size()[1]", "T"))
+
+
+def compile_in_child(name: str, form: str) -> dict:
+    """compile_row for one entry in a fresh Python process with a fresh inductor cache."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="inductor-")}
+    done = subprocess.run([sys.executable, __file__, "--compile-one", name, form], env=env,
+                          check=False,
+                          capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
+        return {"compile": f"FAIL child exited {done.returncode}: {done.stderr[-300:]}"}
+    return json.loads(lines[-1])
+
+
+def compile_one(name: str, form: str) -> dict:
+    """The child's work: warm inductor up on a one-line function, then compile_row."""
+    start = time.perf_counter()
+    warm = torch.compile(lambda x: (x.sin() * 2).sum(-1), dynamic=True)
+    warm(torch.randn(4, 8, requires_grad=True)).sum().backward()
+    warm_up_s = round(time.perf_counter() - start, 2)
+    dims = SMALL.get(name, {})
+    diagram = load_zoo(name, **dims)
+    module = anatomy.compile(diagram, form=form, **dims).train()
+    return {"warm_up_s": warm_up_s, **compile_row(module, diagram)}
+
+
 def compile_row(module, diagram) -> dict:
-    """First compile time, and recompiles over COMPILE_T."""
+    """First compile time, recompiles over COMPILE_T, and inductor's size guards."""
     from torch._dynamo.utils import counters
     torch._dynamo.reset()
     counters.clear()
     compiled = torch.compile(module, dynamic=True, fullgraph=True)
     out: dict = {}
+    guards = SizeGuards()
+    logger = logging.getLogger("torch._dynamo.guards")
+    torch._logging.set_logs(guards=True)
+    logger.addHandler(guards)
     try:
         start = time.perf_counter()
         compiled(*inputs_at(diagram, T0))
@@ -139,6 +187,10 @@ def compile_row(module, diagram) -> dict:
     except Exception as e:  # noqa: BLE001
         out["compile"] = f"FAIL {type(e).__name__}: {str(e).splitlines()[0][:160]}"
         traceback.print_exc(limit=3)
+    finally:
+        logger.removeHandler(guards)
+        torch._logging.set_logs()
+    out["size_guards"] = "; ".join(sorted(guards.found)) or "none"
     return out
 
 
@@ -149,25 +201,34 @@ def main() -> None:
     parser.add_argument("--compile-forms", default="auto",
                         help="forms whose torch.compile is measured (default: auto)")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--compile-one", nargs=2, metavar=("ENTRY", "FORM"),
+                        help=argparse.SUPPRESS)  # the child of compile_in_child
     parser.add_argument("--json", default="bench/results/citizen.json")
+    parser.add_argument("--note", default="", help="a line on the machine's state, kept in "
+                        "the JSON (compile times grow with other jobs on the CPU)")
     args = parser.parse_args()
+    if args.compile_one:
+        print(json.dumps(compile_one(*args.compile_one)))
+        return
     names = args.entries.split(",") if args.entries else sorted(REFERENCES)
     forms = args.forms.split(",")
     rows = []
     columns = ("pickle", "export_static", "export_dynamic_T", "meta", "first_compile_s",
-               "recompiles_over_5_T")
-    print(f"{'entry':<32} {'form':<9} " + " ".join(f"{c:>18}" for c in columns), flush=True)
+               "recompiles_over_5_T", "size_guards")
+    print(f"{'entry':<32} {'form':<9} " + " ".join(f"{c:>18}" for c in columns[:-1])
+          + "  size_guards", flush=True)
     for name in names:
         for form in forms:
             compile_it = not args.no_compile and form in args.compile_forms.split(",")
             row = entry(name, form, compile_it)
             rows.append(row)
-            cells = [str(row.get(c, "-"))[:18] for c in columns]
-            print(f"{name:<32} {form:<9} " + " ".join(f"{c:>18}" for c in cells), flush=True)
+            cells = [str(row.get(c, "-"))[:18] for c in columns[:-1]] + ["-"]
+            print(f"{name:<32} {form:<9} " + " ".join(f"{c:>18}" for c in cells[:-1])
+                  + f"  {row.get('size_guards', '-')}", flush=True)
             Path(args.json).write_text(json.dumps({
                 "torch": torch.__version__, "threads": torch.get_num_threads(),
                 "T_export": [T0, T1], "T_compile": COMPILE_T, "tolerance": TOL,
-                "note": "shared 2-core CPU: compile times are inflated by other jobs",
+                "note": args.note,
                 "rows": rows}, indent=1))
     failures = [(r["entry"], r["form"], k, v) for r in rows for k, v in r.items()
                 if isinstance(v, str) and v.startswith("FAIL")]
