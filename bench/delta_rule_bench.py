@@ -16,7 +16,8 @@ lengths (said so in the table); compiled peers are compiled (one call, not timed
 round-robin timing, and their compile time is reported.
 
 Usage: python bench/delta_rule_bench.py [--quick] [--lengths T ...] [--compile-lengths T ...]
-       [--reps R] [--json PATH]   (or: python bench/kernels.py --section delta_rule ...)
+       [--models deltanet gated_deltanet kda] [--modes fwd fwd+bwd] [--reps R] [--json PATH]
+       (or: python bench/kernels.py --section delta_rule ...)
 """
 
 from __future__ import annotations
@@ -120,16 +121,19 @@ def on_own_inputs(fn: Callable, prepared: list[torch.Tensor]) -> Callable:
     return lambda *_: fn(*prepared)
 
 
-def run(lengths: list[int], compile_lengths: list[int], reps: int, json_path: Path) -> dict:
+def run(lengths: list[int], compile_lengths: list[int], reps: int, json_path: Path,
+        models: tuple[str, ...] = tuple(GATES), modes: tuple[str, ...] = ("fwd", "fwd+bwd")
+        ) -> dict:
     warnings.filterwarnings("ignore", message=".*Triton is not supported.*")
     print(f"# delta_rule: device=cpu threads={torch.get_num_threads()} malloc: "
           f"{malloc_setting()}")
     records, too_slow = [], set()
-    for model, gate in GATES.items():
+    for model in models:
+        gate = GATES[model]
         for T in lengths:
             leaves = make_inputs(T, gate)
             peers = fla_peers(gate)
-            for mode in ("fwd", "fwd+bwd"):
+            for mode in modes:
                 make_call = forward_call if mode == "fwd" else backward_call
                 calls = {OURS: make_call(ours, leaves), OURS_TORCH: make_call(ours_torch, leaves)}
                 outputs, compile_s = {OURS_TORCH: (ours_torch, leaves)}, {}
@@ -254,11 +258,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, help="timed rounds per implementation (default 7)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" /
                         "delta_rule.json", help="where to write the JSON results")
+    parser.add_argument("--models", nargs="+", choices=tuple(GATES), default=tuple(GATES))
+    parser.add_argument("--modes", nargs="+", choices=("fwd", "fwd+bwd"),
+                        default=("fwd", "fwd+bwd"))
     args = parser.parse_args(argv)
     lengths = args.lengths or ([256, 512] if args.quick else [1024, 2048, 4096, 8192, 16384])
     compile_lengths = lengths if args.compile_lengths is None else args.compile_lengths
     reps = args.reps or (3 if args.quick else 7)
-    run(lengths, compile_lengths, reps, args.json)
+    run(lengths, compile_lengths, reps, args.json, tuple(args.models), tuple(args.modes))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ said so in the table). A peer whose previous length took more than ``PEER_BUDGET
 is skipped at longer lengths.
 
 Usage: python bench/gla_bench.py [--quick] [--lengths T ...] [--compile-lengths T ...]
-       [--compile-fla-lengths T ...] [--reps R] [--json PATH]
+       [--compile-fla-lengths T ...] [--modes fwd fwd+bwd] [--reps R] [--json PATH]
        (or: python bench/kernels.py --section gla ...)
 """
 
@@ -89,7 +89,8 @@ def implementations() -> dict[str, tuple[Callable, bool]]:
     return impls
 
 
-def run(lengths, compile_lengths, compile_fla_lengths, reps, json_path) -> dict:
+def run(lengths, compile_lengths, compile_fla_lengths, reps, json_path,
+        modes=("fwd", "fwd+bwd")) -> dict:
     warnings.filterwarnings("ignore", message=".*Triton is not supported.*")
     rate = matmul_rate("cpu")
     print(f"# gla: device=cpu threads={torch.get_num_threads()} fp32 matmul {rate:.1f} GFLOP/s "
@@ -99,7 +100,7 @@ def run(lengths, compile_lengths, compile_fla_lengths, reps, json_path) -> dict:
     records, too_slow = [], set()
     for T in lengths:
         leaves = make_inputs(T)
-        for mode in ("fwd", "fwd+bwd"):
+        for mode in modes:
             make_call = forward_call if mode == "fwd" else backward_call
             calls, fns, compile_s = {}, {}, {}
             for name, (fn, compilable) in impls.items():
@@ -228,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: all)")
     parser.add_argument("--compile-fla-lengths", type=int, nargs="*", default=[],
                         help="lengths at which fla's compiled loop runs (default: none)")
+    parser.add_argument("--modes", nargs="+", choices=("fwd", "fwd+bwd"),
+                        default=("fwd", "fwd+bwd"))
     parser.add_argument("--reps", type=int, help="timed rounds per implementation (default 7)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" /
                         "gla.json", help="where to write the JSON results")
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     lengths = args.lengths or ([256, 512] if args.quick else [1024, 2048, 4096, 8192, 16384])
     compile_lengths = lengths if args.compile_lengths is None else args.compile_lengths
     reps = args.reps or (3 if args.quick else 7)
-    run(lengths, compile_lengths, args.compile_fla_lengths, reps, args.json)
+    run(lengths, compile_lengths, args.compile_fla_lengths, reps, args.json, tuple(args.modes))
 
 
 if __name__ == "__main__":
