@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import pickle
 import subprocess
@@ -34,12 +33,11 @@ import time
 import traceback
 from pathlib import Path
 
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-"))  # export
-
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import anatomy
+from tests.inductor_guards import size_guards
 from tests.references import REFERENCES, load_zoo, random_inputs
 from tests.test_lowering import SMALL
 
@@ -125,21 +123,6 @@ def entry(name: str, form: str, compile_it: bool) -> dict:
     return row
 
 
-class SizeGuards(logging.Handler):
-    """The guards dynamo records for inductor's choice of a float32 sum scheme."""
-
-    def __init__(self):
-        super().__init__()
-        self.found: set[str] = set()
-
-    def emit(self, record):
-        for line in record.getMessage().splitlines():
-            if "need_use_acc_helper" in line and "LAMBDA_GUARD: " in line:
-                guard = line.split("LAMBDA_GUARD: ")[1].split("  #")[0].strip()
-                self.found.add(guard.replace("L['args'][0].size()[0]", "B")
-                               .replace("L['args'][0].size()[1]", "T"))
-
-
 def compile_in_child(name: str, form: str) -> dict:
     """compile_row for one entry in a fresh Python process with a fresh inductor cache."""
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="inductor-")}
@@ -171,26 +154,20 @@ def compile_row(module, diagram) -> dict:
     counters.clear()
     compiled = torch.compile(module, dynamic=True, fullgraph=True)
     out: dict = {}
-    guards = SizeGuards()
-    logger = logging.getLogger("torch._dynamo.guards")
-    torch._logging.set_logs(guards=True)
-    logger.addHandler(guards)
-    try:
-        start = time.perf_counter()
-        compiled(*inputs_at(diagram, T0))
-        out["first_compile_s"] = round(time.perf_counter() - start, 2)
-        graphs = counters["stats"]["unique_graphs"]
-        for T in COMPILE_T:
-            agrees(compiled(*inputs_at(diagram, T)), module(*inputs_at(diagram, T)))
-        out["recompiles_over_5_T"] = counters["stats"]["unique_graphs"] - graphs
-        out["compile"] = "ok"
-    except Exception as e:  # noqa: BLE001
-        out["compile"] = f"FAIL {type(e).__name__}: {str(e).splitlines()[0][:160]}"
-        traceback.print_exc(limit=3)
-    finally:
-        logger.removeHandler(guards)
-        torch._logging.set_logs()
-    out["size_guards"] = "; ".join(sorted(guards.found)) or "none"
+    with size_guards() as guards:
+        try:
+            start = time.perf_counter()
+            compiled(*inputs_at(diagram, T0))
+            out["first_compile_s"] = round(time.perf_counter() - start, 2)
+            graphs = counters["stats"]["unique_graphs"]
+            for T in COMPILE_T:
+                agrees(compiled(*inputs_at(diagram, T)), module(*inputs_at(diagram, T)))
+            out["recompiles_over_5_T"] = counters["stats"]["unique_graphs"] - graphs
+            out["compile"] = "ok"
+        except Exception as e:  # noqa: BLE001
+            out["compile"] = f"FAIL {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            traceback.print_exc(limit=3)
+    out["size_guards"] = "; ".join(sorted(guards)) or "none"
     return out
 
 
@@ -222,8 +199,8 @@ def main() -> None:
             compile_it = not args.no_compile and form in args.compile_forms.split(",")
             row = entry(name, form, compile_it)
             rows.append(row)
-            cells = [str(row.get(c, "-"))[:18] for c in columns[:-1]] + ["-"]
-            print(f"{name:<32} {form:<9} " + " ".join(f"{c:>18}" for c in cells[:-1])
+            cells = [str(row.get(c, "-"))[:18] for c in columns[:-1]]
+            print(f"{name:<32} {form:<9} " + " ".join(f"{c:>18}" for c in cells)
                   + f"  {row.get('size_guards', '-')}", flush=True)
             Path(args.json).write_text(json.dumps({
                 "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -10,12 +10,11 @@ and no recompile for ssd across a T that crosses the old threshold.
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 from anatomy.lowering.broadcast import expand_operands, sum_to_size
 
+from tests.inductor_guards import size_guards
 from tests.test_citizen import compiled, compiled_inputs
 from tests.test_lowering import rel_rmse
 
@@ -59,18 +58,6 @@ def test_compiled_gradients_of_broadcast_parameters_equal_eager_ones(name):
             assert rel_rmse(got[n], want[n]) <= 1e-5, n
 
 
-class _SizeGuards(logging.Handler):
-    """Collects dynamo's guards that come from inductor's choice of a float32 sum."""
-
-    def __init__(self):
-        super().__init__()
-        self.found: list[str] = []
-
-    def emit(self, record):
-        self.found += [line for line in record.getMessage().splitlines()
-                       if "need_use_acc_helper" in line]
-
-
 def test_inductor_compiles_ssd_training_once_across_the_old_size_threshold():
     """B = 2: T = 17 and 300 sit on either side of 16·B·T = 4096, where the gradient of ssd's
     D (summed over batch, time and 16 channels) used to recompile."""
@@ -78,16 +65,9 @@ def test_inductor_compiles_ssd_training_once_across_the_old_size_threshold():
     module, _ = compiled("ssd", "auto")
     torch._dynamo.reset()
     counters.clear()
-    guards = _SizeGuards()
-    logger = logging.getLogger("torch._dynamo.guards")
-    torch._logging.set_logs(guards=True)
-    logger.addHandler(guards)
-    try:
+    with size_guards() as guards:
         fn = torch.compile(module, dynamic=True, fullgraph=True)
         for T in (17, 300):
             _grads(module, compiled_inputs(module.diagram, T), call=fn)
-    finally:
-        logger.removeHandler(guards)
-        torch._logging.set_logs()
-    assert guards.found == []
+    assert guards == set()
     assert counters["stats"]["unique_graphs"] == 1
