@@ -18,10 +18,11 @@ class _SizeGuards(logging.Handler):
 
     def emit(self, record):
         for line in record.getMessage().splitlines():
-            if "need_use_acc_helper" in line and "LAMBDA_GUARD: " in line:
-                guard = line.split("LAMBDA_GUARD: ")[1].split("  #")[0].strip()
-                self.found.add(guard.replace("L['args'][0].size()[0]", "B")
-                               .replace("L['args'][0].size()[1]", "T"))
+            if "need_use_acc_helper" not in line:
+                continue
+            guard = line.split("LAMBDA_GUARD: ")[-1].split("  #")[0].strip()
+            self.found.add(guard.replace("L['args'][0].size()[0]", "B")
+                           .replace("L['args'][0].size()[1]", "T"))
 
 
 @contextlib.contextmanager
