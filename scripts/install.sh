@@ -2,7 +2,8 @@
 # Install everything anatomy needs into ./.venv: system graphviz (rendering) and chromium
 # (the gallery's screenshot test; ~300 MB, ~16 s from a warm apt cache; set
 # ANATOMY_NO_CHROMIUM=1 to skip it and that test), torch (CPU build first, so no
-# multi-GB CUDA wheel is pulled in), triton, and the package with its test extras.
+# multi-GB CUDA wheel is pulled in), triton, the package with its test extras, and the
+# peers its tests compare against (fla-core).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,4 +42,12 @@ if ! "$VPY" -c "import anatomy, triton, hypothesis, pytest, matplotlib" >/dev/nu
   echo "installing anatomy and its dependencies..."
   "$VPY" -m pip install -q -e ".[test,gpu,plots]"
   touch .venv/.anatomy-installed
+fi
+# The peers the tests and benches compare against (fla-core's pure-PyTorch references, the
+# `bench` extra): --no-deps, so it cannot replace the pinned CPU torch. Without it those
+# tests are skipped, saying why, and the benches leave the fla peers out, saying so.
+if ! "$VPY" -c "import fla, einops" >/dev/null 2>&1; then
+  echo "installing the test peers (fla-core, einops)..."
+  "$VPY" -m pip install -q --no-deps "fla-core==0.6.0" "einops>=0.7" \
+    || echo "warning: could not install fla-core; the tests against it are skipped" >&2
 fi
