@@ -40,10 +40,16 @@ def cpu_signature() -> str:
     return platform.machine() + "\n".join(sorted(set(keep)))
 
 
+# What every kernel's source includes (``#include "../cpu_common.h"``): part of each build's key.
+SHARED_HEADER = Path(__file__).with_name("cpu_common.h")
+
+
 def build_directory(kernel: str, source: Path, cflags: list[str]) -> Path:
-    """Where a kernel's compiled extension lives: one folder per source, flags, CPU and torch."""
+    """Where a kernel's compiled extension lives: one folder per source (with the shared
+    header), flags, CPU and torch."""
     root = os.environ.get("ANATOMY_BUILD_DIR") or Path.home() / ".cache" / "anatomy" / "build"
-    key = source.read_bytes() + repr((cflags, LDFLAGS)).encode() + cpu_signature().encode()
+    key = (source.read_bytes() + SHARED_HEADER.read_bytes() + repr((cflags, LDFLAGS)).encode()
+           + cpu_signature().encode())
     digest = hashlib.sha256(key).hexdigest()[:12]
     return Path(root) / f"{kernel}_cpu-torch{torch.__version__}-{digest}"
 

@@ -1,5 +1,5 @@
-"""Packaging: the search's plots are an extra (without matplotlib they are skipped with a
-note), and every example of the README runs against the installed package from a
+"""Packaging: every file the package reads at run time ships in its wheel, the search's
+plots are an extra (without matplotlib they are skipped with a note), and every example of the README runs against the installed package from a
 directory that is not a clone (the slow test builds and installs a wheel).
 """
 
@@ -11,11 +11,36 @@ import shlex
 import shutil
 import subprocess
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from anatomy.search import plots
+
+REPO = Path(__file__).resolve().parent.parent
+# read at run time: kernel sources built on first use, the grammar, the zoo's diagrams
+RUNTIME_DATA = ("*.cpp", "*.h", "*.lark", "*.anat")
+
+
+def test_every_file_read_at_run_time_is_package_data():
+    """A source the C++ kernels build from, or a zoo file, left out of package-data is missing
+    from a wheel install only (an editable install reads the tree): the kernel then falls
+    back with a warning, or the zoo entry is gone."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    missing = []
+    for package, folder in config["package-dir"].items():
+        globs = config["package-data"].get(package, [])
+        for path in sorted((REPO / folder).rglob("*")):
+            relative = path.relative_to(REPO / folder)
+            if (len(relative.parts) > 1 and ".".join((package, *relative.parts[:-1]))
+                    in config["package-dir"]):
+                continue  # a subpackage's file: checked under its own entry
+            if any(fnmatch(path.name, g) for g in RUNTIME_DATA) and not any(
+                    fnmatch(relative.as_posix(), g) for g in globs):
+                missing.append(f"{package}: {relative}")
+    assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
 
 
 def test_plots_are_skipped_with_a_note_without_matplotlib(tmp_path, monkeypatch, capsys):
@@ -32,7 +57,6 @@ def test_plots_are_skipped_with_a_note_without_matplotlib(tmp_path, monkeypatch,
     assert "anatomy[plots]" in err
 
 
-REPO = Path(__file__).resolve().parent.parent
 # a README command needs a clone (scripts/), or runs for minutes: not run here, and why
 NOT_RUN = {
     "bash scripts/": "needs a clone",

@@ -37,35 +37,20 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__SSE__)
-#include <xmmintrin.h>
-#endif
+#include "../cpu_common.h"
 
-extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
-                       const int* k, const float* alpha, const float* a, const int* lda,
-                       const float* b, const int* ldb, const float* beta, float* c,
-                       const int* ldc);
 extern "C" void strsm_(const char* side, const char* uplo, const char* transa, const char* diag,
                        const int* m, const int* n, const float* alpha, const float* a,
                        const int* lda, float* b, const int* ldb);
 
 namespace {
 
-constexpr double MAX_FACTORISED_SPAN = 60.0;
-constexpr float FLUSH_BELOW = -80.0f;
+using anatomy_cpu::FlushDenormals;
+using anatomy_cpu::FLUSH_BELOW;
+using anatomy_cpu::flushed_exp;
+using anatomy_cpu::gemm;
 
-// Row-major C[m, n] = alpha op(A) op(B) + beta C, operands strided by their leading dimensions.
-void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
-          const float* b, int ldb, float beta, float* c, int ldc) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {  // C = beta C
-    for (int i = 0; i < m; ++i)
-      for (int j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-    return;
-  }
-  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
-  sgemm_(&ta, &tb, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
-}
+constexpr double MAX_FACTORISED_SPAN = 60.0;
 
 // Row-major X [L, w] <- M^{-1} X (transpose false) or M^{-T} X (transpose true), M [L, L] unit
 // lower triangular (only its strict lower part is read). Column-major BLAS sees the row-major M
@@ -76,20 +61,6 @@ void unit_lower_solve(bool transpose, int L, int w, const float* m, int ldm, flo
   const float one = 1.0f;
   strsm_(&side, &uplo, &ta, &diag, &w, &L, &one, m, &ldm, x, &ldx);
 }
-
-// out[i] = exp(x[i]), 0 below FLUSH_BELOW (vectorised by the compiler).
-void flushed_exp(const float* x, float* out, int count) {
-#pragma omp simd
-  for (int i = 0; i < count; ++i) out[i] = x[i] < FLUSH_BELOW ? 0.0f : std::exp(x[i]);
-}
-
-struct FlushDenormals {
-#if defined(__SSE__)
-  unsigned int saved = _mm_getcsr();
-  FlushDenormals() { _mm_setcsr(saved | 0x8040); }
-  ~FlushDenormals() { _mm_setcsr(saved); }
-#endif
-};
 
 // gate: 0 none (DeltaNet), 1 one log gate per head, 2 one per key channel (KDA).
 struct Dims {

@@ -29,47 +29,17 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__SSE__)
-#include <xmmintrin.h>
-#endif
-
-extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
-                       const int* k, const float* alpha, const float* a, const int* lda,
-                       const float* b, const int* ldb, const float* beta, float* c,
-                       const int* ldc);
+#include "../cpu_common.h"
 
 namespace {
 
+using anatomy_cpu::FlushDenormals;
+using anatomy_cpu::FLUSH_BELOW;
+using anatomy_cpu::flushed_exp;
+using anatomy_cpu::gemm;
+
 constexpr double MAX_SUB_SPAN = 80.0;
-constexpr float FLUSH_BELOW = -80.0f;
 constexpr int SUB_BLOCK_SIZES[] = {16, 8, 4, 2, 1};
-
-// Row-major C[m, n] = alpha op(A) op(B) + beta C, operands strided by their leading dimensions.
-void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
-          const float* b, int ldb, float beta, float* c, int ldc) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {  // C = beta C
-    for (int i = 0; i < m; ++i)
-      for (int j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-    return;
-  }
-  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
-  sgemm_(&ta, &tb, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
-}
-
-// out[i] = exp(x[i]) for float exponents, 0 below FLUSH_BELOW (vectorised by the compiler).
-void flushed_exp(const float* x, float* out, int count) {
-#pragma omp simd
-  for (int i = 0; i < count; ++i) out[i] = x[i] < FLUSH_BELOW ? 0.0f : std::exp(x[i]);
-}
-
-struct FlushDenormals {
-#if defined(__SSE__)
-  unsigned int saved = _mm_getcsr();
-  FlushDenormals() { _mm_setcsr(saved | 0x8040); }
-  ~FlushDenormals() { _mm_setcsr(saved); }
-#endif
-};
 
 struct Dims {
   int64_t B, T, G, H, N, P, Q, n;

@@ -5,7 +5,7 @@ its chunks in order with its state in cache, every per-chunk product a BLAS gemm
 and numerics as ``chunk.py`` (in-chunk cumsums in float64, sub-block references), float32
 arithmetic (half-precision inputs are upcast).
 
-Built on first use like the SSD kernel (``kernels/ssd/cpu_chunk.py``: about 20 s, cached under
+Built on first use like the other C++ kernels (``kernels/cpu_build.py``: about 20 s, cached under
 ``~/.cache/anatomy``, ``ANATOMY_BUILD_DIR`` moves it); when it cannot be built or
 ``ANATOMY_CPU_KERNEL=0`` is set, :func:`cpu_kernel_available` is False and
 ``gla(backend="auto")`` uses ``chunk.py`` instead.

@@ -29,42 +29,20 @@
 #include <limits>
 #include <vector>
 
+#include "../cpu_common.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
-#elif defined(__SSE__)
-#include <xmmintrin.h>
 #endif
-
-// Fortran BLAS single-precision gemm (MKL's, exported by libtorch_cpu on x86 builds).
-extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
-                       const int* k, const float* alpha, const float* a, const int* lda,
-                       const float* b, const int* ldb, const float* beta, float* c,
-                       const int* ldc);
 
 namespace {
 
+using anatomy_cpu::FlushDenormals;
+using anatomy_cpu::FLUSH_BELOW;
+using anatomy_cpu::flushed_exp;
+using anatomy_cpu::gemm;
+
 constexpr float MAX_FACTORISED_SPAN = 40.0f;
-constexpr float FLUSH_BELOW = -80.0f;
-
-// Row-major C[m, n] = alpha op(A) op(B) + beta C (op: optional transpose), A, B, C strided by
-// their leading dimensions. Column-major BLAS computes C^T = op(B)^T op(A)^T.
-void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
-          const float* b, int ldb, float beta, float* c, int ldc) {
-  if (m == 0 || n == 0) return;
-  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
-  sgemm_(&ta, &tb, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
-}
-
-float flushed_exp(float x) { return x < FLUSH_BELOW ? 0.0f : std::exp(x); }
-
-// Sets the flush-to-zero and denormals-are-zero bits for the life of the object.
-struct FlushDenormals {
-#if defined(__SSE__)
-  unsigned int saved = _mm_getcsr();
-  FlushDenormals() { _mm_setcsr(saved | 0x8040); }
-  ~FlushDenormals() { _mm_setcsr(saved); }
-#endif
-};
 
 struct Dims {
   int64_t B, T, G, H, N, P, Q, n;  // n = number of chunks
