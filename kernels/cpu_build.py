@@ -24,10 +24,10 @@ import torch
 # -march=native: the elementwise loops use the machine's vector width (BLAS picks its own); on
 # x86 GCC otherwise keeps to 256-bit vectors even where 512-bit ones exist (they were ~4% slower
 # here, measured)
-CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+CFLAGS = ("-O3", "-march=native", "-fopenmp")
 if platform.machine().lower() in ("x86_64", "amd64"):
-    CFLAGS.append("-mprefer-vector-width=512")
-LDFLAGS = ["-fopenmp"]
+    CFLAGS += ("-mprefer-vector-width=512",)
+LDFLAGS = ("-fopenmp",)
 
 
 def cpu_signature() -> str:
@@ -44,7 +44,7 @@ def cpu_signature() -> str:
 SHARED_HEADER = Path(__file__).with_name("cpu_common.h")
 
 
-def build_directory(kernel: str, source: Path, cflags: list[str]) -> Path:
+def build_directory(kernel: str, source: Path, cflags: tuple[str, ...]) -> Path:
     """Where a kernel's compiled extension lives: one folder per source (with the shared
     header), flags, CPU and torch."""
     root = os.environ.get("ANATOMY_BUILD_DIR") or Path.home() / ".cache" / "anatomy" / "build"
@@ -85,9 +85,13 @@ def clear_stale_lock(build: Path) -> None:
         lock.unlink(missing_ok=True)
 
 
-def load_extension(kernel: str, title: str, source: Path, cflags: list[str]):
+def load_extension(kernel: str, title: str, source: Path, cflags: tuple[str, ...]):
     """The compiled module of one kernel (`kernel`: its short name, e.g. "ssd"; `title`: how
-    messages name it), or None (with a warning saying why) when it cannot be built."""
+    messages name it), or None (with a warning saying why) when it cannot be built.
+
+    The flags go to torch as fresh lists: its ``load`` appends its own link flags to the list
+    it is given, which changed the build key of every kernel loaded after the first in a
+    process (a second build, ~20 s, of a kernel already built)."""
     if os.environ.get("ANATOMY_CPU_KERNEL", "1") == "0":
         return None
     from torch.utils.cpp_extension import load
@@ -101,7 +105,8 @@ def load_extension(kernel: str, title: str, source: Path, cflags: list[str]):
               file=sys.stderr, flush=True)
     try:
         return load(name=f"anatomy_{kernel}_cpu", sources=[str(source)],
-                    build_directory=str(build), extra_cflags=cflags, extra_ldflags=LDFLAGS,
+                    build_directory=str(build), extra_cflags=list(cflags),
+                    extra_ldflags=list(LDFLAGS),
                     verbose=False)
     # a missing compiler (RuntimeError, OSError, CalledProcessError), or a torch without an
     # exported sgemm_ (ImportError: undefined symbol)

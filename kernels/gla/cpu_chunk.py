@@ -25,7 +25,7 @@ from .validate import check_gla_inputs
 
 SOURCE = Path(__file__).with_name("cpu_chunk.cpp")
 # -fno-math-errno: lets the compiler vectorise the exp loops (glibc's vector expf)
-CFLAGS = [*BASE_CFLAGS, "-fno-math-errno"]
+CFLAGS = (*BASE_CFLAGS, "-fno-math-errno")
 
 __all__ = ["cpu_kernel_available", "cpu_kernel_takes", "gla_chunked_cpu"]
 

@@ -348,19 +348,3 @@ def test_unknown_backend_is_rejected():
     with pytest.raises(ValueError, match="backend"):
         ssd(q, k, v, log_a, backend="cuda")
 
-
-def test_a_stale_build_lock_is_cleared_and_a_fresh_one_kept(tmp_path):
-    """A build killed mid-way leaves torch's `lock` file, on which every later process would
-    wait forever; one older than any build takes is removed, a fresh one is left alone."""
-    import os
-    import time
-
-    from anatomy.kernels.cpu_build import STALE_LOCK_SECONDS, clear_stale_lock
-    lock = tmp_path / "lock"
-    lock.touch()
-    clear_stale_lock(tmp_path)
-    assert lock.exists()
-    old = time.time() - STALE_LOCK_SECONDS - 5
-    os.utime(lock, (old, old))
-    clear_stale_lock(tmp_path)
-    assert not lock.exists()
