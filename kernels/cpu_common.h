@@ -1,7 +1,7 @@
 // What the C++ CPU kernels (kernels/*/cpu_chunk.cpp) share: row-major gemm over the BLAS that
-// libtorch_cpu exports, exponentials flushed to zero far below 1, and a guard that flushes
-// denormals for the life of a task. Included by each kernel's single source file; the build
-// folder's key covers this file too (kernels/cpu_build.py).
+// libtorch_cpu exports, exponentials flushed to zero far below 1, and the guards a task runs
+// under (denormals flushed, BLAS on the task's own thread). Included by each kernel's single
+// source file; the build folder's key covers this file too (kernels/cpu_build.py).
 #pragma once
 
 #include <cmath>
@@ -15,6 +15,10 @@ extern "C" void sgemm_(const char* transa, const char* transb, const int* m, con
                        const int* k, const float* alpha, const float* a, const int* lda,
                        const float* b, const int* ldb, const float* beta, float* c,
                        const int* ldc);
+// MKL's per-thread thread count, C interface (exported by libtorch_cpu where its BLAS is MKL;
+// the lower-case mkl_set_num_threads_local there is the Fortran one, taking an int*). Weak, so
+// a torch with another BLAS loads the kernels too: the pointer is then null.
+extern "C" int MKL_Set_Num_Threads_Local(int nthreads) __attribute__((weak));
 
 namespace anatomy_cpu {
 
@@ -51,6 +55,22 @@ struct FlushDenormals {
   FlushDenormals() { _mm_setcsr(saved | 0x8040); }
   ~FlushDenormals() { _mm_setcsr(saved); }
 #endif
+};
+
+// Runs the BLAS calls of one task on the calling thread only, for the life of the object.
+// The kernels' parallelism is across (batch, head) tasks on torch's threads; when there are
+// fewer tasks than threads, at::parallel_for runs the task on the caller outside any parallel
+// region, and MKL would then split every small per-chunk gemm across its own threads: a
+// barrier per gemm, thousands per call: 2x slower beside one busy process, and a T = 65,536
+// test ran for over 15 minutes at a lower priority than that process.
+struct SequentialBlas {
+  int saved = 0;
+  SequentialBlas() {
+    if (MKL_Set_Num_Threads_Local != nullptr) saved = MKL_Set_Num_Threads_Local(1);
+  }
+  ~SequentialBlas() {
+    if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(saved);  // 0: global
+  }
 };
 
 }  // namespace anatomy_cpu

@@ -49,6 +49,7 @@ using anatomy_cpu::FlushDenormals;
 using anatomy_cpu::FLUSH_BELOW;
 using anatomy_cpu::flushed_exp;
 using anatomy_cpu::gemm;
+using anatomy_cpu::SequentialBlas;
 
 constexpr double MAX_FACTORISED_SPAN = 60.0;
 
@@ -371,6 +372,7 @@ std::vector<torch::Tensor> delta_rule_forward(torch::Tensor q, torch::Tensor k, 
 
   at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
     FlushDenormals flush;
+    SequentialBlas sequential_blas;
     Chunk ch(d);
     const int N = d.N, P = d.P, Q = d.Q;
     for (int64_t task = begin; task < end; ++task) {
@@ -428,6 +430,7 @@ std::vector<torch::Tensor> delta_rule_backward(torch::Tensor q, torch::Tensor k,
 
   at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
     FlushDenormals flush;
+    SequentialBlas sequential_blas;
     Chunk ch(d);
     const int N = d.N, P = d.P, Q = d.Q, W = ch.W;
     std::vector<float> G(NP), G_in(NP), dU(Q * P), dMq(Q * Q), dM(Q * Q), dQf(Q * N),

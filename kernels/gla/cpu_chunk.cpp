@@ -37,6 +37,7 @@ using anatomy_cpu::FlushDenormals;
 using anatomy_cpu::FLUSH_BELOW;
 using anatomy_cpu::flushed_exp;
 using anatomy_cpu::gemm;
+using anatomy_cpu::SequentialBlas;
 
 constexpr double MAX_SUB_SPAN = 80.0;
 constexpr int SUB_BLOCK_SIZES[] = {16, 8, 4, 2, 1};
@@ -256,6 +257,7 @@ std::vector<torch::Tensor> gla_forward(torch::Tensor q, torch::Tensor k, torch::
 
   at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
     FlushDenormals flush;
+    SequentialBlas sequential_blas;
     Chunk ch(d);
     const int N = d.N, P = d.P, Q = d.Q;
     for (int64_t task = begin; task < end; ++task) {
@@ -309,6 +311,7 @@ std::vector<torch::Tensor> gla_backward(torch::Tensor q, torch::Tensor k, torch:
 
   at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
     FlushDenormals flush;
+    SequentialBlas sequential_blas;
     Chunk ch(d);
     const int N = d.N, P = d.P, Q = d.Q;
     std::vector<float> G(NP), G_in(NP), dA(Q * Q), dqs(Q * N), dks(Q * N), dkx(Q * N),

@@ -41,6 +41,7 @@ using anatomy_cpu::FlushDenormals;
 using anatomy_cpu::FLUSH_BELOW;
 using anatomy_cpu::flushed_exp;
 using anatomy_cpu::gemm;
+using anatomy_cpu::SequentialBlas;
 
 constexpr float MAX_FACTORISED_SPAN = 40.0f;
 
@@ -277,6 +278,7 @@ std::vector<torch::Tensor> ssd_forward(torch::Tensor q, torch::Tensor k, torch::
 
   at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t stop) {
     FlushDenormals flush;
+    SequentialBlas sequential_blas;
     Chunk ch(d);
     const int N = d.N, P = d.P, Q = d.Q;
     for (int64_t task = begin; task < stop; ++task) {
@@ -399,6 +401,7 @@ std::vector<torch::Tensor> ssd_backward(torch::Tensor q, torch::Tensor k, torch:
   const auto backward_range = [&](int64_t range) {
     const int64_t begin = split.begin(range), stop = split.stop(range);
     FlushDenormals flush;
+    SequentialBlas sequential_blas;
     Chunk ch(d);
     const int N = d.N, P = d.P, Q = d.Q;
     std::vector<float> dA(Q * Q), dq_in(Q * N), dk_in(Q * N), dq_st(Q * N), dk_st(Q * N),

@@ -1,17 +1,22 @@
 """Building the C++ CPU kernels on first use (kernels/cpu_build.py): build folders keyed by
-what was built, and a build killed mid-way does not hang later ones."""
+what was built, a build killed mid-way does not hang later ones, and the kernels leave the
+caller's BLAS threading as they found it (kernels/cpu_common.h)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from anatomy.kernels.cpu_build import STALE_LOCK_SECONDS, build_directory, clear_stale_lock
 from anatomy.kernels.delta_rule import cpu_chunk as delta_rule_cpu
 from anatomy.kernels.gla import cpu_chunk as gla_cpu
 from anatomy.kernels.ssd import cpu_chunk as ssd_cpu
+
+ALL_BUILT = all(m.cpu_kernel_available() for m in (ssd_cpu, gla_cpu, delta_rule_cpu))
 
 
 def test_a_stale_build_lock_is_cleared_and_a_fresh_one_kept(tmp_path):
@@ -27,8 +32,7 @@ def test_a_stale_build_lock_is_cleared_and_a_fresh_one_kept(tmp_path):
     assert not lock.exists()
 
 
-@pytest.mark.skipif(not all(m.cpu_kernel_available() for m in (ssd_cpu, gla_cpu, delta_rule_cpu)),
-                    reason="a C++ CPU kernel did not build (see its warning)")
+@pytest.mark.skipif(not ALL_BUILT, reason="a C++ CPU kernel did not build (see its warning)")
 def test_each_kernel_loads_from_its_own_build_key_in_any_order():
     """torch's loader appends its link flags to the list it is given; were that our list, every
     kernel loaded after the first in a process would compute another build key and build
@@ -43,3 +47,40 @@ def test_each_kernel_loads_from_its_own_build_key_in_any_order():
             assert module is not None, name
             assert Path(module.__file__).parent == keys[name], name
             assert build_directory(name, kernels[name].SOURCE, kernels[name].CFLAGS) == keys[name]
+
+
+def mkl_max_threads():
+    """MKL's thread count for BLAS calls on this thread (None without MKL in torch)."""
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+    try:
+        return lib.mkl_get_max_threads
+    except AttributeError:
+        return None
+
+
+@pytest.mark.skipif(not ALL_BUILT, reason="a C++ CPU kernel did not build (see its warning)")
+@pytest.mark.parametrize("heads", [1, 3])
+def test_kernels_leave_the_callers_blas_threads_as_they_were(heads):
+    """Each task runs its gemms on its own thread (MKL's thread-local count set to 1 for the
+    task); with fewer tasks than threads a task runs on the caller's thread, so a count not
+    restored would leave every later BLAS call of the caller on one thread."""
+    get = mkl_max_threads()
+    if get is None:
+        pytest.skip("torch's BLAS is not MKL: the kernels leave its threads alone")
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        before = get()
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, 128, heads, 16, generator=g, requires_grad=True)
+                   for _ in range(3))
+        log_a = -torch.rand(1, 128, heads, generator=g)
+        log_alpha = -torch.rand(1, 128, heads, 16, generator=g)
+        beta = torch.rand(1, 128, heads, generator=g)
+        outputs = [ssd_cpu.ssd_chunked_cpu(q, k, v, log_a),
+                   gla_cpu.gla_chunked_cpu(q, k, v, log_alpha),
+                   delta_rule_cpu.delta_rule_chunked_cpu(q, k, v, beta, log_a=log_a)]
+        sum(o.sum() for o in outputs).backward()
+        assert get() == before == 2
+    finally:
+        torch.set_num_threads(saved)
