@@ -22,8 +22,8 @@ The same expression runs three ways (`softmax_attention` chooses):
   sees only the keys its mask can keep, so memory is O(T * chunk) and the blocks above
   the diagonal (or outside the window) are never computed; its backward recomputes each
   block from the saved log-sum-exp;
-- `flex`: FlexAttention with a block mask, while the module is being compiled
-  (torch.compile) or on CUDA.
+- `flex`: FlexAttention with a block mask, on CUDA (compiled on the CPU, torch 2.13's
+  FlexAttention kernel returned wrong values there: the CPU compiles the materialised mask).
 """
 
 from __future__ import annotations
@@ -257,16 +257,8 @@ def flex(expr, q, k, v, leaves, pos=0, scale=1.0, causal=False, window=None):
     lead = q.shape[:-2]
     n_rows, n_keys = q.shape[-2], k.shape[-2]
     q_base, pos = _offset(n_keys - n_rows, q.device), _offset(pos, q.device)
-    if not torch.is_grad_enabled():  # FlexAttention refuses CPU inputs that need gradients
-        q, k, v = q.detach(), k.detach(), v.detach()
-        leaves = [x.detach() if isinstance(x, Tensor) else x for x in leaves]
     flat = [_flat_leaf(x, lead) for x in leaves]
     q, k, v = (x.reshape((-1, 1) + x.shape[-2:]) for x in (q, k, v))
-    if q.device.type == "cpu" and torch.compiler.is_compiling():
-        # Inductor's CPU template reads the sizes of the buffers under q and k as [B, H, T, E]
-        # and fails on a view of a buffer laid out otherwise (B = 1 or one head, torch 2.13):
-        # a pointwise op gives each a buffer of its own. Doubling is exact; the scale undoes it.
-        q, k, scale = q * 2, k * 2, scale / 4
 
     def score_mod(score, b, h, q_idx, kv_idx):
         t_pos, s_pos = q_idx + q_base + pos, kv_idx + pos
@@ -285,8 +277,8 @@ def flex(expr, q, k, v, leaves, pos=0, scale=1.0, causal=False, window=None):
 
 def _offset(n, device):
     """A position offset for FlexAttention's closures: a literal 0 where it is 0 (the whole
-    sequence at once), else, while compiling, a 0-d tensor: the compiled CPU kernel takes
-    no symbolic number in its closures (dynamic lengths, torch 2.13)."""
+    sequence at once), else, while compiling, a 0-d tensor: Inductor's kernel took no
+    symbolic number in its closures (dynamic lengths, seen on the CPU, torch 2.13)."""
     if isinstance(n, Tensor):
         return n
     if n == 0:
@@ -319,18 +311,13 @@ def _point(expr, score, leaves, b, q_idx, kv_idx, t_pos, s_pos, q_base):
 
 def choose(q: Tensor, k: Tensor, v: Tensor, leaves, causal: bool,
            window: int | None) -> str:
-    """The path for these inputs: FlexAttention on CUDA, and while the module is being
-    compiled (torch.compile), except on the CPU with gradients (FlexAttention has no CPU
-    backward) or with a per-token leaf (FoX's decays, a document id: Inductor's CPU kernel
-    fails to build them at dynamic lengths, torch 2.13): there the materialised mask, which
-    compiles. Eagerly on the CPU: sdpa with a materialised mask up to SDPA_MAX_T keys, else
-    the chunked softmax, whose memory stays O(T * block)."""
-    cpu_grad = q.device.type == "cpu" and torch.is_grad_enabled() and any(
-        isinstance(x, Tensor) and x.requires_grad for x in (q, k, v, *leaves))
-    per_token = any(isinstance(x, Tensor) and any(n > 1 for n in x.shape[-2:])
-                    for x in leaves)
-    if q.device.type == "cuda" or (torch.compiler.is_compiling() and not cpu_grad
-                                   and not per_token):
+    """The path for these inputs: FlexAttention on CUDA. On the CPU: while the module is
+    being compiled (torch.compile), the materialised mask, which compiles (Inductor's CPU
+    FlexAttention kernel, torch 2.13, returned wrong values or NaN at lengths that are not a
+    multiple of its block, varying from run to run: never used); eagerly, sdpa with a
+    materialised mask up to SDPA_MAX_T keys, else the chunked softmax, whose memory stays
+    O(T * block)."""
+    if q.device.type == "cuda":
         return "flex"
     if torch.compiler.is_compiling() or k.shape[-2] <= SDPA_MAX_T.get(q.device.type, 0):
         return "sdpa"

@@ -148,14 +148,34 @@ def test_the_path_per_device_and_length(monkeypatch):
     assert choose(mid_grad, mid, mid, (), True, None) == "sdpa"
     assert choose(long, long, long, (), True, None) == "chunked"
     assert choose(long.clone().requires_grad_(True), long, long, (), True, None) == "chunked"
+    # compiled on the CPU: always the materialised mask (Inductor's CPU FlexAttention kernel
+    # returned wrong values: see test_compiled_equals_eager_with_and_without_gradients)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     slope, decays = torch.ones(1, 4, 1, 1), torch.zeros(1, 4, 8192)
-    assert choose(long, long, long, (slope,), True, None) == "flex"
+    assert choose(long, long, long, (slope,), True, None) == "sdpa"
     assert choose(long, long, long, (decays,), True, None) == "sdpa"  # a per-token leaf
     needs_grad = long.clone().requires_grad_(True)
-    assert choose(needs_grad, long, long, (), True, None) == "sdpa"  # no CPU flex backward
+    assert choose(needs_grad, long, long, (), True, None) == "sdpa"
     with torch.no_grad():
-        assert choose(needs_grad, long, long, (), True, None) == "flex"
+        assert choose(needs_grad, long, long, (), True, None) == "sdpa"
+    assert choose(cuda, cuda, cuda, (slope,), True, None) == "flex"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_flex_path_equals_the_materialised_mask(name, monkeypatch):
+    """The FlexAttention path (CUDA's) turns the expression into a score_mod and the mask into
+    a block mask; run eagerly on the CPU (FlexAttention's unfused implementation), it equals
+    the materialised mask, float32, relative RMSE <= 1e-5."""
+    auto, _, inputs = setup(name, dtype=torch.float32)
+    x = inputs["x"].float()
+    with torch.no_grad():
+        monkeypatch.setattr(softmax_bias, "choose", lambda *a: "sdpa")
+        want = auto(x)
+        monkeypatch.setattr(softmax_bias, "choose", lambda *a: "flex")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "called without torch.compile()": meant here
+            got = auto(x)
+    assert rel_rmse(got, want) <= 1e-5
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -207,9 +227,10 @@ def test_prove_a_forget_gate_at_one_is_causal_softmax_and_refuse_a_near_miss():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_compiled_equals_eager_with_and_without_gradients(name):
-    """torch.compile on the CPU, batch 1 (the case whose q and k reached FlexAttention as
-    views of a 3-d buffer): FlexAttention without gradients, the materialised mask with
-    them (FoX's per-token decays: both). Float32, relative RMSE <= 1e-5 against eager."""
+    """torch.compile on the CPU, batch 1, T = 40, with and without gradients: the materialised
+    mask, compiled. Float32, relative RMSE <= 1e-5 against eager. (With FlexAttention compiled
+    here, torch 2.13, ALiBi failed this on most runs, relative RMSE 0.4 to 0.6, varying with
+    the process's memory contents: PYTHONHASHSEED=1, 2, 4, 5 failed, 0 and 3 passed.)"""
     torch._dynamo.reset()
     module = anatomy.compile(source(name), name, d=16, h=2)
     compiled = torch.compile(module, dynamic=False)
