@@ -4,6 +4,8 @@
 // source file; the build folder's key covers this file too (kernels/cpu_build.py).
 #pragma once
 
+#include <omp.h>
+
 #include <cmath>
 
 #if defined(__SSE__)
@@ -58,18 +60,18 @@ struct FlushDenormals {
 };
 
 // Runs the BLAS calls of one task on the calling thread only, for the life of the object.
-// The kernels' parallelism is across (batch, head) tasks on torch's threads; when there are
-// fewer tasks than threads, at::parallel_for runs the task on the caller outside any parallel
-// region, and MKL would then split every small per-chunk gemm across its own threads: a
-// barrier per gemm, thousands per call: 2x slower beside one busy process, and a T = 65,536
-// test ran for over 15 minutes at a lower priority than that process.
+// The kernels' parallelism is across (batch, head) tasks on torch's threads. With a single
+// task, at::parallel_for runs it on the caller outside any OpenMP parallel region, and MKL
+// then split every small per-chunk gemm across its own threads: a barrier per gemm, thousands
+// per call (2x slower beside one busy process; a T = 65,536 test ran for over 15 minutes at a
+// lower priority than that process). Inside a parallel region MKL already keeps each call on
+// its thread, and setting the count there looked slower (delta rule, B*H = 8, T = 4096:
+// 71 and 78 ms against 47 and 51 ms without, a noisy machine), so the guard acts only outside.
 struct SequentialBlas {
-  int saved = 0;
-  SequentialBlas() {
-    if (MKL_Set_Num_Threads_Local != nullptr) saved = MKL_Set_Num_Threads_Local(1);
-  }
+  const bool active = MKL_Set_Num_Threads_Local != nullptr && !omp_in_parallel();
+  const int saved = active ? MKL_Set_Num_Threads_Local(1) : 0;
   ~SequentialBlas() {
-    if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(saved);  // 0: global
+    if (active) MKL_Set_Num_Threads_Local(saved);  // 0: back to the global count
   }
 };
 
