@@ -1,6 +1,7 @@
 """Packaging: every file the package reads at run time ships in its wheel, the search's
-plots are an extra (without matplotlib they are skipped with a note), and every example of the README runs against the installed package from a
-directory that is not a clone (the slow test builds and installs a wheel).
+plots are an extra (without matplotlib they are skipped with a note), and every example of
+the README runs against the installed package from a directory that is not a clone (the
+slow test builds and installs a wheel).
 """
 
 from __future__ import annotations

@@ -49,28 +49,25 @@ def test_each_kernel_loads_from_its_own_build_key_in_any_order():
             assert build_directory(name, kernels[name].SOURCE, kernels[name].CFLAGS) == keys[name]
 
 
-def mkl_max_threads():
+def mkl_max_threads() -> int | None:
     """MKL's thread count for BLAS calls on this thread (None without MKL in torch)."""
     lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
-    try:
-        return lib.mkl_get_max_threads
-    except AttributeError:
-        return None
+    return lib.mkl_get_max_threads() if hasattr(lib, "mkl_get_max_threads") else None
 
 
 @pytest.mark.skipif(not ALL_BUILT, reason="a C++ CPU kernel did not build (see its warning)")
 @pytest.mark.parametrize("heads", [1, 3])
 def test_kernels_leave_the_callers_blas_threads_as_they_were(heads):
-    """Each task runs its gemms on its own thread (MKL's thread-local count set to 1 for the
-    task); with fewer tasks than threads a task runs on the caller's thread, so a count not
-    restored would leave every later BLAS call of the caller on one thread."""
-    get = mkl_max_threads()
-    if get is None:
+    """A single task runs on the caller's thread, outside any parallel region, with MKL's
+    thread-local count set to 1 for its gemms; a count not restored would leave every later
+    BLAS call of the caller on one thread. Three tasks run in a parallel region, where the
+    count is left alone."""
+    if mkl_max_threads() is None:
         pytest.skip("torch's BLAS is not MKL: the kernels leave its threads alone")
     saved = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        before = get()
+        before = mkl_max_threads()
         g = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(1, 128, heads, 16, generator=g, requires_grad=True)
                    for _ in range(3))
@@ -81,6 +78,6 @@ def test_kernels_leave_the_callers_blas_threads_as_they_were(heads):
                    gla_cpu.gla_chunked_cpu(q, k, v, log_alpha),
                    delta_rule_cpu.delta_rule_chunked_cpu(q, k, v, beta, log_a=log_a)]
         sum(o.sum() for o in outputs).backward()
-        assert get() == before == 2
+        assert mkl_max_threads() == before == 2
     finally:
         torch.set_num_threads(saved)
